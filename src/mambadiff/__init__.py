@@ -1,0 +1,2 @@
+"""mambadiff."""
+__version__ = "0.1.0"

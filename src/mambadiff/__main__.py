@@ -1,0 +1,3 @@
+from mambadiff.cli import main
+
+main()

@@ -1,0 +1,54 @@
+"""The `mambadiff` command. Thin: it parses arguments and calls library functions.
+
+Subcommands are imported lazily, so `mambadiff --help` is instant and one broken optional
+dependency does not take the whole CLI down.
+"""
+from __future__ import annotations
+
+import importlib
+
+import click
+
+# name -> ("module", "attribute", "one-line help")
+_COMMANDS = {
+    "demo": ("mambadiff.commands.seq2seq", "demo_command", "Train MambaDiff on the built-in corpus, sample, score vs copy-source."),
+    "train": ("mambadiff.commands.seq2seq", "train_command", "Train a diffusion seq2seq model from a config."),
+    "generate": ("mambadiff.commands.seq2seq", "generate_command", "Sample from a trained diffusion checkpoint."),
+    "evaluate": ("mambadiff.metrics.cli", "evaluate_command", "Score generated jsonl files (DiffuSeq metrics)."),
+    "report": ("mambadiff.report.cli", "report_command", "Plots and a Markdown summary of a run folder."),
+    "data": ("mambadiff.data.cli", "data_group", "Prepare data folders (QQP converter, built-in corpus)."),
+    "bench": ("mambadiff.bench.cli", "bench_group", "Benchmarks: scan, layers, synthetic, classify."),
+    "classify": ("mambadiff.commands.classify", "classify_group", "Sequence classification: train, eval."),
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx):
+        return sorted(_COMMANDS)
+
+    def get_command(self, ctx, name):
+        if name not in _COMMANDS:
+            return None
+        module, attr, _ = _COMMANDS[name]
+        try:
+            return getattr(importlib.import_module(module), attr)
+        except ImportError as e:  # an optional extra is missing
+            @click.command(name=name, help=_COMMANDS[name][2])
+            def _missing():
+                raise click.ClickException(f"'{name}' is unavailable: {e}. Install with pip install -e '.[all]'")
+            return _missing
+
+    def format_commands(self, ctx, formatter):
+        rows = [(name, _COMMANDS[name][2]) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="mambadiff")
+def main():
+    """mambadiff: state-space sequence models (Mamba, Mamba-2, S4D) and MambaDiff diffusion seq2seq."""
+
+
+if __name__ == "__main__":
+    main()

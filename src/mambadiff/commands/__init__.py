@@ -1,0 +1,1 @@
+"""CLI command implementations (thin wrappers over the library)."""

@@ -1,0 +1,87 @@
+"""The diffusion denoiser: predicts clean word embeddings x0 from noisy ones x_t.
+
+Glossary: b batch, l length, e word-embedding width (emb_dim), d backbone width, v vocab.
+
+    ids ──embed──► (b,l,e)   x_t ──up-proj (e→d, tanh, d→d)──► + time embedding(t) ──► LayerNorm, dropout
+        ──► backbone stack (b,l,d) ──► down-proj (d→d, tanh, d→e) ──► predicted x0 (b,l,e)
+    logits(h) = h @ word_embedding.T   (the rounding head, tied to the embedding)
+
+The layout follows DiffuSeq's TransformerNetModel; only the backbone changes with the config.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .backbones import BackboneConfig, build_backbone, count_parameters
+
+
+def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+    """Sinusoidal embedding of (possibly fractional) timesteps: t (b,) -> (b, dim)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    args = t.float()[:, None] * freqs[None]  # (b, half)
+    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)  # (b, 2*half)
+    if dim % 2:
+        emb = torch.cat([emb, torch.zeros_like(emb[:, :1])], dim=-1)
+    return emb
+
+
+@dataclass
+class DenoiserConfig:
+    vocab_size: int = 0            # set from the tokenizer
+    emb_dim: int = 128             # DiffuSeq's hidden_t_dim / embedding width
+    diffusion_steps: int = 2000    # T: timesteps are rescaled to [0, 1000) as DiffuSeq's rescale_timesteps
+    dropout: float = 0.1
+    backbone: BackboneConfig = field(default_factory=lambda: BackboneConfig(bidirectional=True))
+
+    def validate(self) -> None:
+        if self.vocab_size <= 0:
+            raise ValueError("model.vocab_size must be set (> 0)")
+        self.backbone.validate()
+
+
+class Denoiser(nn.Module):
+    def __init__(self, cfg: DenoiserConfig):
+        super().__init__()
+        cfg.validate()
+        self.cfg = cfg
+        e, d = cfg.emb_dim, cfg.backbone.d_model
+        self.emb_dim = e
+        self.word_embedding = nn.Embedding(cfg.vocab_size, e)  # N(0, 1) init, as DiffuSeq
+        self.time_embed = nn.Sequential(nn.Linear(e, 4 * e), nn.SiLU(), nn.Linear(4 * e, d))
+        self.up_proj = nn.Sequential(nn.Linear(e, d), nn.Tanh(), nn.Linear(d, d))
+        self.in_norm = nn.LayerNorm(d)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.backbone = build_backbone(cfg.backbone)
+        self.down_proj = nn.Sequential(nn.Linear(d, d), nn.Tanh(), nn.Linear(d, e))
+
+    # the diffusion process talks to the model through these three calls
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.word_embedding(input_ids)  # (b, l, e)
+
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        return h @ self.word_embedding.weight.t()  # (b, l, v)
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        if x_t.ndim != 3 or x_t.shape[-1] != self.emb_dim:
+            raise ValueError(f"x_t must have shape (b, l, {self.emb_dim}), got {tuple(x_t.shape)}")
+        if t.shape != x_t.shape[:1]:
+            raise ValueError(f"t must have shape (b,) = ({x_t.shape[0]},), got {tuple(t.shape)}")
+        t_scaled = t.float() * (1000.0 / self.cfg.diffusion_steps)  # (b,)
+        temb = self.time_embed(timestep_embedding(t_scaled, self.emb_dim))  # (b, d)
+        h = self.up_proj(x_t) + temb[:, None, :]  # (b, l, d)
+        h = self.drop(self.in_norm(h))
+        h = self.backbone(h, mask)  # (b, l, d)
+        return self.down_proj(h)  # (b, l, e)
+
+    def parameter_report(self) -> dict[str, int]:
+        return {
+            "embedding": count_parameters(self.word_embedding),
+            "backbone": count_parameters(self.backbone),
+            "other": count_parameters(self) - count_parameters(self.word_embedding) - count_parameters(self.backbone),
+            "total": count_parameters(self),
+        }
