@@ -115,7 +115,8 @@ def test_schedule_and_param_groups():
     f = warmup_linear_decay(10, 110)
     assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
     assert f(60) == pytest.approx(0.5) and f(110) == pytest.approx(0.0)
-    m = nn.Linear(3, 4)
-    m.weight._no_weight_decay = True
+    m = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 4))
+    m[0].weight._no_weight_decay = True
     groups = param_groups(m, 0.1)
-    assert len(groups) == 1 and groups[0]["weight_decay"] == 0.0
+    decay = [g for g in groups if g["weight_decay"] == 0.1]
+    assert len(decay) == 1 and decay[0]["params"] == [m[1].weight]

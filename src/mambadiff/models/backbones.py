@@ -14,6 +14,7 @@ Every backbone maps ``x (b, l, d)`` and a right-padded ``mask (b, l)`` (True at 
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -48,7 +49,8 @@ class BackboneConfig:
     # transformer
     n_heads: int = 4
     ff_dim: int = 0              # 0: 4 * d_model
-    max_len: int = 4096          # learned positions (transformer only)
+    pos_encoding: str = "learned"  # learned (DiffuSeq) | sinusoidal (no parameters)
+    max_len: int = 512           # longest sequence for learned positions (transformer only)
 
     def validate(self) -> None:
         if self.name not in BACKBONES:
@@ -57,6 +59,8 @@ class BackboneConfig:
             raise ValueError("backbone.d_model and backbone.n_layers must be > 0")
         if self.name == "transformer" and self.d_model % self.n_heads:
             raise ValueError(f"backbone.d_model={self.d_model} must be divisible by n_heads={self.n_heads}")
+        if self.pos_encoding not in ("learned", "sinusoidal"):
+            raise ValueError(f"backbone.pos_encoding must be learned|sinusoidal, got {self.pos_encoding!r}")
         if self.name == "lstm" and self.bidirectional and self.d_model % 2:
             raise ValueError("a bidirectional LSTM backbone needs an even d_model")
 
@@ -128,12 +132,25 @@ def _s4d(cfg: BackboneConfig) -> nn.Module:
     return _ssm_stack(cfg, lambda: S4D(layer_cfg))
 
 
+def sinusoidal_positions(l: int, d: int, device=None) -> torch.Tensor:
+    """Fixed sine/cosine position table (l, d)."""
+    pos = torch.arange(l, device=device, dtype=torch.float32)[:, None]  # (l, 1)
+    freq = torch.exp(-math.log(10000.0) * torch.arange(0, d, 2, device=device, dtype=torch.float32) / d)  # (d/2,)
+    table = torch.zeros(l, d, device=device)
+    table[:, 0::2] = torch.sin(pos * freq)
+    table[:, 1::2] = torch.cos(pos * freq)[:, : d // 2]
+    return table
+
+
 class TransformerBackbone(nn.Module):
     def __init__(self, cfg: BackboneConfig):
         super().__init__()
         self.d_model = cfg.d_model
-        self.pos = nn.Embedding(cfg.max_len, cfg.d_model)
-        nn.init.normal_(self.pos.weight, std=0.02)
+        self.max_len = cfg.max_len
+        if cfg.pos_encoding == "learned":
+            self.pos = nn.Parameter(torch.randn(cfg.max_len, cfg.d_model) * 0.02)  # (max_len, d)
+        else:
+            self.pos = None
         layer = nn.TransformerEncoderLayer(cfg.d_model, cfg.n_heads, cfg.ff_dim or 4 * cfg.d_model,
                                            dropout=cfg.dropout, activation="gelu", batch_first=True,
                                            norm_first=True)
@@ -144,11 +161,15 @@ class TransformerBackbone(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         mask = _check(x, mask, self.d_model)  # (b, l)
         l = x.shape[1]
-        if l > self.pos.num_embeddings:
-            raise ValueError(f"sequence length {l} exceeds the transformer's max_len {self.pos.num_embeddings}")
-        x = x + self.pos.weight[:l]  # (b, l, d)
-        attn_mask = nn.Transformer.generate_square_subsequent_mask(l, device=x.device) if self.causal else None
-        h = self.encoder(x, mask=attn_mask, src_key_padding_mask=~mask, is_causal=self.causal)  # (b, l, d)
+        if self.pos is not None:
+            if l > self.max_len:
+                raise ValueError(f"sequence length {l} exceeds the transformer's max_len {self.max_len}")
+            x = x + self.pos[:l]  # (b, l, d)
+        else:
+            x = x + sinusoidal_positions(l, self.d_model, x.device).to(x.dtype)  # (b, l, d)
+        attn_mask = torch.ones(l, l, dtype=torch.bool, device=x.device).triu(1) if self.causal else None  # (l, l)
+        pad_mask = None if bool(mask.all()) else ~mask  # (b, l) True at padding; None keeps the fast path
+        h = self.encoder(x, mask=attn_mask, src_key_padding_mask=pad_mask, is_causal=self.causal)  # (b, l, d)
         return self.final_norm(h)
 
 

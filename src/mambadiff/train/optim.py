@@ -6,26 +6,7 @@ import math
 import torch
 from torch import nn
 
-
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """AdamW groups: no weight decay on biases, norm weights, embeddings' 1-D params and every parameter
-    flagged ``_no_weight_decay`` (Mamba's A_log, D and dt bias; S4D's kernel parameters)."""
-    decay, no_decay = [], []
-    seen = set()
-    for p in model.parameters():
-        if not p.requires_grad or id(p) in seen:
-            continue
-        seen.add(id(p))
-        if getattr(p, "_no_weight_decay", False) or p.ndim < 2:
-            no_decay.append(p)
-        else:
-            decay.append(p)
-    groups = []
-    if decay:
-        groups.append({"params": decay, "weight_decay": weight_decay})
-    if no_decay:
-        groups.append({"params": no_decay, "weight_decay": 0.0})
-    return groups
+from mambadiff.ssm.mamba import param_groups  # the layers know which of their parameters skip decay
 
 
 def warmup_linear_decay(warmup_steps: int, total_steps: int, final_ratio: float = 0.0):
@@ -50,4 +31,8 @@ def cosine_decay(warmup_steps: int, total_steps: int, final_ratio: float = 0.0):
 
 
 def build_optimizer(model: nn.Module, lr: float, weight_decay: float, betas=(0.9, 0.999), eps=1e-8):
-    return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=betas, eps=eps)
+    """AdamW over ``param_groups``: groups flagged ``_lr_scale`` (S4D kernel) get ``lr * lr_scale``."""
+    groups = param_groups(model, weight_decay, lr=lr)
+    for g in groups:
+        g.pop("param_names", None)
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps)

@@ -1,0 +1,112 @@
+"""Whole-stack benchmark: 6-layer Mamba, Mamba-2, S4D, Transformer and LSTM stacks side by side.
+
+Glossary: b batch, l length, d model width.
+
+Two modes, each timed in the same run so the ratios are comparable:
+- ``train``: one training step (forward, backward of a mean loss, AdamW step) on x (b, l, d);
+- ``infer``: forward only under ``torch.inference_mode``.
+Mamba-1 can be listed with a scan backend, e.g. ``mamba:reference`` or ``mamba:cpu``.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+
+import click
+import torch
+
+from mambadiff.models.backbones import BackboneConfig, build_backbone, count_parameters
+
+from .common import print_table, time_median, write_json
+
+DEFAULT_MODELS = ("mamba", "mamba2", "s4d", "transformer", "lstm")
+
+
+def stack_config(model: str, d_model: int = 128, n_layers: int = 6, bidirectional: bool = False) -> BackboneConfig:
+    """The benchmark's stacks. The Transformer uses ff 256 (the reference point in the targets table)."""
+    name, _, backend = model.partition(":")
+    cfg = BackboneConfig(name=name, d_model=d_model, n_layers=n_layers, bidirectional=bidirectional,
+                         n_heads=4, ff_dim=2 * d_model, headdim=32, chunk_size=64,
+                         pos_encoding="sinusoidal")
+    if backend:
+        cfg = replace(cfg, scan_backend=backend)
+    return cfg
+
+
+def run_layers_benchmark(models=DEFAULT_MODELS, train_cases=((64, 128), (64, 1024)),
+                         infer_cases=((8, 128), (8, 1024), (8, 2048), (8, 4096)), d_model: int = 128,
+                         n_layers: int = 6, repeats: int = 3, warmup: int = 1, device: str = "cpu",
+                         json_path=None, seed: int = 0) -> list[dict]:
+    dev = torch.device(device)
+    records = []
+    for model in models:
+        torch.manual_seed(seed)
+        net = build_backbone(stack_config(model, d_model, n_layers)).to(dev)
+        params = count_parameters(net)
+        opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
+        for mode, cases in (("train", train_cases), ("infer", infer_cases)):
+            for b, l in cases:
+                x = torch.randn(b, l, d_model, device=dev)
+
+                def train_step():
+                    opt.zero_grad(set_to_none=True)
+                    net(x).float().pow(2).mean().backward()
+                    opt.step()
+
+                def infer_step():
+                    with torch.inference_mode():
+                        net(x)
+
+                fn = train_step if mode == "train" else infer_step
+                t0 = time.perf_counter()
+                try:
+                    seconds, peak = time_median(fn, repeats=repeats, warmup=warmup, device=dev)
+                except (RuntimeError, MemoryError) as e:  # e.g. out of memory at long l
+                    records.append({"model": model, "mode": mode, "batch": b, "seq_len": l, "d_model": d_model,
+                                    "params": params, "error": str(e).splitlines()[0][:120]})
+                    continue
+                records.append({"model": model, "mode": mode, "batch": b, "seq_len": l, "d_model": d_model,
+                                "n_layers": n_layers, "params": params, "seconds": seconds,
+                                "tokens_per_s": b * l / seconds, "peak_mem_mb": peak,
+                                "bench_wall_s": time.perf_counter() - t0})
+    # ratios against the Transformer at the same (mode, batch, seq_len), side by side
+    ref = {(r["mode"], r["batch"], r["seq_len"]): r["seconds"] for r in records
+           if r["model"] == "transformer" and "seconds" in r}
+    for r in records:
+        key = (r["mode"], r["batch"], r["seq_len"])
+        if "seconds" in r and key in ref:
+            r["speedup_vs_transformer"] = ref[key] / r["seconds"]
+    print_table(records, ["model", "mode", "batch", "seq_len", "params", "seconds", "tokens_per_s",
+                          "peak_mem_mb", "speedup_vs_transformer"])
+    write_json(json_path, records)
+    return records
+
+
+def _pairs(text: str) -> tuple[tuple[int, int], ...]:
+    out = []
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        try:
+            b, l = item.lower().split("x")
+            out.append((int(b), int(l)))
+        except ValueError:
+            raise click.BadParameter(f"{item!r}: expected BxL, e.g. 64x128") from None
+    return tuple(out)
+
+
+@click.command("layers")
+@click.option("--model", "models", multiple=True, default=DEFAULT_MODELS, show_default=True,
+              help="Stacks to time; Mamba-1 may name a scan backend, e.g. mamba:reference.")
+@click.option("--train", "train", default="64x128,64x1024", show_default=True, help="Training cases BxL.")
+@click.option("--infer", "infer", default="8x128,8x1024,8x2048,8x4096", show_default=True, help="Inference cases BxL.")
+@click.option("--d-model", default=128, show_default=True)
+@click.option("--layers", "n_layers", default=6, show_default=True)
+@click.option("--repeats", default=3, show_default=True)
+@click.option("--warmup", default=1, show_default=True)
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the records here.")
+def layers_command(models, train, infer, d_model, n_layers, repeats, warmup, device, json_path):
+    """Time whole 6-layer stacks (training step and inference) side by side."""
+    run_layers_benchmark(models, _pairs(train), _pairs(infer), d_model, n_layers, repeats, warmup, device, json_path)

@@ -1,0 +1,344 @@
+"""Mamba (S6) block: input-dependent selective state space, Gu & Dao 2023.
+
+Glossary: b batch, l length, d model width, e inner width (expand*d), n state size,
+k conv width, r dt rank.
+
+Data flow of ``Mamba.forward`` (x (b, l, d) -> (b, l, d)):
+
+    x, z   = in_proj(x).chunk(2)                  (b, l, e) each
+    x      = silu(causal_depthwise_conv(x))        (b, l, e)
+    dt,B,C = x_proj(x).split(r, n, n)              (b, l, r), (b, l, n), (b, l, n)
+    dt     = dt_proj.weight @ dt                    (b, l, e)   bias + softplus happen in the scan
+    y      = selective_scan(x, dt, A, B, C, D, z)   (b, l, e)   y = (S6(x) + D x) * silu(z)
+    out    = out_proj(y)                            (b, l, d)
+
+``step`` runs the same computation for one token with an explicit ``MambaState``
+(conv_state (b, e, k-1) holding the last k-1 conv inputs, ssm_state (b, e, n)).
+
+This module also holds the input checks shared by every mixer in ``mambadiff.ssm``
+(``validate_sequence``, ``validate_token``, ``validate_state_tensor``) and ``param_groups``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .scan import BACKENDS, selective_scan
+
+__all__ = [
+    "MambaConfig",
+    "MambaState",
+    "Mamba",
+    "param_groups",
+    "validate_sequence",
+    "validate_token",
+    "validate_state_tensor",
+    "init_dt_bias",
+    "at_least_f32",
+]
+
+
+# --------------------------------------------------------------------------- input checks
+
+
+def _param_dtype(module: nn.Module) -> torch.dtype | None:
+    for p in module.parameters():
+        return p.dtype
+    return None
+
+
+def _check_dtype(name: str, t: torch.Tensor, module: nn.Module) -> None:
+    if not t.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point tensor, got dtype {t.dtype}")
+    want = _param_dtype(module)
+    # Under autocast the parameters stay float32 while activations may be half: allowed.
+    if want is not None and t.dtype != want and not torch.is_autocast_enabled(t.device.type):
+        raise ValueError(
+            f"{name} has dtype {t.dtype} but {type(module).__name__}'s parameters are {want}; "
+            f"convert one of them (e.g. module.to({t.dtype}))"
+        )
+
+
+def validate_sequence(module: nn.Module, x: torch.Tensor, mask: torch.Tensor | None,
+                      d_model: int) -> None:
+    """Check ``x`` (b, l, d_model) and the optional right-padded bool ``mask`` (b, l).
+
+    Raises ValueError naming the argument and the expected shape.
+    """
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"x must be a torch.Tensor of shape (b, l, d_model={d_model}), "
+                         f"got {type(x).__name__}")
+    if x.ndim != 3 or x.shape[-1] != d_model:
+        raise ValueError(f"x must have shape (b, l, d_model={d_model}), got {tuple(x.shape)}")
+    _check_dtype("x", x, module)
+    if mask is None:
+        return
+    b, l = x.shape[:2]
+    if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
+        got = mask.dtype if isinstance(mask, torch.Tensor) else type(mask).__name__
+        raise ValueError(f"mask must be a bool tensor of shape (b, l)=({b}, {l}) "
+                         f"(True at real tokens), got {got}")
+    if tuple(mask.shape) != (b, l):
+        raise ValueError(f"mask must have shape (b, l)=({b}, {l}) matching x, "
+                         f"got {tuple(mask.shape)}")
+    if mask.device != x.device:
+        raise ValueError(f"mask is on {mask.device} but x is on {x.device}")
+    if l > 1 and bool((mask[:, 1:] & ~mask[:, :-1]).any()):
+        raise ValueError("mask must be right-padded: True at the real tokens of each row, "
+                         "then only False (padding at the end)")
+
+
+def validate_token(module: nn.Module, x_t: torch.Tensor, d_model: int) -> None:
+    """Check one step's input ``x_t`` (b, d_model)."""
+    if not isinstance(x_t, torch.Tensor):
+        raise ValueError(f"x_t must be a torch.Tensor of shape (b, d_model={d_model}), "
+                         f"got {type(x_t).__name__}")
+    if x_t.ndim != 2 or x_t.shape[-1] != d_model:
+        raise ValueError(f"x_t must have shape (b, d_model={d_model}), got {tuple(x_t.shape)}")
+    _check_dtype("x_t", x_t, module)
+
+
+def validate_state_tensor(name: str, t: torch.Tensor, shape: tuple[int, ...]) -> None:
+    """Check one tensor of a recurrent state against its expected shape."""
+    if not isinstance(t, torch.Tensor) or tuple(t.shape) != tuple(shape):
+        got = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+        raise ValueError(f"state.{name} must have shape {tuple(shape)}, got {got}; "
+                         f"build it with allocate_state(batch_size)")
+
+
+# --------------------------------------------------------------------------- shared init
+
+
+def at_least_f32(t: torch.Tensor) -> torch.Tensor:
+    """Upcast half-precision tensors to float32 (state-space parameters need the range)."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
+def init_dt_bias(size: int, dt_min: float, dt_max: float, dt_init_floor: float,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+    """Bias whose softplus is log-uniform in [dt_min, dt_max] (floored at dt_init_floor).
+
+    Returns (size,). Uses the inverse of softplus: inv(y) = y + log(-expm1(-y)).
+    """
+    u = torch.rand(size, generator=generator, dtype=torch.float64)  # (size,)
+    dt = torch.exp(u * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))  # (size,)
+    dt = dt.clamp(min=dt_init_floor)  # (size,)
+    return (dt + torch.log(-torch.expm1(-dt))).float()  # (size,)
+
+
+def _check_dt_range(dt_min: float, dt_max: float, dt_init_floor: float) -> None:
+    if not (0 < dt_min <= dt_max):
+        raise ValueError(f"dt_min/dt_max must satisfy 0 < dt_min <= dt_max, "
+                         f"got dt_min={dt_min}, dt_max={dt_max}")
+    if dt_init_floor <= 0:
+        raise ValueError(f"dt_init_floor must be > 0, got {dt_init_floor}")
+
+
+def _check_positive_int(name: str, value) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+
+# --------------------------------------------------------------------------- optimizer groups
+
+
+def param_groups(model: nn.Module, weight_decay: float, lr: float | None = None) -> list[dict]:
+    """AdamW parameter groups: decayed weights vs. parameters that must not be decayed.
+
+    No weight decay for: every parameter flagged ``_no_weight_decay`` (A_log, D, dt bias, S4D
+    kernel parameters), every bias (name ends in ``bias``) and every 1-D parameter (norm
+    weights). Parameters carrying ``_lr_scale`` get their own group with ``lr_scale`` set (and
+    ``lr = lr * lr_scale`` when ``lr`` is given; without ``lr`` the training loop must apply it).
+    Groups come decay first; each carries ``param_names``. Frozen parameters are skipped.
+    """
+    if weight_decay < 0:
+        raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
+    buckets: dict[tuple[bool, float], tuple[list, list]] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        no_decay = (bool(getattr(p, "_no_weight_decay", False)) or p.ndim < 2
+                    or name.endswith("bias"))
+        scale = float(getattr(p, "_lr_scale", 1.0))
+        params, names = buckets.setdefault((no_decay, scale), ([], []))
+        params.append(p)
+        names.append(name)
+    groups = []
+    # decay before no-decay, then unscaled before scaled
+    for (no_decay, scale) in sorted(buckets, key=lambda key: (key[0], key[1] != 1.0, key[1])):
+        params, names = buckets[(no_decay, scale)]
+        group = {"params": params, "param_names": names,
+                 "weight_decay": 0.0 if no_decay else weight_decay, "lr_scale": scale}
+        if lr is not None:
+            group["lr"] = lr * scale
+        groups.append(group)
+    return groups
+
+
+# --------------------------------------------------------------------------- Mamba
+
+
+@dataclass
+class MambaConfig:
+    """Mamba (S6) block; defaults are the paper's.
+
+    dt_rank "auto" resolves to ceil(d_model / 16) in ``__post_init__``.
+    """
+
+    d_model: int
+    d_state: int = 16  # n
+    d_conv: int = 4  # k
+    expand: int = 2  # e = expand * d_model
+    dt_rank: int | str = "auto"  # r
+    dt_min: float = 1e-3
+    dt_max: float = 1e-1
+    dt_init: str = "random"  # "random" (uniform +-r^-0.5*dt_scale) or "constant"
+    dt_scale: float = 1.0
+    dt_init_floor: float = 1e-4
+    conv_bias: bool = True
+    bias: bool = False  # in_proj / out_proj bias
+    scan_backend: str = "auto"  # passed to selective_scan(backend=)
+
+    def __post_init__(self):
+        for name in ("d_model", "d_state", "d_conv", "expand"):
+            _check_positive_int(name, getattr(self, name))
+        if self.dt_rank == "auto":
+            self.dt_rank = math.ceil(self.d_model / 16)
+        _check_positive_int("dt_rank", self.dt_rank)
+        _check_dt_range(self.dt_min, self.dt_max, self.dt_init_floor)
+        if self.dt_init not in ("random", "constant"):
+            raise ValueError(f"dt_init must be 'random' or 'constant', got {self.dt_init!r}")
+        if self.scan_backend not in BACKENDS:
+            raise ValueError(f"scan_backend must be one of {BACKENDS}, got {self.scan_backend!r}")
+
+    @property
+    def d_inner(self) -> int:
+        return self.expand * self.d_model
+
+
+@dataclass
+class MambaState:
+    """Recurrent state of one Mamba block: conv_state (b, e, k-1), ssm_state (b, e, n)."""
+
+    conv_state: torch.Tensor  # (b, e, k-1) last k-1 conv inputs, oldest first
+    ssm_state: torch.Tensor  # (b, e, n)
+
+
+class Mamba(nn.Module):
+    """Mamba (S6) sequence mixer.
+
+    Shape contract:
+      forward(x (b, l, d_model), mask (b, l) bool | None) -> (b, l, d_model)
+        mask is True at real tokens, right-padded; padded inputs are zeroed and padded
+        outputs are zero. The layer is causal, so padding never affects real positions.
+      allocate_state(batch_size) -> MambaState (zeros)
+      step(x_t (b, d_model), state) -> (y_t (b, d_model), new MambaState); the state is not
+        modified in place. Feeding a sequence token by token reproduces ``forward``.
+    """
+
+    def __init__(self, config: MambaConfig):
+        super().__init__()
+        self.config = cfg = config
+        self.d_model = cfg.d_model
+        e, n, r, k = cfg.d_inner, cfg.d_state, cfg.dt_rank, cfg.d_conv
+
+        self.in_proj = nn.Linear(cfg.d_model, 2 * e, bias=cfg.bias)  # d -> (x, z)
+        self.conv1d = nn.Conv1d(e, e, kernel_size=k, groups=e, padding=k - 1,
+                                bias=cfg.conv_bias)  # depthwise; weight (e, 1, k)
+        self.x_proj = nn.Linear(e, r + 2 * n, bias=False)  # e -> (dt, B, C)
+        self.dt_proj = nn.Linear(r, e, bias=True)  # r -> e
+
+        dt_init_std = r ** -0.5 * cfg.dt_scale
+        with torch.no_grad():
+            if cfg.dt_init == "random":
+                nn.init.uniform_(self.dt_proj.weight, -dt_init_std, dt_init_std)
+            else:
+                nn.init.constant_(self.dt_proj.weight, dt_init_std)
+            self.dt_proj.bias.copy_(init_dt_bias(e, cfg.dt_min, cfg.dt_max, cfg.dt_init_floor))
+        self.dt_proj.bias._no_weight_decay = True
+
+        # S4D-real init: A = -(1..n) for every channel, stored as log for positivity.
+        A = torch.arange(1, n + 1, dtype=torch.float32).repeat(e, 1)  # (e, n)
+        self.A_log = nn.Parameter(torch.log(A))  # (e, n)
+        self.A_log._no_weight_decay = True
+        self.D = nn.Parameter(torch.ones(e))  # (e,)
+        self.D._no_weight_decay = True
+
+        self.out_proj = nn.Linear(e, cfg.d_model, bias=cfg.bias)  # e -> d
+
+    # ------------------------------------------------------------------ parallel
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        validate_sequence(self, x, mask, self.d_model)
+        cfg = self.config
+        b, l, _ = x.shape
+        n, r = cfg.d_state, cfg.dt_rank
+        if mask is not None:
+            x = x * mask.unsqueeze(-1).to(x.dtype)  # (b, l, d) padded inputs zeroed
+
+        xz = self.in_proj(x)  # (b, l, 2e)
+        xs, z = xz.transpose(1, 2).chunk(2, dim=1)  # (b, e, l) each
+        xs = F.silu(self.conv1d(xs)[..., :l])  # (b, e, l) causal: drop the right overhang
+
+        x_dbl = self.x_proj(xs.transpose(1, 2))  # (b, l, r + 2n)
+        dt, B, C = torch.split(x_dbl, [r, n, n], dim=-1)  # (b, l, r), (b, l, n), (b, l, n)
+        dt = (dt @ self.dt_proj.weight.t()).transpose(1, 2)  # (b, e, l) pre-bias, pre-softplus
+        A = -torch.exp(at_least_f32(self.A_log))  # (e, n)
+
+        y = selective_scan(
+            xs, dt, A, B.transpose(1, 2), C.transpose(1, 2), at_least_f32(self.D), z,
+            delta_bias=at_least_f32(self.dt_proj.bias), delta_softplus=True,
+            backend=cfg.scan_backend,
+        )  # (b, e, l)
+        out = self.out_proj(y.transpose(1, 2).to(x.dtype))  # (b, l, d)
+        if mask is not None:
+            out = out * mask.unsqueeze(-1).to(out.dtype)  # (b, l, d)
+        return out
+
+    # ------------------------------------------------------------------ recurrent
+
+    def allocate_state(self, batch_size: int, device=None, dtype=None) -> MambaState:
+        _check_positive_int("batch_size", batch_size)
+        ref = self.A_log
+        device = ref.device if device is None else device
+        dtype = ref.dtype if dtype is None else dtype
+        e, n, k = self.config.d_inner, self.config.d_state, self.config.d_conv
+        return MambaState(
+            conv_state=torch.zeros(batch_size, e, k - 1, device=device, dtype=dtype),
+            ssm_state=torch.zeros(batch_size, e, n, device=device, dtype=dtype),
+        )
+
+    def step(self, x_t: torch.Tensor, state: MambaState) -> tuple[torch.Tensor, MambaState]:
+        validate_token(self, x_t, self.d_model)
+        cfg = self.config
+        b = x_t.shape[0]
+        e, n, r, k = cfg.d_inner, cfg.d_state, cfg.dt_rank, cfg.d_conv
+        if not isinstance(state, MambaState):
+            raise ValueError(f"state must be a MambaState, got {type(state).__name__}")
+        validate_state_tensor("conv_state", state.conv_state, (b, e, k - 1))
+        validate_state_tensor("ssm_state", state.ssm_state, (b, e, n))
+
+        xs, z = self.in_proj(x_t).chunk(2, dim=-1)  # (b, e) each
+        window = torch.cat([state.conv_state, xs.unsqueeze(-1)], dim=-1)  # (b, e, k)
+        xs = (window * self.conv1d.weight[:, 0, :]).sum(-1)  # (b, e)
+        if self.conv1d.bias is not None:
+            xs = xs + self.conv1d.bias  # (b, e)
+        xs = F.silu(xs)  # (b, e)
+
+        dt, B, C = torch.split(self.x_proj(xs), [r, n, n], dim=-1)  # (b, r), (b, n), (b, n)
+        dt = F.softplus(self.dt_proj(dt))  # (b, e)
+        A = -torch.exp(self.A_log)  # (e, n)
+        dA = torch.exp(dt.unsqueeze(-1) * A)  # (b, e, n)
+        dBx = (dt * xs).unsqueeze(-1) * B.unsqueeze(1)  # (b, e, n)
+        h = dA * state.ssm_state + dBx  # (b, e, n)
+        y = (h * C.unsqueeze(1)).sum(-1) + self.D * xs  # (b, e)
+        y = y * F.silu(z)  # (b, e)
+        return self.out_proj(y), MambaState(conv_state=window[..., 1:], ssm_state=h)
+
+    def extra_repr(self) -> str:
+        c = self.config
+        return (f"d_model={c.d_model}, d_inner={c.d_inner}, d_state={c.d_state}, "
+                f"d_conv={c.d_conv}, dt_rank={c.dt_rank}, scan_backend={c.scan_backend!r}")

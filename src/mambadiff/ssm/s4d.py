@@ -1,0 +1,219 @@
+"""S4D: diagonal state space with a time-invariant convolution kernel, Gu et al. 2022.
+
+Glossary: b batch, l length, d model width, e inner (SSM) width, n state size (real count),
+m = n/2 complex modes per channel (conjugate pairs are implicit, hence the 2*Re below).
+
+Per channel, with complex diagonal A (m,), C (m,), B = 1 and step dt (ZOH):
+
+    dA = exp(dt*A),   dB = (exp(dt*A) - 1) / A
+    h_t = dA * h_{t-1} + dB * u_t              (m,) complex
+    y_t = 2 * Re(C . h_t) + D * u_t
+
+Unrolled, y = K * u + D u with kernel K[j] = 2 * Re(sum_m C_m dB_m dA_m^j), j = 0..l-1,
+computed as a Vandermonde product and applied by FFT convolution (rfft of length 2l, so the
+circular convolution does not wrap around).
+
+Block (x (b, l, d) -> (b, l, d)):
+    u   = in_proj(x)                     (b, l, e)
+    y   = gelu(K * u + D u)              (b, l, e)
+    out = glu(out_proj(y))               (b, l, d)     (or a plain linear if glu=False)
+
+Inits: "lin" A = -1/2 + i*pi*k;  "inv" A = -1/2 + i*(n/pi)*(n/(2k+1) - 1), k = 0..m-1.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .mamba import _check_positive_int, validate_sequence, validate_state_tensor, validate_token
+
+__all__ = ["S4DConfig", "S4DState", "S4D", "s4d_init_imag", "fft_causal_conv"]
+
+INITS = ("lin", "inv")
+
+
+def s4d_init_imag(init: str, d_state: int) -> torch.Tensor:
+    """Imaginary parts of the S4D diagonal for the m = d_state/2 modes. Returns (m,) float64."""
+    m = d_state // 2
+    k = torch.arange(m, dtype=torch.float64)  # (m,)
+    if init == "lin":
+        return math.pi * k  # (m,)
+    if init == "inv":
+        return (d_state / math.pi) * (d_state / (2 * k + 1) - 1)  # (m,)
+    raise ValueError(f"init must be one of {INITS}, got {init!r}")
+
+
+def fft_causal_conv(u: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
+    """Causal convolution y[t] = sum_{j<=t} K[j] u[t-j] via FFT.
+
+    u (b, e, l), K (e, l) -> (b, e, l). Zero-padding to 2l makes the circular product linear.
+    """
+    l = u.shape[-1]
+    u_f = torch.fft.rfft(u, n=2 * l)  # (b, e, l+1) complex
+    k_f = torch.fft.rfft(K, n=2 * l)  # (e, l+1) complex
+    return torch.fft.irfft(u_f * k_f, n=2 * l)[..., :l]  # (b, e, l)
+
+
+@dataclass
+class S4DConfig:
+    """S4D block. The SSM runs over e = expand * d_model independent channels."""
+
+    d_model: int
+    d_state: int = 64  # n real state size = 2 * m complex modes; must be even
+    expand: int = 1  # e = expand * d_model; S4D keeps the SSM at model width by default
+    init: str = "lin"  # "lin" (S4D-Lin) or "inv" (S4D-Inv)
+    dt_min: float = 1e-3
+    dt_max: float = 1e-1
+    glu: bool = True  # output mixing: linear e -> 2d then GLU; False: linear e -> d
+    bias: bool = True  # in/out projection bias
+    lr_scale: float = 0.1  # `_lr_scale` hint on the kernel parameters (A, log_dt)
+
+    def __post_init__(self):
+        for name in ("d_model", "d_state", "expand"):
+            _check_positive_int(name, getattr(self, name))
+        if self.d_state % 2 != 0:
+            raise ValueError(f"d_state must be even (n/2 complex modes), got {self.d_state}")
+        if self.init not in INITS:
+            raise ValueError(f"init must be one of {INITS}, got {self.init!r}")
+        if not (0 < self.dt_min <= self.dt_max):
+            raise ValueError(f"dt_min/dt_max must satisfy 0 < dt_min <= dt_max, "
+                             f"got dt_min={self.dt_min}, dt_max={self.dt_max}")
+        if self.lr_scale <= 0:
+            raise ValueError(f"lr_scale must be > 0, got {self.lr_scale}")
+
+    @property
+    def d_inner(self) -> int:
+        return self.expand * self.d_model
+
+
+@dataclass
+class S4DState:
+    """Recurrent state of one S4D block: ssm_state (b, e, m) complex."""
+
+    ssm_state: torch.Tensor  # (b, e, m) complex
+
+
+def _complex_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.complex128 if dtype == torch.float64 else torch.complex64
+
+
+class S4D(nn.Module):
+    """S4D sequence mixer wrapped in in/out projections (time-invariant, causal).
+
+    Shape contract:
+      forward(x (b, l, d_model), mask (b, l) bool | None) -> (b, l, d_model)
+        mask is True at real tokens, right-padded; padded SSM inputs are zeroed and padded
+        outputs are zero. The convolution is causal, so padding never affects real positions.
+      kernel(l) -> K (e, l)
+      allocate_state(batch_size) -> S4DState (complex zeros)
+      step(x_t (b, d_model), state) -> (y_t (b, d_model), new S4DState); reproduces ``forward``.
+    """
+
+    def __init__(self, config: S4DConfig):
+        super().__init__()
+        self.config = cfg = config
+        self.d_model = cfg.d_model
+        e, m = cfg.d_inner, cfg.d_state // 2
+
+        self.in_proj = nn.Linear(cfg.d_model, e, bias=cfg.bias)  # d -> e
+        log_dt = torch.rand(e, dtype=torch.float64) * (
+            math.log(cfg.dt_max) - math.log(cfg.dt_min)) + math.log(cfg.dt_min)  # (e,)
+        self.log_dt = nn.Parameter(log_dt.float())  # (e,)
+        self.log_A_real = nn.Parameter(torch.full((e, m), math.log(0.5)))  # (e, m) Re A = -1/2
+        self.A_imag = nn.Parameter(s4d_init_imag(cfg.init, cfg.d_state).float().repeat(e, 1))
+        C = torch.randn(e, m, dtype=torch.cfloat)  # (e, m) complex normal, E|C|^2 = 1
+        self.C = nn.Parameter(torch.view_as_real(C).clone())  # (e, m, 2) real view
+        self.D = nn.Parameter(torch.randn(e))  # (e,)
+        for p in (self.log_dt, self.log_A_real, self.A_imag):
+            p._no_weight_decay = True
+            p._lr_scale = cfg.lr_scale
+
+        out_width = 2 * cfg.d_model if cfg.glu else cfg.d_model
+        self.out_proj = nn.Linear(e, out_width, bias=cfg.bias)  # e -> 2d (GLU) or d
+
+    # ------------------------------------------------------------------ discretisation
+
+    def _discrete(self, work_dtype: torch.dtype):
+        """ZOH discretisation in ``work_dtype`` (float32 or float64).
+
+        Returns dtA (e, m), dA (e, m), dB (e, m) and C (e, m), all complex.
+        """
+        cdtype = _complex_dtype(work_dtype)
+        dt = torch.exp(self.log_dt.to(work_dtype))  # (e,)
+        A = torch.complex(-torch.exp(self.log_A_real.to(work_dtype)),
+                          self.A_imag.to(work_dtype))  # (e, m)
+        dtA = A * dt.unsqueeze(-1)  # (e, m)
+        dA = torch.exp(dtA)  # (e, m)
+        dB = (dA - 1.0) / A  # (e, m)  ZOH with B = 1
+        C = torch.view_as_complex(self.C.to(work_dtype).contiguous()).to(cdtype)  # (e, m)
+        return dtA, dA, dB, C
+
+    def _work_dtype(self) -> torch.dtype:
+        return torch.float64 if self.log_dt.dtype == torch.float64 else torch.float32
+
+    def kernel(self, length: int) -> torch.Tensor:
+        """Convolution kernel K (e, length): K[:, j] = 2 Re(sum_m C dB dA^j)."""
+        dtA, _, dB, C = self._discrete(self._work_dtype())
+        j = torch.arange(length, device=dtA.device, dtype=dtA.real.dtype)  # (l,)
+        vandermonde = torch.exp(dtA.unsqueeze(-1) * j)  # (e, m, l)  dA^j
+        return 2.0 * torch.einsum("em,eml->el", C * dB, vandermonde).real  # (e, l)
+
+    # ------------------------------------------------------------------ parallel
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        validate_sequence(self, x, mask, self.d_model)
+        l = x.shape[1]
+        u = self.in_proj(x)  # (b, l, e)
+        if mask is not None:
+            u = u * mask.unsqueeze(-1).to(u.dtype)  # (b, l, e) padded SSM inputs zeroed
+        work = self._work_dtype()
+        u = u.transpose(1, 2).to(work)  # (b, e, l)
+        K = self.kernel(l)  # (e, l)
+        y = fft_causal_conv(u, K) + self.D.to(work).unsqueeze(-1) * u  # (b, e, l)
+        y = F.gelu(y).transpose(1, 2).to(x.dtype)  # (b, l, e)
+        out = self._mix(y)  # (b, l, d)
+        if mask is not None:
+            out = out * mask.unsqueeze(-1).to(out.dtype)  # (b, l, d)
+        return out
+
+    def _mix(self, y: torch.Tensor) -> torch.Tensor:
+        out = self.out_proj(y)  # (..., 2d) or (..., d)
+        return F.glu(out, dim=-1) if self.config.glu else out  # (..., d)
+
+    # ------------------------------------------------------------------ recurrent
+
+    def allocate_state(self, batch_size: int, device=None, dtype=None) -> S4DState:
+        """Complex zeros (b, e, m); ``dtype`` is the real dtype (complex64 for float32 etc.)."""
+        _check_positive_int("batch_size", batch_size)
+        device = self.log_dt.device if device is None else device
+        dtype = self._work_dtype() if dtype is None else dtype
+        cdtype = dtype if dtype.is_complex else _complex_dtype(dtype)
+        e, m = self.config.d_inner, self.config.d_state // 2
+        return S4DState(ssm_state=torch.zeros(batch_size, e, m, device=device, dtype=cdtype))
+
+    def step(self, x_t: torch.Tensor, state: S4DState) -> tuple[torch.Tensor, S4DState]:
+        validate_token(self, x_t, self.d_model)
+        b = x_t.shape[0]
+        e, m = self.config.d_inner, self.config.d_state // 2
+        if not isinstance(state, S4DState):
+            raise ValueError(f"state must be an S4DState, got {type(state).__name__}")
+        validate_state_tensor("ssm_state", state.ssm_state, (b, e, m))
+        if not state.ssm_state.is_complex():
+            raise ValueError(f"state.ssm_state must be complex, got {state.ssm_state.dtype}")
+
+        work = self._work_dtype()
+        _, dA, dB, C = self._discrete(work)  # (e, m) each
+        u = self.in_proj(x_t).to(work)  # (b, e)
+        h = dA * state.ssm_state.to(dA.dtype) + dB * u.unsqueeze(-1)  # (b, e, m)
+        y = 2.0 * (h * C).sum(-1).real + self.D.to(work) * u  # (b, e)
+        out = self._mix(F.gelu(y).to(x_t.dtype))  # (b, d)
+        return out, S4DState(ssm_state=h)
+
+    def extra_repr(self) -> str:
+        c = self.config
+        return (f"d_model={c.d_model}, d_inner={c.d_inner}, d_state={c.d_state}, "
+                f"init={c.init!r}, glu={c.glu}")
