@@ -1,0 +1,115 @@
+"""`mambadiff train`, `mambadiff generate` and `mambadiff demo`."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from mambadiff.config import ConfigError, load_config
+
+
+def _fail(err: Exception) -> None:
+    raise click.ClickException(str(err))
+
+
+def _load_cfg(config, overrides):
+    from mambadiff.tasks.seq2seq import Seq2SeqConfig
+    try:
+        return load_config(Seq2SeqConfig, config, overrides)
+    except (ConfigError, ValueError, FileNotFoundError) as e:
+        _fail(e)
+
+
+@click.command("train")
+@click.option("--config", "config", default=None, help="YAML file or shipped config name (demo, qqp-mamba-cpu, ...); default: built-in defaults.")
+@click.option("--resume", is_flag=True, help="Continue the run folder's latest checkpoint.")
+@click.argument("overrides", nargs=-1)
+def train_command(config, resume, overrides):
+    """Train a diffusion seq2seq model. OVERRIDES are key=value, e.g. train.steps=500 run_dir=runs/x."""
+    from mambadiff.data.errors import DataError
+    from mambadiff.tasks.seq2seq import train_seq2seq
+    cfg = _load_cfg(config, overrides)
+    try:
+        result, _, _ = train_seq2seq(cfg, resume=resume)
+    except (DataError, ConfigError, FileExistsError, FileNotFoundError, ValueError) as e:
+        _fail(e)
+    msg = f"step {result.step} in {result.seconds:.0f}s ({result.tokens_per_s:,.0f} tokens/s); checkpoint {result.checkpoint}"
+    if result.interrupted:
+        click.echo(f"interrupted: {msg}; resume with --resume", err=True)
+        sys.exit(130)
+    click.echo(msg)
+
+
+def write_jsonl(path: str | Path, records: list[dict]) -> None:
+    from mambadiff.train.checkpoint import atomic_write_text
+    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+
+
+@click.command("generate")
+@click.option("--checkpoint", required=True, type=click.Path(exists=True, file_okay=False),
+              help="A run folder (its latest checkpoint) or a checkpoint folder.")
+@click.option("--data", "data_path", required=True, type=click.Path(exists=True),
+              help="A jsonl file of {src, trg}, or a DiffuSeq folder (then --split).")
+@click.option("--split", default="test", show_default=True)
+@click.option("--steps", type=int, default=None, help="Sampling steps K (respaced); 0 = all T. Default: config.")
+@click.option("--samples", type=int, default=None, help="Samples per example S.")
+@click.option("--mbr/--no-mbr", default=None, help="MBR-select the output among the S samples.")
+@click.option("--eta", type=float, default=None, help="Respaced sampler eta (0 deterministic DDIM).")
+@click.option("--limit", type=int, default=None, help="Only the first N examples.")
+@click.option("--batch-size", type=int, default=None)
+@click.option("--seed", type=int, default=None)
+@click.option("--no-ema", is_flag=True, help="Use the raw weights instead of the EMA weights.")
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="Output jsonl.")
+def generate_command(checkpoint, data_path, split, steps, samples, mbr, eta, limit, batch_size, seed, no_ema, out_path):
+    """Sample targets; writes jsonl with source, reference, recover (+ samples)."""
+    from mambadiff.data.errors import DataError
+    from mambadiff.data.seq2seq import load_seq2seq_split
+    from mambadiff.tasks.seq2seq import generate, load_seq2seq_model
+    try:
+        model, tok, cfg = load_seq2seq_model(checkpoint, ema=not no_ema)
+        split_arg = split if Path(data_path).is_dir() else None
+        ds = load_seq2seq_split(data_path, split_arg, tok, cfg.data.seq_len, layout=cfg.data.layout,
+                                on_overflow=cfg.data.on_overflow, limit=limit)
+        t0 = time.perf_counter()
+        records = generate(model, tok, cfg, ds, steps=steps, samples=samples, mbr=mbr, eta=eta,
+                           batch_size=batch_size, seed=seed)
+    except (DataError, ValueError, FileNotFoundError) as e:
+        _fail(e)
+    write_jsonl(out_path, records)
+    click.echo(f"wrote {len(records)} rows to {out_path} in {time.perf_counter() - t0:.1f}s")
+
+
+@click.command("demo")
+@click.option("--run-dir", default="runs/demo", show_default=True)
+@click.option("--config", "config", default="demo", show_default=True)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the metrics here.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted demo run.")
+@click.argument("overrides", nargs=-1)
+def demo_command(run_dir, config, json_path, resume, overrides):
+    """Train MambaDiff on the built-in paraphrase corpus, sample, and score it against copying the source."""
+    from mambadiff.tasks.demo import run_demo
+    try:
+        run_demo(run_dir=run_dir, config=config, overrides=list(overrides), json_path=json_path, resume=resume)
+    except (ConfigError, ValueError, FileExistsError, FileNotFoundError) as e:
+        _fail(e)
+
+
+@click.command("params")
+@click.option("--config", "configs", multiple=True, help="Config file or shipped name; default: every shipped diffusion config.")
+def params_command(configs):
+    """Parameter counts of diffusion configs (embedding, backbone, other, total)."""
+    from tabulate import tabulate
+
+    from mambadiff.config import SHIPPED_CONFIGS
+    from mambadiff.tasks.seq2seq import config_parameter_report
+    names = configs or sorted(p.stem for p in SHIPPED_CONFIGS.glob("*.yaml")
+                              if p.stem == "demo" or p.stem.startswith("qqp-"))
+    rows = []
+    for name in names:
+        cfg = _load_cfg(name, [])
+        rep = config_parameter_report(cfg)
+        rows.append([name, cfg.model.backbone.name, rep["embedding"], rep["backbone"], rep["other"], rep["total"]])
+    click.echo(tabulate(rows, headers=["config", "backbone", "embedding", "backbone params", "other", "total"], intfmt=","))

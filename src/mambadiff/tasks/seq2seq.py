@@ -1,0 +1,375 @@
+"""Diffusion seq2seq (MambaDiff / DiffuSeq) as a task of the shared training loop, plus generation.
+
+Glossary: b batch, l length, e embedding width, v vocab, t diffusion step, s samples per example.
+
+A run folder holds ``config.json`` (the full ``Seq2SeqConfig``), ``tokenizer/``, ``metrics.jsonl`` and
+``checkpoints/step_*/`` (each loadable alone: weights + config + tokenizer).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from mambadiff.config import from_dict, to_dict
+from mambadiff.data.seq2seq import Seq2SeqDataset, load_seq2seq_split, read_seq2seq_jsonl, resolve_split_path
+from mambadiff.data.tokenizer import TextTokenizer, build_tokenizer, load_tokenizer
+from mambadiff.diffusion import GaussianDiffusion, create_timestep_sampler, sample_ancestral, sample_respaced
+from mambadiff.models.backbones import BackboneConfig
+from mambadiff.models.denoiser import Denoiser, DenoiserConfig
+from mambadiff.train import StepContext, TrainConfig
+from mambadiff.train.checkpoint import latest_checkpoint, load_state, read_json
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Seq2SeqDataConfig:
+    path: str = "builtin"          # a DiffuSeq folder (train/valid/test.jsonl), or "builtin" (generated)
+    seq_len: int = 64              # [CLS] src [SEP] [SEP] [CLS] trg [SEP] + padding; see data/seq2seq.py
+    layout: str = "diffuseq"       # diffuseq | compact
+    tokenizer: str = "bert"        # bert (bert-base-uncased, offline) | trained (WordPiece on train data)
+    vocab_size: int = 8000         # for tokenizer: trained
+    on_overflow: str = "truncate"  # truncate (DiffuSeq's rule) | error
+    max_train: int = 0             # 0: all training pairs
+    eval_size: int = 256           # validation pairs scored for the eval loss during training
+    builtin_train: int = 20000     # built-in corpus sizes (path: builtin)
+    builtin_valid: int = 500
+    builtin_test: int = 500
+    builtin_seed: int = 0
+
+
+@dataclass
+class DiffusionConfig:
+    schedule: str = "sqrt"         # sqrt (DiffuSeq) | linear | cosine
+    steps: int = 2000              # T
+    timestep_sampler: str = "lossaware"  # lossaware (DiffuSeq) | uniform
+
+
+@dataclass
+class SampleConfig:
+    steps: int = 20                # K respaced steps; 0 = all T steps with the ancestral sampler
+    eta: float = 0.0               # respaced sampler: 0 deterministic DDIM, 1 ancestral on the respaced chain
+    samples: int = 1               # S samples per example (different seeds)
+    mbr: bool = True               # pick one of the S samples by MBR (DiffuSeq's rule) when S > 1
+    clamp: str = "round"           # round predicted x0 to the nearest embedding at every step | none
+    batch_size: int = 64
+    limit: int = 0                 # examples to sample; 0: all
+    seed: int = 123
+
+
+@dataclass
+class Seq2SeqConfig:
+    run_dir: str = "runs/seq2seq"
+    data: Seq2SeqDataConfig = field(default_factory=Seq2SeqDataConfig)
+    model: DenoiserConfig = field(default_factory=DenoiserConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+
+    def validate(self) -> None:
+        self.train.validate()
+        if self.model.backbone.name not in ("mamba", "mamba2", "s4d", "transformer", "lstm"):
+            raise ValueError(f"model.backbone.name: unknown backbone {self.model.backbone.name!r}")
+        if self.data.tokenizer not in ("bert", "trained"):
+            raise ValueError(f"data.tokenizer must be bert|trained, got {self.data.tokenizer!r}")
+        if self.sample.samples < 1:
+            raise ValueError("sample.samples must be >= 1")
+
+
+# ---- data ------------------------------------------------------------------------------------------
+def prepare_data_folder(cfg: Seq2SeqConfig) -> Path:
+    """The data folder of a run: ``data.path``, or the built-in corpus written into ``run_dir/data``."""
+    if cfg.data.path != "builtin":
+        return Path(cfg.data.path)
+    from mambadiff.data.builtin_corpus import write_builtin_corpus
+    folder = Path(cfg.run_dir) / "data"
+    if not (folder / "train.jsonl").exists():
+        write_builtin_corpus(folder, n_train=cfg.data.builtin_train, n_valid=cfg.data.builtin_valid,
+                             n_test=cfg.data.builtin_test, seed=cfg.data.builtin_seed)
+    return folder
+
+
+def prepare_tokenizer(cfg: Seq2SeqConfig, data_folder: Path) -> TextTokenizer:
+    """bert: the shipped vocab. trained: WordPiece trained on train.jsonl (saved in run_dir/tokenizer)."""
+    saved = Path(cfg.run_dir) / "tokenizer"
+    if saved.is_dir():
+        return load_tokenizer(saved)
+    texts = None
+    if cfg.data.tokenizer == "trained":
+        pairs = read_seq2seq_jsonl(resolve_split_path(data_folder, "train"))
+        texts = [s for pair in pairs for s in pair]
+    tok = build_tokenizer(cfg.data.tokenizer, texts, cfg.data.vocab_size)
+    tok.save(saved)
+    return tok
+
+
+def build_denoiser(cfg: Seq2SeqConfig, vocab_size: int) -> Denoiser:
+    model_cfg = dataclasses.replace(cfg.model, vocab_size=vocab_size, diffusion_steps=cfg.diffusion.steps)
+    if model_cfg.backbone.name == "transformer" and model_cfg.backbone.max_len < cfg.data.seq_len:
+        model_cfg.backbone = dataclasses.replace(model_cfg.backbone, max_len=cfg.data.seq_len)
+    cfg.model = model_cfg
+    return Denoiser(model_cfg)
+
+
+class _DDPDenoiser:
+    """What the diffusion losses call: forward through the (possibly DDP-wrapped) module so gradients
+    are synchronised, embed/logits on the underlying denoiser (as DiffuSeq does under DDP)."""
+
+    def __init__(self, wrapped: nn.Module):
+        self.wrapped = wrapped
+        self.inner = wrapped.module if hasattr(wrapped, "module") else wrapped
+        self.emb_dim = self.inner.emb_dim
+
+    def __call__(self, *a, **kw):
+        return self.wrapped(*a, **kw)
+
+    def embed(self, ids):
+        return self.inner.embed(ids)
+
+    def logits(self, h):
+        return self.inner.logits(h)
+
+    @property
+    def word_embedding(self):
+        return self.inner.word_embedding
+
+
+class DiffusionSeq2SeqTask:
+    def __init__(self, cfg: Seq2SeqConfig, train_set: Seq2SeqDataset, eval_set: Seq2SeqDataset | None):
+        self.cfg = cfg
+        self.diffusion = GaussianDiffusion.from_name(cfg.diffusion.schedule, cfg.diffusion.steps)
+        self.t_sampler = create_timestep_sampler(cfg.diffusion.timestep_sampler, cfg.diffusion.steps)
+        self.train = train_set.tensors()  # (N, l) each
+        self.eval = eval_set.tensors() if eval_set is not None else None
+
+    def num_train_examples(self) -> int:
+        return self.train["input_ids"].shape[0]
+
+    def get_batch(self, indices, device) -> dict[str, torch.Tensor]:
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        return {k: v[idx].to(device) for k, v in self.train.items() if k != "index"}
+
+    def count_tokens(self, batch) -> int:
+        return int(batch["input_ids"].numel())
+
+    def _losses(self, model, batch, t, noise, x_start_noise) -> dict[str, torch.Tensor]:
+        # no padding mask, as DiffuSeq: target-side [PAD]s are generated like any token (the model
+        # decides where the output ends), so the denoiser must see them at training and sampling alike
+        return self.diffusion.training_losses(
+            _DDPDenoiser(model), batch["input_ids"], batch["input_mask"], t,
+            attention_mask=None, noise=noise, x_start_noise=x_start_noise)
+
+    def loss(self, model, batch, ctx: StepContext):
+        g = ctx.generator()
+        b, l = batch["input_ids"].shape
+        e = self.cfg.model.emb_dim
+        # draw for the global micro-batch and keep this rank's rows: identical on 1 or N processes
+        t, w = self.t_sampler.sample(ctx.global_batch, generator=g)  # (B,), (B,)
+        noise = torch.randn(ctx.global_batch, l, e, generator=g)  # (B, l, e)
+        x0_noise = torch.randn(ctx.global_batch, l, e, generator=g)  # (B, l, e)
+        t, w = ctx.slice(t).to(ctx.device), ctx.slice(w).to(ctx.device)
+        losses = self._losses(model, batch, t, ctx.slice(noise).to(ctx.device), ctx.slice(x0_noise).to(ctx.device))
+        self.t_sampler.update(t, losses["loss"].detach())
+        loss = (losses["loss"] * w).mean()
+        metrics = {k: float(v.detach().float().mean()) for k, v in losses.items()}
+        return loss, metrics
+
+    @torch.no_grad()
+    def evaluate(self, model) -> dict[str, float]:
+        """Eval losses on a fixed validation subset at fixed timesteps (comparable across steps)."""
+        if self.eval is None:
+            return {}
+        n = self.eval["input_ids"].shape[0]
+        g = torch.Generator().manual_seed(1234)
+        t_all = torch.randint(0, self.cfg.diffusion.steps, (n,), generator=g)
+        device = next(model.parameters()).device
+        sums: dict[str, float] = {}
+        bs = 64
+        for i in range(0, n, bs):
+            batch = {k: v[i:i + bs].to(device) for k, v in self.eval.items() if k != "index"}
+            b, l = batch["input_ids"].shape
+            noise = torch.randn(b, l, self.cfg.model.emb_dim, generator=g).to(device)
+            x0n = torch.randn(b, l, self.cfg.model.emb_dim, generator=g).to(device)
+            out = self._losses(model, batch, t_all[i:i + bs].to(device), noise, x0n)
+            for k, v in out.items():
+                sums[k] = sums.get(k, 0.0) + float(v.sum())
+        return {k: v / n for k, v in sums.items()}
+
+    def state_dict(self) -> dict:
+        return {"t_sampler": _jsonable(self.t_sampler.state_dict())}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.t_sampler.load_state_dict(_from_jsonable(state["t_sampler"]))
+
+
+def _jsonable(obj):
+    if isinstance(obj, torch.Tensor):
+        return {"__tensor__": obj.tolist(), "dtype": str(obj.dtype).replace("torch.", "")}
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    return obj
+
+
+def _from_jsonable(obj):
+    if isinstance(obj, dict) and "__tensor__" in obj:
+        return torch.tensor(obj["__tensor__"], dtype=getattr(torch, obj["dtype"]))
+    if isinstance(obj, dict):
+        return {k: _from_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_from_jsonable(v) for v in obj]
+    return obj
+
+
+# ---- loading a trained model --------------------------------------------------------------------
+def load_seq2seq_model(path: str | Path, ema: bool = True, device: str = "cpu"):
+    """(model, tokenizer, config) from a run folder (latest checkpoint) or a checkpoint folder."""
+    path = Path(path)
+    folder = path if (path / "model.safetensors").exists() else latest_checkpoint(path)
+    if folder is None:
+        raise FileNotFoundError(f"{path}: no checkpoint found (expected model.safetensors or checkpoints/step_*)")
+    cfg = from_dict(Seq2SeqConfig, read_json(folder / "config.json"))
+    tok = load_tokenizer(folder / "tokenizer")
+    model = Denoiser(cfg.model)
+    model.load_state_dict(load_state(folder, ema=ema))
+    return model.to(device).eval(), tok, cfg
+
+
+# ---- generation ----------------------------------------------------------------------------------
+def _decode_target(tok: TextTokenizer, ids: torch.Tensor, input_mask: torch.Tensor) -> str:
+    """Text of the target span: the generated positions up to the first [SEP], specials removed."""
+    span = ids[input_mask.bool()].tolist()
+    if span and span[0] == tok.cls_id:
+        span = span[1:]
+    if tok.sep_id in span:
+        span = span[:span.index(tok.sep_id)]
+    return tok.decode(span, skip_special=True)
+
+
+def _decode_source(tok: TextTokenizer, ids: torch.Tensor, input_mask: torch.Tensor) -> str:
+    span = ids[~input_mask.bool()].tolist()
+    return tok.decode([i for i in span if i not in (tok.cls_id, tok.sep_id, tok.pad_id)], skip_special=True)
+
+
+@torch.no_grad()
+def generate(model: Denoiser, tok: TextTokenizer, cfg: Seq2SeqConfig, dataset: Seq2SeqDataset,
+             steps: int | None = None, samples: int | None = None, mbr: bool | None = None,
+             eta: float | None = None, batch_size: int | None = None, limit: int | None = None,
+             seed: int | None = None, progress: bool = True) -> list[dict[str, Any]]:
+    """Sample targets for every example: records with ``source``, ``reference``, ``recover`` (the
+    output DiffuSeq's evaluation reads; the MBR pick when S > 1) and ``samples`` (all S outputs)."""
+    sc = cfg.sample
+    steps = sc.steps if steps is None else steps
+    samples = sc.samples if samples is None else samples
+    mbr = sc.mbr if mbr is None else mbr
+    eta = sc.eta if eta is None else eta
+    batch_size = batch_size or sc.batch_size
+    limit = sc.limit if limit is None else limit
+    seed = sc.seed if seed is None else seed
+    diffusion = GaussianDiffusion.from_name(cfg.diffusion.schedule, cfg.diffusion.steps)
+    device = next(model.parameters()).device
+    data = dataset.tensors()
+    n = data["input_ids"].shape[0] if not limit else min(limit, data["input_ids"].shape[0])
+    clamp = None if sc.clamp == "none" else sc.clamp
+    outputs: list[list[str]] = [[] for _ in range(n)]
+    sources, references = [], []
+    for i in range(n):
+        sources.append(_decode_source(tok, data["input_ids"][i], data["input_mask"][i]))
+        references.append(_decode_target(tok, data["input_ids"][i], data["input_mask"][i]))
+    n_batches = math.ceil(n / batch_size)
+    bar = tqdm(total=n_batches * samples, desc=f"sample ({steps or cfg.diffusion.steps} steps)", disable=not progress)
+    for s in range(samples):
+        g = torch.Generator(device=device).manual_seed(seed + 1000 * s)
+        for i in range(0, n, batch_size):
+            ids = data["input_ids"][i:min(n, i + batch_size)].to(device)  # (b, l)
+            imask = data["input_mask"][i:min(n, i + batch_size)].to(device)  # (b, l)
+            # DiffuSeq gives the denoiser no padding mask while sampling: the target length is unknown
+            if steps and steps < cfg.diffusion.steps:
+                out = sample_respaced(diffusion, model, ids, imask, None, steps=steps, eta=eta, clamp=clamp, generator=g)
+            else:
+                out = sample_ancestral(diffusion, model, ids, imask, None, clamp=clamp, generator=g)
+            for j in range(ids.shape[0]):
+                outputs[i + j].append(_decode_target(tok, out.token_ids[j].cpu(), imask[j].cpu()))
+            bar.update(1)
+    bar.close()
+    if samples > 1 and mbr:
+        from mambadiff.diffusion.mbr import mbr_select
+        picks = mbr_select(outputs)
+    else:
+        picks = [0] * n
+    return [{"source": sources[i], "reference": references[i], "recover": outputs[i][picks[i]],
+             "samples": outputs[i]} for i in range(n)]
+
+
+# ---- training entry point ------------------------------------------------------------------------
+def train_seq2seq(cfg: Seq2SeqConfig, resume: bool = False, progress: bool = True):
+    """Train a diffusion seq2seq model as ``cfg`` says; returns (TrainResult, model, tokenizer).
+
+    Works single-process or under torchrun (DDP). ``resume`` continues from the run folder's latest
+    checkpoint bit-for-bit; without it, a run folder that already has checkpoints is refused.
+    """
+    from mambadiff.config import to_dict
+    from mambadiff.train import Trainer, seed_everything
+    from mambadiff.train.checkpoint import atomic_write_json
+    from mambadiff.train.distributed import barrier, setup_distributed
+
+    cfg.validate()
+    run_dir = Path(cfg.run_dir)
+    dist_info = setup_distributed(cfg.train.device)
+    if not resume and latest_checkpoint(run_dir) is not None:
+        raise FileExistsError(f"{run_dir} already holds checkpoints: pass --resume to continue it, "
+                              f"or choose another run_dir")
+    if resume and latest_checkpoint(run_dir) is not None:
+        saved = from_dict(Seq2SeqConfig, read_json(run_dir / "config.json"))
+        saved.train.steps, saved.train.max_minutes = cfg.train.steps, cfg.train.max_minutes
+        cfg = saved  # the model and data must be the ones the checkpoint was trained with
+    seed_everything(cfg.train.seed)
+    if dist_info.is_main:
+        data_folder = prepare_data_folder(cfg)
+        tok = prepare_tokenizer(cfg, data_folder)
+    barrier()
+    if not dist_info.is_main:
+        data_folder = prepare_data_folder(cfg)
+        tok = prepare_tokenizer(cfg, data_folder)
+    d = cfg.data
+    train_set = load_seq2seq_split(data_folder, "train", tok, d.seq_len, layout=d.layout,
+                                   on_overflow=d.on_overflow, limit=d.max_train or None)
+    eval_set = None
+    if d.eval_size > 0 and (data_folder / "valid.jsonl").exists():
+        eval_set = load_seq2seq_split(data_folder, "valid", tok, d.seq_len, layout=d.layout,
+                                      on_overflow=d.on_overflow, limit=d.eval_size)
+    torch.manual_seed(cfg.train.seed)
+    model = build_denoiser(cfg, tok.vocab_size)
+    full = to_dict(cfg)
+    if dist_info.is_main:
+        report = model.parameter_report()
+        print(f"model: {cfg.model.backbone.name} backbone, parameters " +
+              ", ".join(f"{k} {v:,}" for k, v in report.items()) + f"; {len(train_set):,} training pairs")
+        atomic_write_json(run_dir / "config.json", full)
+    task = DiffusionSeq2SeqTask(cfg, train_set, eval_set)
+    trainer = Trainer(model, task, cfg.train, run_dir, full, dist_info=dist_info,
+                      write_extra=lambda folder: tok.save(folder / "tokenizer"))
+    if resume and trainer.resume():
+        print(f"resumed from step {trainer.step}")
+    trainer.cfg.progress = progress and trainer.cfg.progress
+    result = trainer.fit()
+    return result, trainer.eval_model(), tok
+
+
+def config_parameter_report(cfg: Seq2SeqConfig) -> dict[str, int]:
+    """Parameter counts of the denoiser a config builds (vocab: bert's 30,522, or the trained vocab_size
+    as an upper bound), without touching data."""
+    vocab = 30522 if cfg.data.tokenizer == "bert" else cfg.data.vocab_size
+    with torch.device("meta"):
+        model = build_denoiser(dataclasses.replace(cfg), vocab)
+    return model.parameter_report()

@@ -1,0 +1,107 @@
+"""End to end on tiny data: train (shared loop) -> checkpoint -> generate -> resume; CLI errors."""
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from mambadiff.cli import main
+from mambadiff.config import ConfigError, load_config
+from mambadiff.tasks.seq2seq import Seq2SeqConfig, generate, load_seq2seq_model, train_seq2seq
+from mambadiff.data.seq2seq import load_seq2seq_split
+
+TINY = ["data.builtin_train=400", "data.builtin_valid=40", "data.builtin_test=40", "data.vocab_size=300",
+        "data.seq_len=40", "data.eval_size=32", "model.emb_dim=32", "model.backbone.d_model=32",
+        "model.backbone.n_layers=1", "train.batch_size=16", "train.log_every=5", "train.progress=false",
+        "diffusion.steps=100", "sample.steps=5", "sample.limit=8", "sample.batch_size=8"]
+
+
+def tiny_cfg(run_dir, backbone="mamba", steps=6, extra=()):
+    return load_config(Seq2SeqConfig, "demo", [f"run_dir={run_dir}", f"model.backbone.name={backbone}",
+                                               f"train.steps={steps}", *TINY, *extra])
+
+
+@pytest.mark.parametrize("backbone", ["mamba", "mamba2", "s4d", "transformer"])
+def test_train_and_generate_every_backbone(tmp_path, backbone):
+    cfg = tiny_cfg(tmp_path / backbone, backbone, steps=4)
+    result, model, tok = train_seq2seq(cfg, progress=False)
+    assert result.step == 4 and result.checkpoint.exists()
+    log = [json.loads(l) for l in (tmp_path / backbone / "metrics.jsonl").read_text().splitlines()]
+    assert {r["split"] for r in log} == {"train", "eval"}
+    assert all(k in log[-1] for k in ("loss", "mse", "nll")) or all(k in log[-2] for k in ("loss", "mse", "nll"))
+    loaded, tok2, cfg2 = load_seq2seq_model(tmp_path / backbone)
+    assert cfg2.model.vocab_size == tok.vocab_size
+    ds = load_seq2seq_split(tmp_path / backbone / "data", "test", tok2, cfg2.data.seq_len, limit=4)
+    recs = generate(loaded, tok2, cfg2, ds, steps=3, samples=2, mbr=True, progress=False)
+    assert len(recs) == 4
+    for r in recs:
+        assert set(r) >= {"source", "reference", "recover", "samples"}
+        assert len(r["samples"]) == 2 and r["recover"] in r["samples"]
+        assert r["source"] and r["reference"]
+
+
+def test_resume_matches_uninterrupted(tmp_path):
+    full_cfg = tiny_cfg(tmp_path / "full", "transformer", steps=6, extra=["model.dropout=0.1"])
+    _, full_model, _ = train_seq2seq(full_cfg, progress=False)
+    half = tiny_cfg(tmp_path / "half", "transformer", steps=3, extra=["model.dropout=0.1"])
+    train_seq2seq(half, progress=False)
+    rest = tiny_cfg(tmp_path / "half", "transformer", steps=6, extra=["model.dropout=0.1"])
+    _, resumed_model, _ = train_seq2seq(rest, resume=True, progress=False)
+    for (k, a), b in zip(full_model.state_dict().items(), resumed_model.state_dict().values()):
+        assert torch.equal(a, b), k
+
+
+def test_existing_run_needs_resume(tmp_path):
+    cfg = tiny_cfg(tmp_path, "transformer", steps=1)
+    train_seq2seq(cfg, progress=False)
+    with pytest.raises(FileExistsError, match="--resume"):
+        train_seq2seq(tiny_cfg(tmp_path, "transformer", steps=2), progress=False)
+
+
+def test_config_errors_name_the_key(tmp_path):
+    with pytest.raises(ConfigError, match="model.backbone.d_modl"):
+        load_config(Seq2SeqConfig, None, ["model.backbone.d_modl=3"])
+    with pytest.raises(ConfigError, match="train.steps"):
+        load_config(Seq2SeqConfig, None, ["train.steps=many"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  steps: [1, 2\n")
+    with pytest.raises(ConfigError, match="bad.yaml line"):
+        load_config(Seq2SeqConfig, bad)
+
+
+def test_cli_train_bad_input_exits_nonzero(tmp_path):
+    runner = CliRunner()
+    r = runner.invoke(main, ["train", "--config", "demo", "train.stepz=3"])
+    assert r.exit_code != 0 and "train.stepz" in r.output
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train.jsonl").write_text('{"src": "a b", "trg": "c d"}\n{"src": "x"}\n')
+    r = runner.invoke(main, ["train", "--config", "demo", f"data.path={data}", f"run_dir={tmp_path / 'run'}",
+                             "data.tokenizer=bert"])
+    assert r.exit_code != 0
+    assert "train.jsonl" in r.output and "line 2" in r.output and "trg" in r.output
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_cli_generate_writes_diffuseq_fields(tmp_path):
+    cfg = tiny_cfg(tmp_path / "run", "transformer", steps=2)
+    train_seq2seq(cfg, progress=False)
+    out = tmp_path / "out.jsonl"
+    r = CliRunner().invoke(main, ["generate", "--checkpoint", str(tmp_path / "run"), "--data",
+                                  str(tmp_path / "run" / "data" / "valid.jsonl"), "--steps", "2",
+                                  "--samples", "2", "--limit", "3", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    rows = [json.loads(l) for l in out.read_text().splitlines()]
+    assert len(rows) == 3 and all({"source", "reference", "recover", "samples"} <= set(x) for x in rows)
+
+
+def test_shipped_configs_parameter_counts():
+    from mambadiff.tasks.seq2seq import config_parameter_report
+    total = {n: config_parameter_report(load_config(Seq2SeqConfig, n)) for n in
+             ("demo", "qqp-mamba-small", "qqp-transformer-base", "qqp-mamba-cpu", "qqp-transformer-cpu")}
+    assert 6.5e6 < total["qqp-mamba-small"]["total"] < 7.5e6
+    assert 88e6 < total["qqp-transformer-base"]["total"] < 93e6
+    a, b = total["qqp-mamba-cpu"]["total"], total["qqp-transformer-cpu"]["total"]
+    assert abs(a - b) / b < 0.01
+    r = CliRunner().invoke(main, ["params"])
+    assert r.exit_code == 0 and "qqp-transformer-base" in r.output
