@@ -56,10 +56,11 @@ import json
 import os
 import random
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
+
+from mambadiff.fileio import atomic_write_text
 
 __all__ = [
     "generate_paraphrase_corpus",
@@ -463,14 +464,6 @@ def write_builtin_corpus(
             continue
         path = d / f"{split}.jsonl"
         text = "".join(json.dumps({"src": s, "trg": t}) + "\n" for s, t in pairs)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=d)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        atomic_write_text(path, text)
         paths[split] = path
     return paths

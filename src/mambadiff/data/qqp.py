@@ -34,11 +34,12 @@ import io
 import json
 import os
 import random
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import DataError
+
+from mambadiff.fileio import atomic_write_text
 
 __all__ = ["convert_qqp", "QQPConversion", "REQUIRED_COLUMNS"]
 
@@ -167,7 +168,7 @@ def convert_qqp(
             continue
         idx = sorted(splits[split])
         body = "".join(json.dumps({"src": pairs[i][0], "trg": pairs[i][1]}, ensure_ascii=False) + "\n" for i in idx)
-        result.paths[split] = _atomic_write(out / f"{split}.jsonl", body)
+        result.paths[split] = atomic_write_text(out / f"{split}.jsonl", body)
         result.split_sizes[split] = len(idx)
     return result
 
@@ -216,14 +217,3 @@ def _assign_splits(pairs: list[tuple[str, str]], valid_fraction: float, test_fra
     return out
 
 
-def _atomic_write(path: Path, text: str) -> Path:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path

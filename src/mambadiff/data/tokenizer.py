@@ -32,13 +32,14 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Iterable, Sequence
 
 from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers
 from tokenizers.models import WordPiece
+
+from mambadiff.fileio import atomic_write_text
 
 __all__ = [
     "TextTokenizer",
@@ -176,9 +177,9 @@ class TextTokenizer:
         """Write ``tokenizer.json`` + ``mambadiff_tokenizer.json`` into ``directory`` (atomically)."""
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        _atomic_write_text(d / _TOKENIZER_FILE, self._tok.to_str())
+        atomic_write_text(d / _TOKENIZER_FILE, self._tok.to_str())
         meta = {"format": 1, "kind": self.kind, "vocab_size": self.vocab_size}
-        _atomic_write_text(d / _META_FILE, json.dumps(meta, indent=2) + "\n")
+        atomic_write_text(d / _META_FILE, json.dumps(meta, indent=2) + "\n")
         return d
 
     def __len__(self) -> int:
@@ -187,18 +188,6 @@ class TextTokenizer:
     def __repr__(self) -> str:
         return (f"TextTokenizer(kind={self.kind!r}, vocab_size={self.vocab_size}, pad={self.pad_id}, "
                 f"cls={self.cls_id}, sep={self.sep_id}, unk={self.unk_id})")
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def bert_tokenizer() -> TextTokenizer:

@@ -8,7 +8,6 @@ A run folder holds ``config.json`` (the full ``Seq2SeqConfig``), ``tokenizer/``,
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 from dataclasses import dataclass, field
@@ -23,7 +22,6 @@ from mambadiff.config import from_dict, to_dict
 from mambadiff.data.seq2seq import Seq2SeqDataset, load_seq2seq_split, read_seq2seq_jsonl, resolve_split_path
 from mambadiff.data.tokenizer import TextTokenizer, build_tokenizer, load_tokenizer
 from mambadiff.diffusion import GaussianDiffusion, create_timestep_sampler, sample_ancestral, sample_respaced
-from mambadiff.models.backbones import BackboneConfig
 from mambadiff.models.denoiser import Denoiser, DenoiserConfig
 from mambadiff.train import StepContext, TrainConfig
 from mambadiff.train.checkpoint import latest_checkpoint, load_state, read_json
@@ -318,7 +316,6 @@ def train_seq2seq(cfg: Seq2SeqConfig, resume: bool = False, progress: bool = Tru
     Works single-process or under torchrun (DDP). ``resume`` continues from the run folder's latest
     checkpoint bit-for-bit; without it, a run folder that already has checkpoints is refused.
     """
-    from mambadiff.config import to_dict
     from mambadiff.train import Trainer, seed_everything
     from mambadiff.train.checkpoint import atomic_write_json
     from mambadiff.train.distributed import barrier, setup_distributed

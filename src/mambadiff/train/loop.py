@@ -14,9 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import random
-import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -278,7 +276,6 @@ class Trainer:
     def _train_step(self) -> tuple[dict[str, float], int]:
         cfg, world, rank = self.cfg, self.dist.world_size, self.dist.rank
         global_idx = self.order.take(cfg.batch_size)
-        per_rank = cfg.batch_size // world
         slot = self.micro_batch * world  # examples per micro-batch slot across ranks
         sums: dict[str, float] = {}
         tokens = 0
