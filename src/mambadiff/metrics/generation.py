@@ -1,0 +1,388 @@
+"""Generation metrics with DiffuSeq's definitions (Shark-NLP/DiffuSeq, scripts/eval_seq2seq.py).
+
+All inputs are strings already cleaned of special tokens (see `mambadiff.metrics.io`).
+
+- BLEU: nltk sentence-level BLEU-4 of the whitespace-split output against the single whitespace-split
+  reference, smoothing method 4 (nltk is pinned to 3.10.4: method 4's result differs across releases).
+  Reported as the mean over sentences, in [0, 1].
+- ROUGE-L: F1 of the longest common subsequence per sentence, tokenised as DiffuSeq's torchmetrics
+  ROUGEScore does by default (lower-case, non-alphanumerics to spaces, no stemming); computed with
+  the `rouge-score` package, whose default tokeniser is the same. Mean over sentences.
+- dist-1: distinct unigrams / unigrams within each output (0 for an empty output), mean over outputs.
+- length: DiffuSeq counts `len(output.split(' '))` on the cleaned string, which still holds the
+  spaces of the deleted [PAD]/[SEP] tokens, so it counts leftover padding too (`len_diffuseq`).
+  `len_words` is the plain whitespace word count.
+- self-BLEU (several candidates per example): mean BLEU over ordered pairs i < j of candidate i
+  against candidate j; 0 for a single candidate. Mean over examples.
+- div-4: distinct 4-grams / 4-grams pooled over all candidates of an example. Mean over examples.
+- MBR: per example, the candidate whose BLEU against each other candidate, summed, is highest
+  (first one on ties), as DiffuSeq's selectBest.
+- Paraphrase-aware: BLEU of the output against the source (`bleu_src`), iBLEU = alpha*BLEU(out, ref)
+  - (1-alpha)*BLEU(out, src) (sentence-level, then averaged), copy rate = share of outputs equal to
+  their source after lower-casing and collapsing whitespace.
+- sacreBLEU: corpus-level BLEU from `sacrebleu` (its default 13a tokenisation), on its 0-100 scale.
+"""
+from __future__ import annotations
+
+import re
+import time
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+__all__ = [
+    "sentence_bleu", "rouge_l", "dist_n", "distinct_n_pooled", "length_diffuseq", "length_words",
+    "self_bleu", "div_n", "mbr_select", "normalize_for_copy", "copy_rate", "corpus_sacrebleu",
+    "generation_metrics", "diversity_metrics", "evaluate_predictions", "results_table",
+    "results_markdown", "METRIC_LABELS", "SCHEMA",
+]
+
+# key -> (table label, higher is better?) ; the order is the order of the printed table
+METRIC_LABELS: dict[str, tuple[str, bool | None]] = {
+    "bleu": ("BLEU", True),
+    "rouge_l": ("ROUGE-L", True),
+    "bertscore_f1": ("BERTScore", True),
+    "dist1": ("dist-1", True),
+    "len_diffuseq": ("len (DiffuSeq)", None),
+    "len_words": ("len (words)", None),
+    "sacrebleu": ("sacreBLEU (0-100)", True),
+    "bleu_src": ("BLEU vs src", False),
+    "ibleu": ("iBLEU", True),
+    "copy_rate": ("copy rate", False),
+    "self_bleu": ("self-BLEU", False),
+    "div4": ("div-4", True),
+}
+
+
+def _require(module: str):
+    try:
+        return __import__(module, fromlist=["_"])
+    except ImportError:
+        raise ImportError(f"generation metrics need '{module.split('.')[0]}'; "
+                          "install with pip install -e '.[eval]'") from None
+
+
+_BLEU = None  # (nltk sentence_bleu, smoothing method 4), loaded on first use
+_SCORER = None
+
+
+def sentence_bleu(hypothesis: str, reference: str) -> float:
+    """DiffuSeq's BLEU: nltk sentence BLEU-4, one reference, whitespace tokens, smoothing method 4."""
+    global _BLEU
+    if _BLEU is None:
+        mod = _require("nltk.translate.bleu_score")
+        _BLEU = (mod.sentence_bleu, mod.SmoothingFunction().method4)
+    bleu, smooth = _BLEU
+    with warnings.catch_warnings():  # nltk warns on zero n-gram overlaps; the score is still defined
+        warnings.simplefilter("ignore")
+        return float(bleu([reference.split()], hypothesis.split(), smoothing_function=smooth))
+
+
+def rouge_l(hypothesis: str, reference: str) -> float:
+    """ROUGE-L F1 with the default (torchmetrics == rouge-score) tokenisation, no stemming."""
+    global _SCORER
+    if _SCORER is None:
+        _SCORER = _require("rouge_score.rouge_scorer").RougeScorer(["rougeL"], use_stemmer=False)
+    return float(_SCORER.score(reference, hypothesis)["rougeL"].fmeasure)
+
+
+def _ngrams(tokens: Sequence[str], n: int) -> list[tuple[str, ...]]:
+    return [tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)]
+
+
+def dist_n(text: str, n: int = 1) -> float:
+    """Distinct n-grams / n-grams within one text (0 when it has no n-gram)."""
+    grams = _ngrams(text.split(), n)
+    return len(set(grams)) / len(grams) if grams else 0.0
+
+
+def distinct_n_pooled(texts: Sequence[str], n: int) -> float:
+    """Distinct n-grams / n-grams pooled over several texts (0 when there is none)."""
+    grams = [g for t in texts for g in _ngrams(t.split(), n)]
+    return len(set(grams)) / len(grams) if grams else 0.0
+
+
+def div_n(candidates: Sequence[str], n: int = 4) -> float:
+    """DiffuSeq's div-n of one example's candidate set (pooled distinct n-grams)."""
+    return distinct_n_pooled(candidates, n)
+
+
+def length_diffuseq(text: str) -> int:
+    """DiffuSeq's length: pieces of `text.split(' ')`, counting the spaces left by deleted tokens."""
+    return len(text.split(" "))
+
+
+def length_words(text: str) -> int:
+    return len(text.split())
+
+
+def self_bleu(candidates: Sequence[str]) -> float:
+    """Mean BLEU of candidate i against candidate j over pairs i < j (0 for fewer than two)."""
+    scores = [sentence_bleu(candidates[i], candidates[j])
+              for i in range(len(candidates)) for j in range(i + 1, len(candidates))]
+    return float(np.mean(scores)) if scores else 0.0
+
+
+def mbr_scores(cands: Sequence[str]) -> list[float]:
+    """For one example, each candidate's summed sentence-BLEU against all the other candidates."""
+    return [sum(sentence_bleu(c, other) for j, other in enumerate(cands) if j != i) for i, c in enumerate(cands)]
+
+
+def mbr_select(candidates: Sequence[Sequence[str]]) -> list[int]:
+    """Minimum-Bayes-risk selection with BLEU as the utility, as DiffuSeq's selectBest.
+
+    `candidates[i]` are the candidate outputs of example i (e.g. one per seed). Returns, per example,
+    the index of the candidate with the highest sum of BLEU(candidate, other) over the other
+    candidates; ties go to the first (numpy's argmax in DiffuSeq). A single candidate gives index 0.
+    """
+    if isinstance(candidates, str) or not isinstance(candidates, Sequence):
+        raise ValueError("candidates: expected a list (examples) of lists of strings")
+    out = []
+    for i, cands in enumerate(candidates):
+        if isinstance(cands, str) or not isinstance(cands, Sequence) or len(cands) == 0:
+            raise ValueError(f"candidates[{i}]: expected a non-empty list of strings, got {cands!r:.80}")
+        for j, c in enumerate(cands):
+            if not isinstance(c, str):
+                raise ValueError(f"candidates[{i}][{j}]: expected a str, got {type(c).__name__}")
+        out.append(int(np.argmax(mbr_scores(list(cands)))))
+    return out
+
+
+_WS = re.compile(r"\s+")
+
+
+def normalize_for_copy(text: str) -> str:
+    return _WS.sub(" ", text.lower()).strip()
+
+
+def copy_rate(outputs: Sequence[str], sources: Sequence[str]) -> float:
+    """Share of outputs equal to their source after lower-casing and collapsing whitespace."""
+    _same_length(outputs, sources, "sources")
+    if not outputs:
+        return 0.0
+    return sum(normalize_for_copy(o) == normalize_for_copy(s) for o, s in zip(outputs, sources)) / len(outputs)
+
+
+def corpus_sacrebleu(outputs: Sequence[str], references: Sequence[str]) -> float:
+    """Corpus BLEU from sacrebleu (13a tokenisation, 0-100)."""
+    sacrebleu = _require("sacrebleu")
+    _same_length(outputs, references, "references")
+    return float(sacrebleu.corpus_bleu(list(outputs), [list(references)]).score)
+
+
+def _same_length(a: Sequence, b: Sequence, name: str) -> None:
+    if len(a) != len(b):
+        raise ValueError(f"{name}: expected {len(a)} strings (one per output), got {len(b)}")
+
+
+def generation_metrics(outputs: Sequence[str], references: Sequence[str],
+                       sources: Sequence[str] | None = None, alpha: float = 0.8,
+                       per_sentence: bool = False) -> dict:
+    """All single-output metrics as means over examples (see the module docstring).
+
+    With `sources`, adds bleu_src, ibleu and copy_rate. With `per_sentence`, also returns the
+    per-example lists under "per_sentence".
+    """
+    if isinstance(outputs, str) or isinstance(references, str):
+        raise ValueError("outputs/references: expected lists of strings, got a single string")
+    _same_length(outputs, references, "references")
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha: expected a number in [0, 1], got {alpha}")
+    n = len(outputs)
+    if n == 0:
+        raise ValueError("outputs: expected at least one example")
+    bleu = [sentence_bleu(o, r) for o, r in zip(outputs, references)]
+    rouge = [rouge_l(o, r) for o, r in zip(outputs, references)]
+    dist1 = [dist_n(o, 1) for o in outputs]
+    len_ds = [length_diffuseq(o) for o in outputs]
+    len_w = [length_words(o) for o in outputs]
+    res: dict = {
+        "n": n,
+        "bleu": float(np.mean(bleu)),
+        "rouge_l": float(np.mean(rouge)),
+        "dist1": float(np.mean(dist1)),
+        "len_diffuseq": float(np.mean(len_ds)),
+        "len_words": float(np.mean(len_w)),
+        "sacrebleu": corpus_sacrebleu(outputs, references),
+    }
+    per = {"bleu": bleu, "rouge_l": rouge, "dist1": dist1, "len_diffuseq": len_ds, "len_words": len_w}
+    if sources is not None:
+        _same_length(outputs, sources, "sources")
+        bleu_src = [sentence_bleu(o, s) for o, s in zip(outputs, sources)]
+        res["bleu_src"] = float(np.mean(bleu_src))
+        res["ibleu"] = alpha * res["bleu"] - (1.0 - alpha) * res["bleu_src"]
+        res["copy_rate"] = copy_rate(outputs, sources)
+        per["bleu_src"] = bleu_src
+    if per_sentence:
+        res["per_sentence"] = per
+    return res
+
+
+def diversity_metrics(candidates: Sequence[Sequence[str]], n: int = 4) -> dict:
+    """self-BLEU and div-n over each example's candidate set, averaged over examples."""
+    if not candidates:
+        raise ValueError("candidates: expected at least one example")
+    sb = [self_bleu(list(c)) for c in candidates]
+    dv = [div_n(list(c), n) for c in candidates]
+    return {"self_bleu": float(np.mean(sb)), f"div{n}": float(np.mean(dv)),
+            "candidates_min": int(min(len(c) for c in candidates)),
+            "candidates_max": int(max(len(c) for c in candidates))}
+
+
+# ---- evaluating prediction files ------------------------------------------------------------------
+# The JSON written by `mambadiff evaluate --json` and read by `mambadiff report` (RUN_DIR/eval/step_*.json):
+# {
+#   "schema": "mambadiff.evaluate/1",
+#   "step": int | null,              training step of the checkpoint that produced the files, if known
+#   "files": [str, ...],             the prediction files, in the order given
+#   "n_examples": int,
+#   "candidates": {"min": int, "max": int},   candidate outputs per example over all files
+#   "alpha": float,                  iBLEU weight
+#   "bertscore": {"name", "path", "num_layers"} | null,
+#   "model":       {metrics},        one file: its `recover`; several: the mean over files of each metric
+#   "per_file":    [{"file": str, metrics}, ...],
+#   "mbr":         {metrics} | null, the MBR-selected candidates (when an example has >1 candidate)
+#   "diversity":   {"self_bleu", "div4", "candidates_min", "candidates_max"} | null,
+#   "copy_source": {metrics},        the source copied as the prediction (the baseline to beat)
+#   "seconds": float
+# }
+# {metrics} has "n", "bleu", "rouge_l", "dist1", "len_diffuseq", "len_words", "sacrebleu", "bleu_src",
+# "ibleu", "copy_rate" and, unless BERTScore is off, "bertscore_f1" (all means over examples).
+SCHEMA = "mambadiff.evaluate/1"
+
+
+def evaluate_predictions(paths: Sequence[str], alpha: float = 0.8, bertscore: bool = True,
+                         bertscore_model: str | None = None, bertscore_num_layers: int | None = None,
+                         bertscore_batch_size: int | None = None, step: int | None = None,
+                         progress=None) -> dict:
+    """Score prediction files (one per seed) with DiffuSeq's metrics; see SCHEMA above for the result.
+
+    Raises io.PredictionFileError (a ValueError) for unreadable/misaligned files, ValueError for bad
+    arguments, bertscore.BertScoreUnavailableError when BERTScore is asked for but not installed.
+    `progress`, if given, is called with one-line status messages.
+    """
+    from mambadiff.metrics import io as mio
+
+    say = progress or (lambda msg: None)
+    t0 = time.perf_counter()
+    if isinstance(paths, (str, bytes)) or not paths:
+        raise ValueError("paths: expected a non-empty list of prediction files")
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha: expected a number in [0, 1], got {alpha}")
+    bs_model = None
+    if bertscore:  # resolve (and fail on a missing package) before the slow part
+        from mambadiff.metrics import bertscore as mbs
+        bs_model = mbs.resolve_model(bertscore_model, bertscore_num_layers)
+        bs_batch = bertscore_batch_size or mbs.DEFAULT_BATCH_SIZE
+    data = mio.read_prediction_files(list(paths))
+    refs, srcs = data.references, data.sources
+    # the source as DiffuSeq would clean it as an output (its [PAD]s removed too; none in practice)
+    copy_pred = [s.replace(mio.DIFFUSEQ_TOKENS.pad, "") for s in srcs]
+
+    rows: list[tuple[dict, list[str]]] = []  # (metrics dict to complete, outputs) for BERTScore
+
+    def score(outputs: list[str], what: str, head: dict | None = None) -> dict:
+        say(f"scoring {what}")
+        m = {**(head or {}), **generation_metrics(outputs, refs, srcs, alpha=alpha)}
+        rows.append((m, outputs))  # BERTScore is added to this same dict below
+        return m
+
+    per_file = [score([r.recover for r in recs], path, {"file": path}) for path, recs in zip(data.paths, data.files)]
+    cands = data.candidates()
+    mbr = diversity = None
+    if max(len(c) for c in cands) > 1:
+        say(f"diversity and MBR over up to {max(len(c) for c in cands)} candidates per example")
+        diversity = diversity_metrics(cands)
+        chosen = [c[i] for c, i in zip(cands, mbr_select(cands))]
+        mbr = score(chosen, "MBR selection")
+    copy = score(copy_pred, "copy-source baseline")
+    if bs_model is not None:
+        # one call for all rows: bert_score embeds each distinct sentence once, so the references
+        # (and outputs shared between rows) are not re-encoded per row
+        say(f"BERTScore of {len(rows)} x {len(refs)} pairs with {bs_model.name}")
+        group = 4  # rows per call: bert_score keeps every distinct sentence's embeddings in memory
+        for g in range(0, len(rows), group):
+            part = rows[g:g + group]
+            f1, _ = mbs.bertscore_f1([o for _, outs in part for o in outs], refs * len(part),
+                                     bs_model.path, bs_model.num_layers, batch_size=bs_batch)
+            for k, (m, _) in enumerate(part):
+                m["bertscore_f1"] = float(np.mean(f1[k * len(refs):(k + 1) * len(refs)]))
+    if len(per_file) == 1:
+        model = {k: v for k, v in per_file[0].items() if k != "file"}
+    else:
+        keys = [k for k in per_file[0] if k not in ("file", "n")]
+        model = {"n": data.n_examples, **{k: float(np.mean([f[k] for f in per_file])) for k in keys}}
+    return {
+        "schema": SCHEMA,
+        "step": step,
+        "files": list(data.paths),
+        "n_examples": data.n_examples,
+        "candidates": {"min": min(len(c) for c in cands), "max": max(len(c) for c in cands)},
+        "alpha": alpha,
+        "bertscore": bs_model.describe() if bs_model is not None else None,
+        "model": model,
+        "per_file": per_file,
+        "mbr": mbr,
+        "diversity": diversity,
+        "copy_source": copy,
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+def _fmt(key: str, value) -> str:
+    if value is None:
+        return "-"
+    if key == "n":
+        return str(int(value))
+    if key in ("sacrebleu", "len_diffuseq", "len_words"):
+        return f"{value:.2f}"
+    return f"{value:.4f}"
+
+
+def results_table(result: dict) -> tuple[list[str], list[list[str]]]:
+    """(headers, rows) of an evaluate_predictions result: model [, per file] [, MBR], copy source."""
+    named: list[tuple[str, dict]] = []
+    n_files = len(result["per_file"])
+    model = dict(result["model"])
+    if result.get("diversity"):
+        model.update({k: result["diversity"][k] for k in ("self_bleu", "div4")})
+    named.append(("model" if n_files == 1 else f"model (mean of {n_files} files)", model))
+    if n_files > 1:
+        named += [(f"file {Path(f['file']).name}", f) for f in result["per_file"]]
+    if result.get("mbr"):
+        named.append((f"model, MBR of {result['candidates']['max']}", result["mbr"]))
+    named.append(("copy source (baseline)", result["copy_source"]))
+    keys = [k for k in METRIC_LABELS if any(k in m for _, m in named)]
+    headers = ["", *(METRIC_LABELS[k][0] for k in keys), "n"]
+    rows = [[name, *(_fmt(k, m.get(k)) for k in keys), _fmt("n", m.get("n", result["n_examples"]))]
+            for name, m in named]
+    return headers, rows
+
+
+def results_markdown(result: dict, title: str = "Generation metrics") -> str:
+    from tabulate import tabulate
+
+    headers, rows = results_table(result)
+    bs = result.get("bertscore")
+    lines = [f"# {title}", ""]
+    if result.get("step") is not None:
+        lines.append(f"- checkpoint step: {result['step']}")
+    lines += [
+        f"- files: {', '.join('`' + f + '`' for f in result['files'])}",
+        f"- examples: {result['n_examples']}; candidates per example: {result['candidates']['min']}"
+        + (f"-{result['candidates']['max']}" if result['candidates']['max'] != result['candidates']['min'] else ""),
+        f"- BERTScore: {bs['name']}, layer {bs['num_layers']} (F1, no idf, no rescaling)" if bs else "- BERTScore: off",
+        f"- iBLEU alpha: {result['alpha']}",
+        "",
+        tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True),
+        "",
+        "BLEU, ROUGE-L, dist-1, length, self-BLEU, div-4 and MBR follow DiffuSeq's scripts/eval_seq2seq.py "
+        "(sentence BLEU-4 with nltk smoothing 4, ROUGE-L F1, means over sentences; 'len (DiffuSeq)' counts "
+        "`split(' ')` pieces including spaces left by removed [PAD] tokens). sacreBLEU is corpus-level, 0-100. "
+        "'BLEU vs src' is the output's BLEU against its source; iBLEU = alpha*BLEU - (1-alpha)*BLEU vs src; "
+        "copy rate = share of outputs equal to the source (lower-cased, whitespace collapsed).",
+        "",
+    ]
+    return "\n".join(lines)
