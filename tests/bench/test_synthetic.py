@@ -1,0 +1,120 @@
+"""Synthetic selectivity benchmark: the task's loss/evaluation and a tiny end-to-end run.
+
+Whether Mamba beats S4D needs the real default budget; it is measured by running the benchmark, not here.
+"""
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+from torch import nn
+
+from mambadiff.bench.synthetic import RECORD_FIELDS, run_synthetic_benchmark, synthetic_command
+from mambadiff.models.backbones import BackboneConfig
+from mambadiff.tasks.synthetic import SyntheticTask, SyntheticTaskConfig
+
+
+class Oracle(nn.Module):
+    """Reads the answers off the inputs: for selective copying, the non-noise body tokens in order."""
+
+    def __init__(self, vocab_size, k, wrong_last=False):
+        super().__init__()
+        self.vocab_size, self.k, self.wrong_last = vocab_size, k, wrong_last
+        self.dummy = nn.Parameter(torch.zeros(1))
+
+    def forward(self, inputs, last=None):
+        body = inputs[:, :-self.k]
+        answers = torch.stack([row[row != 0] for row in body])  # (b, k)
+        if self.wrong_last:
+            answers[:, -1] = 0  # NOISE is never an answer
+        assert last == self.k, "the task must ask for the logits of the last k positions only"
+        return nn.functional.one_hot(answers, self.vocab_size).float() * 10  # (b, k, v)
+
+
+def small_task(**kw):
+    cfg = dict(task="selective_copy", seq_len=24, num_tokens=4, num_train=64, num_eval=40, eval_batch_size=16)
+    cfg.update(kw)
+    return SyntheticTask(SyntheticTaskConfig(**cfg))
+
+
+def test_evaluate_scores_answer_positions():
+    task = small_task()
+    perfect = task.evaluate(Oracle(task.vocab_size, 4))
+    assert perfect["accuracy"] == 1.0 and perfect["seq_accuracy"] == 1.0 and perfect["loss"] < 1e-3
+    off_by_one = task.evaluate(Oracle(task.vocab_size, 4, wrong_last=True))
+    assert off_by_one["accuracy"] == pytest.approx(0.75) and off_by_one["seq_accuracy"] == 0.0
+
+
+def test_loss_uses_only_answer_positions():
+    task = small_task(task="induction", seq_len=16)
+    torch.manual_seed(0)
+    model = task.build_model(BackboneConfig(name="lstm", d_model=16, n_layers=1))
+    batch = task.get_batch(list(range(8)), "cpu")
+    assert batch["inputs"].shape == (8, 16) and batch["answers"].shape == (8, 1)
+    loss, metrics = task.loss(model, batch, None)
+    logits = model(batch["inputs"])[:, -1]  # (b, v)
+    assert loss.item() == pytest.approx(nn.functional.cross_entropy(logits, batch["answers"][:, 0]).item(),
+                                        rel=1e-5)
+    assert set(metrics) == {"loss", "accuracy"}
+    assert task.count_tokens(batch) == 8 * 16
+
+
+def test_model_is_causal_and_rejects_bidirectional():
+    task = small_task()
+    with pytest.raises(ValueError, match="causal"):
+        task.build_model(BackboneConfig(name="lstm", d_model=8, n_layers=1, bidirectional=True))
+    torch.manual_seed(0)
+    model = task.build_model(BackboneConfig(name="transformer", d_model=16, n_layers=1, n_heads=2)).eval()
+    x = task.train.inputs[:2].clone()
+    y = x.clone()
+    y[:, -1] = 0
+    with torch.no_grad():
+        assert torch.allclose(model(x)[:, :-1], model(y)[:, :-1], atol=1e-6)
+
+
+def test_resume_with_other_task_config_is_rejected():
+    a, b = small_task(), small_task(seed=1)
+    with pytest.raises(ValueError, match="synthetic task config"):
+        b.load_state_dict(a.state_dict())
+    b.load_state_dict(b.state_dict())
+
+
+def test_tiny_benchmark_end_to_end(tmp_path):
+    out = tmp_path / "res" / "synthetic.json"
+    threads = torch.get_num_threads()
+    records = run_synthetic_benchmark(models=("mamba", "s4d"), d_model=16, n_layers=1, steps=3, seq_len=24,
+                                      seed=0, json_path=out, progress=False, batch_size=8, num_tokens=4,
+                                      num_eval=32, run_dir=tmp_path / "runs", device="cpu")
+    assert [(r["task"], r["model"]) for r in records] == [
+        ("selective_copy", "mamba"), ("selective_copy", "s4d"), ("induction", "mamba"), ("induction", "s4d")]
+    for r in records:
+        assert set(RECORD_FIELDS) <= set(r)
+        assert 0.0 <= r["accuracy"] <= 1.0 and 0.0 <= r["seq_accuracy"] <= r["accuracy"] + 1e-9
+        assert r["params"] > 0 and r["train_seconds"] > 0 and r["steps"] == 3
+        assert r["chance"] == pytest.approx(1 / 16)  # 16 answer symbols by default in both tasks
+    saved = json.loads(out.read_text())
+    assert saved["results"] == records and saved["config"]["steps"] == 3
+    assert not [p for p in out.parent.iterdir() if p.name != "synthetic.json"]  # no temp file left over
+    assert (tmp_path / "runs" / "induction_s4d" / "metrics.jsonl").exists()
+    assert torch.get_num_threads() == threads  # the benchmark's thread setting does not leak
+
+
+def test_bad_arguments_raise_value_error():
+    with pytest.raises(ValueError, match="models"):
+        run_synthetic_benchmark(models=("nope",), progress=False)
+    with pytest.raises(ValueError, match="seq_len"):
+        run_synthetic_benchmark(tasks=("selective_copy",), seq_len=5, progress=False)
+    with pytest.raises(ValueError, match="steps"):
+        run_synthetic_benchmark(steps=0, progress=False)
+
+
+def test_command(tmp_path):
+    out = tmp_path / "s.json"
+    res = CliRunner().invoke(synthetic_command, ["--task", "induction", "--model", "lstm", "--d-model", "8",
+                                                 "--layers", "1", "--steps", "2", "--seq-len", "12",
+                                                 "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "induction" in res.output and "lstm" in res.output
+    assert [r["model"] for r in json.loads(out.read_text())["results"]] == ["lstm"]
+    bad = CliRunner().invoke(synthetic_command, ["--model", "nope"])
+    assert bad.exit_code == 2 and "nope" in bad.output
