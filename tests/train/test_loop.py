@@ -120,3 +120,15 @@ def test_schedule_and_param_groups():
     groups = param_groups(m, 0.1)
     decay = [g for g in groups if g["weight_decay"] == 0.1]
     assert len(decay) == 1 and decay[0]["params"] == [m[1].weight]
+
+
+def test_ema_warms_up():
+    from mambadiff.train.ema import EMA
+    m = nn.Linear(2, 1)
+    ema = EMA(m, 0.999)
+    assert ema.decay_at(0) == pytest.approx(0.1) and ema.decay_at(10_000) == 0.999
+    old = ema.shadow["weight"].clone()
+    with torch.no_grad():
+        m.weight.fill_(1.0)
+    ema.update(m, 0)
+    torch.testing.assert_close(ema.shadow["weight"], 0.1 * old + 0.9)

@@ -1,4 +1,8 @@
-"""Exponential moving average of model weights (sampling and evaluation use the EMA copy)."""
+"""Exponential moving average of model weights (sampling and evaluation use the EMA copy).
+
+The decay warms up as ``min(decay, (1 + step) / (10 + step))``: without it a short run's EMA is still
+mostly the random initialisation (decay 0.9999 averages over ~10k steps).
+"""
 from __future__ import annotations
 
 import copy
@@ -13,12 +17,17 @@ class EMA:
         self.shadow = {k: v.detach().clone().float() if v.is_floating_point() else v.detach().clone()
                        for k, v in model.state_dict().items()}
 
+    def decay_at(self, step: int) -> float:
+        return min(self.decay, (1.0 + step) / (10.0 + step))
+
     @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
+    def update(self, model: nn.Module, step: int) -> None:
+        """Fold in the weights after optimizer step ``step`` (0-based)."""
+        decay = self.decay_at(step)
         for k, v in model.state_dict().items():
             s = self.shadow[k]
             if v.is_floating_point():
-                s.mul_(self.decay).add_(v.detach().float(), alpha=1.0 - self.decay)
+                s.mul_(decay).add_(v.detach().float(), alpha=1.0 - decay)
             else:
                 s.copy_(v)
 

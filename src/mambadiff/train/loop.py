@@ -309,7 +309,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
         if self.ema is not None:
-            self.ema.update(self.model)
+            self.ema.update(self.model, self.step)
         self.step += 1
         if self.dist.enabled:  # report the global mean of each metric
             keys = sorted(sums)
