@@ -1,110 +1,103 @@
 """Timing and memory helpers shared by the benchmarks.
 
-Times are medians over ``repeats`` runs after ``warmup`` runs. Peak memory: on CUDA,
-``torch.cuda.max_memory_allocated``; on CPU, the peak resident set size above the level at the start
-of the measurement, sampled from /proc/self/statm by a background thread every millisecond.
+Times are medians over ``repeats`` runs after ``warmup`` runs. Peak memory is measured in one more
+run: on CUDA, ``torch.cuda.max_memory_allocated`` above the level before it; on CPU, the growth of the
+kernel's peak-RSS mark (VmHWM, reset through /proc/self/clear_refs after handing free heap memory
+back to the OS), so timing runs are not slowed by any measurement.
 """
 from __future__ import annotations
 
+import ctypes
+import gc
 import json
-import os
 import statistics
-import threading
+import sys
 import time
 from pathlib import Path
-from typing import Callable
 
 import torch
 from tabulate import tabulate
 
-from mambadiff.train.checkpoint import atomic_write_text
-
-_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+from mambadiff.fileio import atomic_write_text
 
 
-def _rss_bytes() -> int:
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_and_peak(fn, device, repeats: int, warmup: int) -> tuple[float, float]:
+    """(median seconds over ``repeats`` runs after ``warmup`` runs, peak memory growth in MB of one
+    more run)."""
+    device = torch.device(device)
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    times = []
+    for _ in range(max(repeats, 1)):
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), _peak_growth_mb(fn, device)
+
+
+def _peak_growth_mb(fn, device: torch.device) -> float:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        fn()
+        torch.cuda.synchronize(device)
+        return max(0.0, (torch.cuda.max_memory_allocated(device) - base) / 2**20)
+    _malloc_trim()
+    base = _status_kb("VmRSS")
+    if base is not None and _reset_hwm():
+        fn()
+        return max(0.0, ((_status_kb("VmHWM") or base) - base) / 1024)
+    return _maxrss_growth_mb(fn)
+
+
+def _maxrss_growth_mb(fn) -> float:
+    """Fallback without /proc (e.g. macOS): growth of the process's lifetime peak RSS. It only sees
+    new highs, so it under-reports runs that stay below an earlier peak."""
+    import resource
+
+    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    fn()
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return max(0, after - before) * scale / 2**20
+
+
+def _malloc_trim() -> None:
+    """Hands free heap memory back to the OS (glibc), so new allocations show up in RSS."""
     try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * _PAGE
-    except OSError:
-        return 0
-
-
-def _fix_malloc_for_rss() -> None:
-    """Make freed tensors go back to the OS so RSS tracks live memory: glibc otherwise raises its mmap
-    threshold after the first large free and keeps later tensors on the heap (RSS never drops)."""
-    global _MALLOC_FIXED
-    if _MALLOC_FIXED:
-        return
-    _MALLOC_FIXED = True
-    try:
-        import ctypes
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD: fixed, disables the dynamic adjustment
-        libc.malloc_trim(0)
-    except OSError:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
         pass
 
 
-_MALLOC_FIXED = False
+def _status_kb(field: str) -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
 
 
-class PeakMemory:
-    """Context manager measuring peak memory growth in MB (CPU RSS or CUDA allocator)."""
-
-    def __init__(self, device: torch.device | str = "cpu"):
-        self.device = torch.device(device)
-        self.peak_mb = 0.0
-
-    def __enter__(self):
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            self._base = torch.cuda.memory_allocated()
-        else:
-            _fix_malloc_for_rss()
-            self._base = _rss_bytes()
-            self._peak = self._base
-            self._stop = threading.Event()
-            self._thread = threading.Thread(target=self._sample, daemon=True)
-            self._thread.start()
-        return self
-
-    def _sample(self):
-        while not self._stop.is_set():
-            self._peak = max(self._peak, _rss_bytes())
-            time.sleep(0.001)
-
-    def __exit__(self, *exc):
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-            self.peak_mb = (torch.cuda.max_memory_allocated() - self._base) / 2**20
-        else:
-            self._stop.set()
-            self._thread.join()
-            self._peak = max(self._peak, _rss_bytes())
-            self.peak_mb = (self._peak - self._base) / 2**20
+def _reset_hwm() -> bool:
+    """Resets the kernel's peak-RSS mark (VmHWM) to the current RSS (Linux >= 4.0)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return _status_kb("VmHWM") is not None
+    except OSError:
         return False
-
-
-def time_median(fn: Callable[[], object], repeats: int = 5, warmup: int = 2,
-                device: torch.device | str = "cpu") -> tuple[float, float]:
-    """(median seconds, peak memory MB of one run) of ``fn()``."""
-    device = torch.device(device)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    for _ in range(warmup):
-        fn()
-    sync()
-    with PeakMemory(device) as mem:
-        fn()
-        sync()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), mem.peak_mb
 
 
 def write_json(path: str | Path | None, records: list[dict]) -> None:

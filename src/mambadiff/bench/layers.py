@@ -17,7 +17,7 @@ import torch
 
 from mambadiff.models.backbones import BackboneConfig, build_backbone, count_parameters
 
-from .common import print_table, time_median, write_json
+from .common import print_table, time_and_peak, write_json
 
 DEFAULT_MODELS = ("mamba", "mamba2", "s4d", "transformer", "lstm")
 
@@ -60,7 +60,7 @@ def run_layers_benchmark(models=DEFAULT_MODELS, train_cases=((64, 128), (64, 102
                 fn = train_step if mode == "train" else infer_step
                 t0 = time.perf_counter()
                 try:
-                    seconds, peak = time_median(fn, repeats=repeats, warmup=warmup, device=dev)
+                    seconds, peak = time_and_peak(fn, dev, repeats=repeats, warmup=warmup)
                 except (RuntimeError, MemoryError) as e:  # e.g. out of memory at long l
                     records.append({"model": model, "mode": mode, "batch": b, "seq_len": l, "d_model": d_model,
                                     "params": params, "error": str(e).splitlines()[0][:120]})

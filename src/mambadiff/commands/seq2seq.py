@@ -58,18 +58,23 @@ def write_jsonl(path: str | Path, records: list[dict]) -> None:
 @click.option("--samples", type=int, default=None, help="Samples per example S.")
 @click.option("--mbr/--no-mbr", default=None, help="MBR-select the output among the S samples.")
 @click.option("--eta", type=float, default=None, help="Respaced sampler eta (0 deterministic DDIM).")
+@click.option("--clamp", type=click.Choice(["round", "logits", "none"]), default=None,
+              help="Clamp x0 each step: round (nearest embedding, DiffuSeq), logits (head argmax), none.")
 @click.option("--limit", type=int, default=None, help="Only the first N examples.")
 @click.option("--batch-size", type=int, default=None)
 @click.option("--seed", type=int, default=None)
 @click.option("--no-ema", is_flag=True, help="Use the raw weights instead of the EMA weights.")
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="Output jsonl.")
-def generate_command(checkpoint, data_path, split, steps, samples, mbr, eta, limit, batch_size, seed, no_ema, out_path):
+def generate_command(checkpoint, data_path, split, steps, samples, mbr, eta, clamp, limit, batch_size, seed, no_ema,
+                     out_path):
     """Sample targets; writes jsonl with source, reference, recover (+ samples)."""
     from mambadiff.data.errors import DataError
     from mambadiff.data.seq2seq import load_seq2seq_split
     from mambadiff.tasks.seq2seq import generate, load_seq2seq_model
     try:
         model, tok, cfg = load_seq2seq_model(checkpoint, ema=not no_ema)
+        if clamp:
+            cfg.sample.clamp = clamp
         split_arg = split if Path(data_path).is_dir() else None
         ds = load_seq2seq_split(data_path, split_arg, tok, cfg.data.seq_len, layout=cfg.data.layout,
                                 on_overflow=cfg.data.on_overflow, limit=limit)

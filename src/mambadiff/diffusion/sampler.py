@@ -48,7 +48,7 @@ import torch
 from .process import GaussianDiffusion, _check_ids_and_mask, _randn
 from .schedule import NoiseSchedule, space_timesteps
 
-CLAMP_CHOICES = ("round", None)
+CLAMP_CHOICES = ("round", "logits", None)
 VARIANCE_CHOICES = ("fixed_large", "fixed_small")
 _ROUND_CHUNK = 4096  # rows of x0_hat per distance matmul: bounds memory at chunk * v floats
 
@@ -132,7 +132,7 @@ def _reverse_loop(
     b = x_src.shape[0]
     target = input_mask.to(device=x_src.device).bool().unsqueeze(-1)  # (b, l, 1)
     x = torch.where(target, _randn(x_src.shape, generator, x_src), x_src)  # (b, l, e)
-    vocab_weight = embedding_matrix(model) if clamp == "round" else None  # (v, e)
+    vocab_weight = embedding_matrix(model) if clamp in ("round", "logits") else None  # (v, e)
 
     kept = schedule.timesteps.tolist()  # original timestep of each kept index
     order = range(len(kept) - 1, -1, -1)
@@ -143,8 +143,10 @@ def _reverse_loop(
     for j in order:
         t = torch.full((b,), kept[j], dtype=torch.long, device=x.device)  # (b,) ORIGINAL step
         x0_hat = model(x, t, mask=attention_mask)  # (b, l, e)
-        if vocab_weight is not None:
+        if clamp == "round":
             x0_hat = round_to_vocab(x0_hat, vocab_weight)
+        elif clamp == "logits":  # the embedding of the tied head's argmax token (what the nll term trains)
+            x0_hat = vocab_weight[model.logits(x0_hat).argmax(dim=-1)]  # (b, l, e)
         c_x0, c_xt, std = _step_coefficients(schedule, j, eta, variance)
         x = c_x0 * x0_hat + c_xt * x  # (b, l, e) mean of p(x_s | x_t)
         if j > 0 and std > 0.0:

@@ -62,7 +62,8 @@ class SampleConfig:
     eta: float = 0.0               # respaced sampler: 0 deterministic DDIM, 1 ancestral on the respaced chain
     samples: int = 1               # S samples per example (different seeds)
     mbr: bool = True               # pick one of the S samples by MBR (DiffuSeq's rule) when S > 1
-    clamp: str = "round"           # round predicted x0 to the nearest embedding at every step | none
+    clamp: str = "round"           # each step: round x0 to the nearest embedding (DiffuSeq) | logits (embedding
+                                   # of the tied head's argmax token) | none
     batch_size: int = 64
     limit: int = 0                 # examples to sample; 0: all
     seed: int = 123
