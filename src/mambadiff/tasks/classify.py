@@ -50,7 +50,8 @@ from mambadiff.data.tokenizer import TextTokenizer, build_tokenizer, load_tokeni
 from mambadiff.models.backbones import BackboneConfig, ResidualStack, build_backbone, count_parameters
 from mambadiff.models.classifier import ClassifierConfig, SequenceClassifier
 from mambadiff.train import StepContext, TrainConfig
-from mambadiff.train.checkpoint import atomic_write_json, latest_checkpoint, load_state, read_json
+from mambadiff.train.checkpoint import (atomic_write_json, latest_checkpoint, load_state, read_json,
+                                        resolve_checkpoint)
 
 __all__ = [
     "CleanConfig", "ClassifyDataConfig", "ParamMatchConfig", "ClassifyConfig", "ClassificationTask",
@@ -504,10 +505,7 @@ def train_classifier(cfg: ClassifyConfig, resume: bool = False, progress: bool =
 
 def load_classifier(path: str | Path, ema: bool = True, device: str = "cpu"):
     """(model, tokenizer, config) from a run folder (latest checkpoint) or a checkpoint folder."""
-    path = Path(path)
-    folder = path if (path / "model.safetensors").exists() else latest_checkpoint(path)
-    if folder is None:
-        raise FileNotFoundError(f"{path}: no checkpoint found (expected model.safetensors or checkpoints/step_*)")
+    folder = resolve_checkpoint(path)
     cfg = from_dict(ClassifyConfig, read_json(folder / "config.json"))
     tok = load_tokenizer(folder / "tokenizer")
     model = SequenceClassifier(cfg.model)

@@ -24,7 +24,7 @@ from mambadiff.data.tokenizer import TextTokenizer, build_tokenizer, load_tokeni
 from mambadiff.diffusion import GaussianDiffusion, create_timestep_sampler, sample_ancestral, sample_respaced
 from mambadiff.models.denoiser import Denoiser, DenoiserConfig
 from mambadiff.train import StepContext, TrainConfig
-from mambadiff.train.checkpoint import latest_checkpoint, load_state, read_json
+from mambadiff.train.checkpoint import latest_checkpoint, load_state, read_json, resolve_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -241,10 +241,7 @@ def _from_jsonable(obj):
 # ---- loading a trained model --------------------------------------------------------------------
 def load_seq2seq_model(path: str | Path, ema: bool = True, device: str = "cpu"):
     """(model, tokenizer, config) from a run folder (latest checkpoint) or a checkpoint folder."""
-    path = Path(path)
-    folder = path if (path / "model.safetensors").exists() else latest_checkpoint(path)
-    if folder is None:
-        raise FileNotFoundError(f"{path}: no checkpoint found (expected model.safetensors or checkpoints/step_*)")
+    folder = resolve_checkpoint(path)
     cfg = from_dict(Seq2SeqConfig, read_json(folder / "config.json"))
     tok = load_tokenizer(folder / "tokenizer")
     model = Denoiser(cfg.model)

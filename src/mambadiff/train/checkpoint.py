@@ -86,6 +86,15 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     return max(found, key=lambda p: int(p.name.split("_")[1])) if found else None
 
 
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint folder itself, or the latest checkpoint of a run folder."""
+    path = Path(path)
+    folder = path if (path / "model.safetensors").exists() else latest_checkpoint(path)
+    if folder is None:
+        raise FileNotFoundError(f"{path}: no checkpoint found (expected model.safetensors or checkpoints/step_*)")
+    return folder
+
+
 def prune_checkpoints(run_dir: str | Path, keep: int) -> None:
     ckpts = Path(run_dir) / "checkpoints"
     found = sorted((p for p in ckpts.glob("step_*") if p.is_dir()), key=lambda p: int(p.name.split("_")[1]))
