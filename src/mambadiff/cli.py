@@ -49,6 +49,9 @@ class LazyGroup(click.Group):
 @click.version_option(package_name="mambadiff")
 def main():
     """mambadiff: state-space sequence models (Mamba, Mamba-2, S4D) and MambaDiff diffusion seq2seq."""
+    from mambadiff.runtime import tune_cpu_allocator
+
+    tune_cpu_allocator()  # keeps big activation buffers mapped between steps (see mambadiff.runtime)
 
 
 if __name__ == "__main__":

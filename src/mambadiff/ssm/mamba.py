@@ -6,7 +6,7 @@ k conv width, r dt rank.
 Data flow of ``Mamba.forward`` (x (b, l, d) -> (b, l, d)):
 
     x, z   = in_proj(x).chunk(2)                  (b, l, e) each
-    x      = silu(causal_depthwise_conv(x))        (b, l, e)
+    x      = silu(causal_depthwise_conv(x))        (b, l, e)   fused: mambadiff.ssm.conv
     dt,B,C = x_proj(x).split(r, n, n)              (b, l, r), (b, l, n), (b, l, n)
     dt     = dt_proj.weight @ dt                    (b, l, e)   bias + softplus happen in the scan
     y      = selective_scan(x, dt, A, B, C, D, z)   (b, l, e)   y = (S6(x) + D x) * silu(z)
@@ -26,7 +26,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .conv import causal_conv1d_silu
 from .scan import BACKENDS, selective_scan
+
+# Conv backend per scan backend: the reference and torch scans pair with the plain PyTorch conv, so
+# those paths stay free of compiled code.
+_CONV_BACKEND = {"reference": "torch", "torch": "torch", "cpu": "cpu"}
 
 __all__ = [
     "MambaConfig",
@@ -279,20 +284,28 @@ class Mamba(nn.Module):
         if mask is not None:
             x = x * mask.unsqueeze(-1).to(x.dtype)  # (b, l, d) padded inputs zeroed
 
-        xz = self.in_proj(x)  # (b, l, 2e)
-        xs, z = xz.transpose(1, 2).chunk(2, dim=1)  # (b, e, l) each
-        xs = F.silu(self.conv1d(xs)[..., :l])  # (b, e, l) causal: drop the right overhang
+        # Everything stays time-major (b, l, .): the scan reads the transposed views below in place,
+        # so no layout copies are made.
+        # in_proj as two products: each output is then contiguous, and the backward needs no
+        # concatenation of the two (b, l, e) gradients into one (b, l, 2e) tensor.
+        w_x, w_z = self.in_proj.weight.chunk(2, dim=0)  # (e, d) each
+        b_x, b_z = (None, None) if self.in_proj.bias is None else self.in_proj.bias.chunk(2)
+        xs = F.linear(x, w_x, b_x)  # (b, l, e)
+        z = F.linear(x, w_z, b_z)  # (b, l, e)
+        xs = causal_conv1d_silu(xs, self.conv1d.weight[:, 0, :], self.conv1d.bias,
+                                backend=_CONV_BACKEND.get(cfg.scan_backend, "auto"))  # (b, l, e)
 
-        x_dbl = self.x_proj(xs.transpose(1, 2))  # (b, l, r + 2n)
+        x_dbl = self.x_proj(xs)  # (b, l, r + 2n)
         dt, B, C = torch.split(x_dbl, [r, n, n], dim=-1)  # (b, l, r), (b, l, n), (b, l, n)
-        dt = (dt @ self.dt_proj.weight.t()).transpose(1, 2)  # (b, e, l) pre-bias, pre-softplus
+        dt = dt @ self.dt_proj.weight.t()  # (b, l, e) pre-bias, pre-softplus
         A = -torch.exp(at_least_f32(self.A_log))  # (e, n)
 
         y = selective_scan(
-            xs, dt, A, B.transpose(1, 2), C.transpose(1, 2), at_least_f32(self.D), z,
+            xs.transpose(1, 2), dt.transpose(1, 2), A, B.transpose(1, 2), C.transpose(1, 2),
+            at_least_f32(self.D), z.transpose(1, 2),
             delta_bias=at_least_f32(self.dt_proj.bias), delta_softplus=True,
             backend=cfg.scan_backend,
-        )  # (b, e, l)
+        )  # (b, e, l) views of time-major (b, l, e) on the cpu backend
         out = self.out_proj(y.transpose(1, 2).to(x.dtype))  # (b, l, d)
         if mask is not None:
             out = out * mask.unsqueeze(-1).to(out.dtype)  # (b, l, d)

@@ -1,11 +1,15 @@
-"""``cpu`` backend: the fused C kernel in csrc/selective_scan.c, built on first use and loaded with ctypes.
+"""``cpu`` backend: the fused C kernels in csrc/, built on first use and loaded with ctypes.
 
 Glossary: b batch, d channels (inner width), l length, n state size, g d-group (backward task split).
 
-Build: the system C compiler (``$CC``, else ``cc``, else ``gcc``) compiles the file twice (float32,
+The library holds the selective scan (csrc/selective_scan.c, used here) and the Mamba block's fused
+causal conv1d + SiLU (csrc/causal_conv1d.c, used by ``mambadiff.ssm.conv``); both include
+csrc/ss_math.h.
+
+Build: the system C compiler (``$CC``, else ``cc``, else ``gcc``) compiles each file twice (float32,
 float64) and links one shared library into ``$MAMBADIFF_CACHE`` (default ``~/.cache/mambadiff``).
-The file name is a hash of source + compiler + flags + machine, so a changed kernel, compiler or CPU
-gets a fresh build. The library is linked to a temporary name then ``os.replace``d into place, so
+The file name is a hash of the sources + compiler + flags + machine, so a changed kernel, compiler or
+CPU gets a fresh build. The library is linked to a temporary name then ``os.replace``d into place, so
 processes racing to build it are safe. Flag sets are tried from fastest to most portable
 (``-march=native``, OpenMP); when none works the backend is simply unavailable.
 
@@ -32,7 +36,9 @@ from pathlib import Path
 import torch
 from torch.autograd.function import once_differentiable
 
-SOURCE = Path(__file__).with_name("csrc") / "selective_scan.c"
+CSRC = Path(__file__).with_name("csrc")
+SOURCES = (CSRC / "selective_scan.c", CSRC / "causal_conv1d.c")  # each compiled per element type
+HEADERS = (CSRC / "ss_math.h",)
 
 # Tried in order; the first set that compiles, links and loads wins.
 # No -ffast-math: the kernel's inlined exp / log1p need exact IEEE evaluation order (see the .c).
@@ -95,12 +101,13 @@ def _build(cc: str, flags: tuple[str, ...], out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="build-", dir=out.parent) as tmp:
         jobs = []
-        for is_double, suffix in TYPES:
-            obj = Path(tmp) / f"ss_{suffix}.o"
-            cmd = [cc, *flags, *COMMON_FLAGS, f"-DSS_DOUBLE={is_double}",
-                   "-c", str(SOURCE), "-o", str(obj)]
-            jobs.append((cmd, obj, subprocess.Popen(cmd, stdout=subprocess.PIPE,
-                                                    stderr=subprocess.PIPE, text=True)))
+        for source in SOURCES:
+            for is_double, suffix in TYPES:
+                obj = Path(tmp) / f"{source.stem}_{suffix}.o"
+                cmd = [cc, *flags, *COMMON_FLAGS, f"-DSS_DOUBLE={is_double}",
+                       "-c", str(source), "-o", str(obj)]
+                jobs.append((cmd, obj, subprocess.Popen(cmd, stdout=subprocess.PIPE,
+                                                        stderr=subprocess.PIPE, text=True)))
         errors = []
         for cmd, _, proc in jobs:
             try:
@@ -136,6 +143,12 @@ def _declare(lib: ctypes.CDLL) -> None:
         bwd.argtypes = [p] * 21 + [i64] * 5 + [i32, i32]  # 20 tensors, strides, sizes, flags
         bwd.restype = i32
         getattr(lib, f"ss_abi_version_{suffix}").restype = i32
+        cfwd = getattr(lib, f"cc_fwd_{suffix}")
+        cfwd.argtypes = [p] * 5 + [i64] * 5 + [i32]  # x, w, bias, y, strides; sizes, chunk; threads
+        cfwd.restype = i32
+        cbwd = getattr(lib, f"cc_bwd_{suffix}")
+        cbwd.argtypes = [p] * 8 + [i64] * 5 + [i32]  # 7 tensors + strides; sizes, chunk; threads
+        cbwd.restype = i32
 
 
 def load() -> ctypes.CDLL | None:
@@ -150,7 +163,7 @@ def load() -> ctypes.CDLL | None:
         if cc is None:
             _error = "no C compiler found (set $CC or install cc/gcc)"
             return None
-        source = SOURCE.read_bytes()
+        source = b"\0".join(path.read_bytes() for path in (*SOURCES, *HEADERS))
         version = _compiler_version(cc)
         errors = []
         for flags in FLAG_SETS:

@@ -40,112 +40,10 @@
  * once per (task, chunk). Each task (batch element, d-group) owns its gB_part / gC_part slice, so
  * no two threads ever write the same address.
  */
-#include <stdint.h>
-#include <stdlib.h>
-#include <string.h>
-
-#ifndef SS_DOUBLE
-#define SS_DOUBLE 0
-#endif
+#include "ss_math.h"
 
 #define SS_W 16  /* lanes (channels) per block */
 #define SS_T 128 /* time steps per chunk */
-
-#if SS_DOUBLE
-typedef double real;
-#define SS_FN(name) name##_f64
-#else
-typedef float real;
-#define SS_FN(name) name##_f32
-#endif
-
-#define SS_LN2 ((real)0.69314718055994530942)
-/* torch.nn.functional.softplus(beta=1, threshold=20): above it softplus(x) = x, derivative 1. */
-#define SS_SOFTPLUS_THRESHOLD ((real)20)
-
-/* exp(x), vectorisable. Round-to-nearest k = x / ln2 with the 1.5 * 2^mant trick (the same add also
- * leaves k in the low mantissa bits, used to build 2^k), Cody-Waite reduction r = x - k ln2 with a
- * two-part ln2, Taylor polynomial on |r| <= ln2 / 2. The argument is clamped so 2^k stays a normal
- * number: results below ~1e-38 (float) / ~1e-307 (double) are returned as that tiny value instead of
- * flushing to 0 (harmless for decays, and no denormal slow paths); overflow saturates. */
-static inline real ss_exp(real x) {
-#if SS_DOUBLE
-    const double magic = 6755399441055744.0; /* 1.5 * 2^52 */
-    x = x > -708.0 ? x : -708.0; /* maxpd: keeps 2^k normal; exp(-708) ~ 3e-308 stands in for 0 */
-    x = x < 709.0 ? x : 709.0;   /* minpd */
-    double m = x * 1.4426950408889634074 + magic;
-    double kf = m - magic;
-    double r = x - kf * 0.693147180369123816490;
-    r = r - kf * 1.90821492927058770002e-10;
-    double p = 1.0 / 6227020800.0; /* 1/13! */
-    p = p * r + 1.0 / 479001600.0;
-    p = p * r + 1.0 / 39916800.0;
-    p = p * r + 1.0 / 3628800.0;
-    p = p * r + 1.0 / 362880.0;
-    p = p * r + 1.0 / 40320.0;
-    p = p * r + 1.0 / 5040.0;
-    p = p * r + 1.0 / 720.0;
-    p = p * r + 1.0 / 120.0;
-    p = p * r + 1.0 / 24.0;
-    p = p * r + 1.0 / 6.0;
-    p = p * r + 0.5;
-    p = p * r + 1.0;
-    p = p * r + 1.0;
-    int64_t bits;
-    memcpy(&bits, &m, sizeof bits);
-    int64_t e = (int64_t)((uint64_t)(bits + 1023) << 52);
-    double s;
-    memcpy(&s, &e, sizeof s);
-    return p * s;
-#else
-    const float magic = 12582912.0f; /* 1.5 * 2^23 */
-    x = x > -87.0f ? x : -87.0f; /* maxps: keeps 2^k normal; exp(-87) ~ 1.6e-38 stands in for 0 */
-    x = x < 88.0f ? x : 88.0f;   /* minps */
-    float m = x * 1.44269504088896340736f + magic;
-    float kf = m - magic;
-    float r = x - kf * 0.693145751953125f;
-    r = r - kf * 1.428606765330187045e-06f;
-    float p = (float)(1.0 / 5040.0);
-    p = p * r + (float)(1.0 / 720.0);
-    p = p * r + (float)(1.0 / 120.0);
-    p = p * r + (float)(1.0 / 24.0);
-    p = p * r + (float)(1.0 / 6.0);
-    p = p * r + 0.5f;
-    p = p * r + 1.0f;
-    p = p * r + 1.0f;
-    int32_t bits;
-    memcpy(&bits, &m, sizeof bits);
-    int32_t e = (int32_t)((uint32_t)(bits + 127) << 23);
-    float s;
-    memcpy(&s, &e, sizeof s);
-    return p * s;
-#endif
-}
-
-/* log(1 + e) for e in [0, 1], vectorisable: log(1 + e) = 2 atanh(s) with s = e / (2 + e), or
- * ln2 + 2 atanh((e - 1) / (e + 3)) for e > sqrt(2) - 1, so |s| <= 0.1716; odd series in s. */
-static inline real ss_log1p_unit(real e) {
-    int big = e > (real)0.41421356237309504880;
-    real s = (big ? e - (real)1 : e) / (big ? e + (real)3 : e + (real)2); /* one division */
-    real s2 = s * s;
-#if SS_DOUBLE
-    real p = 1.0 / 23;
-    p = p * s2 + 1.0 / 21;
-    p = p * s2 + 1.0 / 19;
-    p = p * s2 + 1.0 / 17;
-    p = p * s2 + 1.0 / 15;
-    p = p * s2 + 1.0 / 13;
-    p = p * s2 + 1.0 / 11;
-#else
-    real p = (real)(1.0 / 11);
-#endif
-    p = p * s2 + (real)(1.0 / 9);
-    p = p * s2 + (real)(1.0 / 7);
-    p = p * s2 + (real)(1.0 / 5);
-    p = p * s2 + (real)(1.0 / 3);
-    p = p * s2 + (real)1;
-    return (big ? SS_LN2 : (real)0) + (real)2 * s * p;
-}
 
 /* ------------------------------------------------------------------------------------------------
  * Chunk staging: gather one block's chunk of the (b, d, l) row-major inputs into (t, w) buffers and
@@ -429,7 +327,7 @@ static inline void SS_FN(ss_block_fwd)(int64_t tc, int64_t nn, const real *restr
             const real bk = Bp[t * nn + k], ck = Cp[t * nn + k];
 #pragma omp simd
             for (int w = 0; w < SS_W; w++) {
-                real a = ss_exp(DT[t * SS_W + w] * At[k * SS_W + w]);
+                real a = ss_decay(DT[t * SS_W + w] * At[k * SS_W + w]);
                 real hv = a * h[k * SS_W + w] + DTU[t * SS_W + w] * bk;
                 h[k * SS_W + w] = hv;
                 acc[w] += hv * ck;
@@ -455,7 +353,7 @@ static inline void SS_FN(ss_block_states)(int64_t tc, int64_t nn, const real *re
             const real bk = Bp[t * nn + k];
 #pragma omp simd
             for (int w = 0; w < SS_W; w++) {
-                real a = ss_exp(DT[t * SS_W + w] * At[k * SS_W + w]);
+                real a = ss_decay(DT[t * SS_W + w] * At[k * SS_W + w]);
                 h[k * SS_W + w] = a * h[k * SS_W + w] + DTU[t * SS_W + w] * bk;
             }
         }
@@ -482,7 +380,7 @@ static inline void SS_FN(ss_block_recompute)(int64_t tc, int64_t nn, const real 
             const real bk = Bp[t * nn + k], ck = Cp[t * nn + k];
 #pragma omp simd
             for (int w = 0; w < SS_W; w++) {
-                real a = ss_exp(DT[t * SS_W + w] * At[k * SS_W + w]);
+                real a = ss_decay(DT[t * SS_W + w] * At[k * SS_W + w]);
                 real hv = a * hp[k * SS_W + w] + DTU[t * SS_W + w] * bk;
                 da[k * SS_W + w] = a;
                 hn[k * SS_W + w] = hv;
@@ -518,7 +416,7 @@ static inline void SS_FN(ss_block_reverse)(int64_t tc, int64_t nn, const real *r
         const real *restrict hp = H + t * nw; /* h_{t-1} */
         const real *restrict da = DA + t * nw;
         real *restrict pb = PB + t * nw;
-        real s_ah[SS_W], s_b[SS_W]; /* sum_k g a h_{t-1} A ; sum_k g B */
+        real s_ah[SS_W], s_b[SS_W]; /* sum_k g a h_{t-1} A SS_DECAY_SCALE ; sum_k g B */
         for (int w = 0; w < SS_W; w++) s_ah[w] = s_b[w] = 0;
         for (int64_t k = 0; k < nn; k++) {
             const real bk = Bp[t * nn + k], ck = Cp[t * nn + k];
@@ -537,7 +435,7 @@ static inline void SS_FN(ss_block_reverse)(int64_t tc, int64_t nn, const real *r
 #pragma omp simd
         for (int w = 0; w < SS_W; w++) {
             const int64_t i = t * SS_W + w;
-            real gx = (s_ah[w] + U[i] * s_b[w]) * DSP[i]; /* dL/d(delta + bias) */
+            real gx = (s_ah[w] * ((real)1 / SS_DECAY_SCALE) + U[i] * s_b[w]) * DSP[i]; /* dL/d(delta + bias) */
             GU[i] = DT[i] * s_b[w] + GY[i] * Dv[w];
             GDL[i] = gx;
             gbv[w] += gx;
@@ -546,11 +444,12 @@ static inline void SS_FN(ss_block_reverse)(int64_t tc, int64_t nn, const real *r
     }
 }
 
-/* Loads A (d, n) -> At (n, w), D -> Dv (w), zero-padded. */
+/* Loads A (d, n) -> At (n, w) scaled by SS_DECAY_SCALE (see ss_decay), D -> Dv (w), zero-padded. */
 static void SS_FN(ss_block_params)(const real *A, const real *D, int64_t d0, int nv, int64_t nn,
                                    real *At, real *Dv) {
     for (int64_t k = 0; k < nn; k++)
-        for (int w = 0; w < SS_W; w++) At[k * SS_W + w] = w < nv ? A[(d0 + w) * nn + k] : (real)0;
+        for (int w = 0; w < SS_W; w++)
+            At[k * SS_W + w] = w < nv ? A[(d0 + w) * nn + k] * SS_DECAY_SCALE : (real)0;
     for (int w = 0; w < SS_W; w++) Dv[w] = (D && w < nv) ? D[d0 + w] : (real)0;
 }
 

@@ -1,0 +1,133 @@
+"""Causal depthwise conv1d followed by SiLU: the Mamba block's short convolution.
+
+Glossary: b batch, l length, e channels (the block's inner width), k kernel width.
+
+    y[b, t, c] = silu(bias[c] + sum_j weight[c, j] x[b, t - (k - 1) + j, c])     (x = 0 before t = 0)
+
+Everything is time-major, (b, l, e): that is how in_proj produces x (a column slice of its (b, l, 2e)
+output) and how x_proj and the selective scan consume y, so this layout needs no transposing copies.
+
+Backends:
+- ``cpu``: the fused C kernel (csrc/causal_conv1d.c, in the same library as the ``cpu`` selective
+  scan): one pass over x forward, one recomputing pass backward, reading x in place through its
+  strides. float32 / float64 (half precision is computed in float32).
+- ``torch``: ``F.conv1d`` on the transposed input, then SiLU; any device and dtype. It is also the
+  reference that the kernel is tested against.
+- ``auto``: ``cpu`` for CPU tensors when the kernel builds, else ``torch``.
+"""
+from __future__ import annotations
+
+import ctypes
+
+import torch
+import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
+
+from .scan import cpu as cpu_kernels
+
+__all__ = ["CONV_BACKENDS", "causal_conv1d_silu", "causal_conv1d_silu_torch"]
+
+CONV_BACKENDS = ("auto", "cpu", "torch")
+
+# Time steps per backward task: its scratch holds (chunk + k - 1) rows of e values; about 64 kB
+# keeps it in L2 next to the rows of x and gy it streams.
+SCRATCH_ELEMENTS = 1 << 14
+# Below this many multiply-adds per thread, extra threads cost more than they save.
+MIN_WORK_PER_THREAD = 1 << 16
+
+
+def causal_conv1d_silu_torch(x: torch.Tensor, weight: torch.Tensor,
+                             bias: torch.Tensor | None = None) -> torch.Tensor:
+    """x (b, l, e), weight (e, k), bias (e,) | None -> (b, l, e). Plain PyTorch."""
+    l, k = x.shape[1], weight.shape[1]
+    pre = F.conv1d(x.transpose(1, 2), weight.unsqueeze(1), bias, padding=k - 1,
+                   groups=weight.shape[0])  # (b, e, l + k - 1)
+    return F.silu(pre[..., :l]).transpose(1, 2)  # (b, l, e) causal: drop the right overhang
+
+
+def _num_threads(work: int) -> int:
+    return max(1, min(torch.get_num_threads(), work // MIN_WORK_PER_THREAD))
+
+
+def _chunk(l: int, e: int) -> int:
+    return max(1, min(l, SCRATCH_ELEMENTS // e))
+
+
+def _strides(*tensors: torch.Tensor) -> ctypes.Array:
+    vals = [s for t in tensors for s in t.stride()[:2]]  # (batch, time) strides; channels are 1
+    return (ctypes.c_int64 * len(vals))(*vals)
+
+
+def _channels_adjacent(t: torch.Tensor) -> torch.Tensor:
+    """The kernel reads any (b, l) strides but needs unit channel stride."""
+    return t if t.stride(2) == 1 else t.contiguous()
+
+
+class _CausalConv1dSiluCPU(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight_t, bias):
+        # x (b, l, e) unit channel stride; weight_t (k, e) contiguous; bias (e,) contiguous | None
+        b, l, e = x.shape
+        k = weight_t.shape[0]
+        suffix = "f32" if x.dtype == torch.float32 else "f64"
+        y = x.new_empty(b, l, e)  # (b, l, e)
+        chunk = _chunk(l, e)
+        lib = cpu_kernels.load()
+        getattr(lib, f"cc_fwd_{suffix}")(
+            x.data_ptr(), weight_t.data_ptr(), 0 if bias is None else bias.data_ptr(),
+            y.data_ptr(), _strides(x, y), b, l, e, k, chunk, _num_threads(b * l * e * k))
+        ctx.save_for_backward(x, weight_t, bias)
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, gy):
+        x, weight_t, bias = ctx.saved_tensors
+        b, l, e = x.shape
+        k = weight_t.shape[0]
+        gy = _channels_adjacent(gy)  # (b, l, e)
+        chunk = _chunk(l, e)
+        ntasks = b * (-(-l // chunk))
+        gx = x.new_empty(b, l, e)  # (b, l, e)
+        gw_part = x.new_empty(ntasks, k, e)  # (tasks, k, e) summed below
+        gb_part = x.new_empty(ntasks, e) if bias is not None else None  # (tasks, e)
+        suffix = "f32" if x.dtype == torch.float32 else "f64"
+        rc = getattr(cpu_kernels.load(), f"cc_bwd_{suffix}")(
+            x.data_ptr(), weight_t.data_ptr(), 0 if bias is None else bias.data_ptr(),
+            gy.data_ptr(), gx.data_ptr(), gw_part.data_ptr(),
+            0 if gb_part is None else gb_part.data_ptr(), _strides(x, gy, gx), b, l, e, k, chunk,
+            _num_threads(2 * b * l * e * k))
+        if rc != 0:
+            raise MemoryError("causal_conv1d cpu kernel: scratch allocation failed")
+        return gx, gw_part.sum(0), None if gb_part is None else gb_part.sum(0)
+
+
+def causal_conv1d_silu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+                       backend: str = "auto") -> torch.Tensor:
+    """silu(causal depthwise conv1d(x)). x (b, l, e) time-major (any strides), weight (e, k),
+    bias (e,) | None -> y (b, l, e) in x's dtype."""
+    if backend not in CONV_BACKENDS:
+        raise ValueError(f"backend must be one of {CONV_BACKENDS}, got {backend!r}")
+    if x.ndim != 3:
+        raise ValueError(f"x must have shape (b, l, e), got {tuple(x.shape)}")
+    e = x.shape[2]
+    if weight.ndim != 2 or weight.shape[0] != e:
+        raise ValueError(f"weight must have shape (e, k) = ({e}, k), got {tuple(weight.shape)}")
+    if bias is not None and tuple(bias.shape) != (e,):
+        raise ValueError(f"bias must have shape (e,) = ({e},), got {tuple(bias.shape)}")
+    on_cpu = x.device.type == "cpu"
+    if backend == "auto":
+        backend = "cpu" if on_cpu and cpu_kernels.is_available() else "torch"
+    if backend == "torch":
+        return causal_conv1d_silu_torch(x, weight, bias)
+    if not on_cpu:
+        raise ValueError(f"backend 'cpu' needs CPU tensors, got x on {x.device}")
+    if not cpu_kernels.is_available():
+        raise RuntimeError(f"causal_conv1d backend 'cpu' is unavailable: "
+                           f"{cpu_kernels.unavailable_reason()}")
+    dtype = x.dtype
+    ct = torch.float64 if dtype == torch.float64 else torch.float32  # compute dtype
+    y = _CausalConv1dSiluCPU.apply(
+        _channels_adjacent(x.to(ct)), weight.to(ct).t().contiguous(),
+        None if bias is None else bias.to(ct).contiguous())
+    return y.to(dtype)

@@ -1,0 +1,102 @@
+"""Fused causal conv1d + SiLU (``mambadiff.ssm.conv``) against the plain PyTorch path.
+
+Glossary: b batch, l length, e channels, k kernel width.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mambadiff.ssm.conv import causal_conv1d_silu, causal_conv1d_silu_torch
+from mambadiff.ssm.scan import cpu as cpu_kernels
+
+pytestmark = pytest.mark.skipif(not cpu_kernels.is_available(),
+                                reason=f"C kernel unavailable: {cpu_kernels.unavailable_reason()}")
+
+TOL = {torch.float64: {"rtol": 1e-10, "atol": 1e-12}, torch.float32: {"rtol": 1e-4, "atol": 1e-5}}
+# weight and bias gradients are sums over b * l terms that cancel (summation order differs)
+SUM_TOL = {torch.float64: {"rtol": 1e-10, "atol": 1e-11}, torch.float32: {"rtol": 1e-4, "atol": 1e-4}}
+
+
+def _inputs(b, l, e, k, dtype, seed, with_bias, strided):
+    g = torch.Generator().manual_seed(seed)
+    # strided: x is the first half of a (b, l, 2e) tensor, as the Mamba block's in_proj output was
+    base = torch.randn(b, l, 2 * e if strided else e, generator=g, dtype=torch.float64)
+    weight = torch.randn(e, k, generator=g, dtype=torch.float64) * 0.7
+    bias = torch.randn(e, generator=g, dtype=torch.float64) if with_bias else None
+    return base.to(dtype), weight.to(dtype), None if bias is None else bias.to(dtype)
+
+
+def _run(fn, base, weight, bias, e):
+    base = base.clone().requires_grad_(True)
+    weight = weight.clone().requires_grad_(True)
+    leaves = [base, weight]
+    if bias is not None:
+        bias = bias.clone().requires_grad_(True)
+        leaves.append(bias)
+    y = fn(base[..., :e], weight, bias)  # (b, l, e)
+    gy = torch.linspace(-1, 1, y.numel(), dtype=y.dtype).reshape(y.shape)  # (b, l, e)
+    grads = torch.autograd.grad(y, leaves, gy)
+    return y, grads
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(b=st.integers(1, 3), l=st.integers(1, 70), e=st.integers(1, 40), k=st.integers(1, 5),
+       dtype=st.sampled_from([torch.float64, torch.float32]), with_bias=st.booleans(),
+       strided=st.booleans(), seed=st.integers(0, 2**16))
+def test_cpu_kernel_matches_torch(b, l, e, k, dtype, with_bias, strided, seed):
+    base, weight, bias = _inputs(b, l, e, k, dtype, seed, with_bias, strided)
+    y, grads = _run(lambda x, w, bb: causal_conv1d_silu(x, w, bb, backend="cpu"), base, weight,
+                    bias, e)
+    y_ref, grads_ref = _run(causal_conv1d_silu_torch, base, weight, bias, e)
+    assert y.dtype == dtype and y.shape == (b, l, e)
+    torch.testing.assert_close(y, y_ref, **TOL[dtype])
+    for name, got, want in zip(("x", "weight", "bias"), grads, grads_ref):
+        tol = TOL[dtype] if name == "x" else SUM_TOL[dtype]
+        torch.testing.assert_close(got, want, **tol, msg=lambda m, n=name: f"grad {n}: {m}")
+    if strided:  # the other half of the (b, l, 2e) input got no gradient
+        assert torch.count_nonzero(grads[0][..., e:]) == 0
+
+
+def test_long_sequence_many_tasks_float32():
+    """Several time chunks per row (the backward's chunk seams) and more channels than one chunk."""
+    base, weight, bias = _inputs(3, 1100, 96, 4, torch.float32, 0, True, True)
+    y, grads = _run(lambda x, w, bb: causal_conv1d_silu(x, w, bb, backend="cpu"), base, weight,
+                    bias, 96)
+    y_ref, grads_ref = _run(causal_conv1d_silu_torch, base, weight, bias, 96)
+    torch.testing.assert_close(y, y_ref, **TOL[torch.float32])
+    for got, want in zip(grads, grads_ref):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-3)
+
+
+def test_causal_future_does_not_leak():
+    base, weight, bias = _inputs(2, 30, 8, 4, torch.float64, 1, True, False)
+    y1 = causal_conv1d_silu(base, weight, bias, backend="cpu")
+    changed = base.clone()
+    changed[:, 20:] = 5.0  # only the future of step 19
+    y2 = causal_conv1d_silu(changed, weight, bias, backend="cpu")
+    torch.testing.assert_close(y1[:, :20], y2[:, :20], rtol=0, atol=0)
+    assert not torch.allclose(y1[:, 20:], y2[:, 20:])
+
+
+def test_half_precision_is_computed_in_float32():
+    base, weight, bias = _inputs(2, 16, 8, 4, torch.bfloat16, 2, True, False)
+    y = causal_conv1d_silu(base, weight, bias, backend="cpu")
+    assert y.dtype == torch.bfloat16
+    ref = causal_conv1d_silu_torch(base.float(), weight.float(), bias.float())
+    torch.testing.assert_close(y.float(), ref, rtol=2e-2, atol=2e-2)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"backend": "cuda"}, "backend must be one of"),
+    ({"weight": torch.zeros(5, 4)}, r"weight must have shape \(e, k\) = \(8, k\)"),
+    ({"bias": torch.zeros(3)}, r"bias must have shape \(e,\) = \(8,\)"),
+    ({"x": torch.zeros(8, 8)}, r"x must have shape \(b, l, e\)"),
+])
+def test_bad_input_raises_value_error(kwargs, match):
+    args = {"x": torch.zeros(2, 4, 8), "weight": torch.zeros(8, 4), "bias": torch.zeros(8)}
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        causal_conv1d_silu(**args)
