@@ -168,3 +168,37 @@ def test_training_on_a_respaced_schedule_feeds_original_timesteps():
     model = TinyDenoiser(weight, predict=torch.zeros(2))
     diff.training_losses(model, input_ids, input_mask, torch.tensor([1, 2]))
     assert model.calls[-1][1].tolist() == [50, 99]
+
+
+def test_masked_token_nll_equals_masked_mean_of_full_cross_entropy():
+    """token_nll with a mask sends only the masked positions through the head: same values."""
+    g = torch.Generator().manual_seed(5)
+    weight = torch.randn(11, 4, generator=g)  # (v, e)
+    model = TinyDenoiser(weight)
+    x = torch.randn(3, 6, 4, generator=g, requires_grad=True)  # (b, l, e)
+    ids = torch.randint(0, 11, (3, 6), generator=g)
+    mask = torch.tensor([[0, 0, 1, 1, 1, 0], [0, 0, 0, 0, 0, 0], [1, 1, 1, 1, 1, 1]])
+    got = GaussianDiffusion.token_nll(model, x, ids, mask=mask)  # (b,)
+    ce = torch.nn.functional.cross_entropy((x @ weight.T).reshape(-1, 11), ids.reshape(-1),
+                                           reduction="none").view(3, 6)
+    m = mask.float()
+    want = (ce * m).sum(-1) / m.sum(-1).clamp_min(1)
+    torch.testing.assert_close(got, want)
+    assert float(got[1]) == 0.0  # no target positions: 0, not NaN
+    gx, = torch.autograd.grad(got.sum(), x)
+    assert torch.count_nonzero(gx[0, :2]) == 0 and torch.count_nonzero(gx[0, 2:5]) > 0
+
+
+def test_nll_grad_false_builds_no_graph_for_the_logged_nll():
+    weight, input_ids, input_mask, eps0, eps = _tiny_problem()
+    diff = GaussianDiffusion.from_name("sqrt", 10)
+    pred = torch.zeros(2, 3, 2, requires_grad=True)
+    model = TinyDenoiser(weight, predict=lambda x_t, t: pred * 1.0)
+    t = torch.tensor([3, 7])
+    with_grad = diff.training_losses(model, input_ids, input_mask, t, noise=eps, x_start_noise=eps0)
+    without = diff.training_losses(model, input_ids, input_mask, t, noise=eps, x_start_noise=eps0,
+                                   nll_grad=False)
+    assert with_grad["nll"].requires_grad and not without["nll"].requires_grad
+    assert without["loss"].requires_grad
+    for key in with_grad:
+        torch.testing.assert_close(with_grad[key].detach(), without[key])

@@ -133,6 +133,8 @@ def run_scan_benchmark(backends=None, cases=None, repeats=5, warmup=2, json_path
         backends = ["reference", *backends]  # baseline for the speed-up column
     if device.type != "cpu":
         backends = [b for b in backends if b != "cpu"]
+    if device.type != "cuda":
+        backends = [b for b in backends if b != "triton"]  # CUDA tensors only
     cases = [_normalise_case(c) for c in (cases if cases is not None else DEFAULT_CASES)]
     dtype_name = str(dtype).replace("torch.", "")
 
@@ -154,10 +156,18 @@ def run_scan_benchmark(backends=None, cases=None, repeats=5, warmup=2, json_path
                     w, r = warmup, repeats
                     if backend == "reference" and mode == "fwd+bwd":
                         w, r = min(w, REFERENCE_BWD_RUNS[0]), min(r, REFERENCE_BWD_RUNS[1])
-                    sec, mem = time_and_peak(fn, device, repeats=r, warmup=w)
-                    rec.update(seconds=sec, tokens_per_s=case["batch"] * case["seq_len"] / sec,
-                               peak_mem_mb=mem)
+                    try:
+                        sec, mem = time_and_peak(fn, device, repeats=r, warmup=w)
+                    except torch.cuda.OutOfMemoryError:
+                        # on a GPU the torch backend's autograd graph can outgrow the card at
+                        # large b * l * d; record it and go on with the other backends
+                        rec["skipped"] = "out of GPU memory"
+                    else:
+                        rec.update(seconds=sec, tokens_per_s=case["batch"] * case["seq_len"] / sec,
+                                   peak_mem_mb=mem)
                     del fn
+                    if device.type == "cuda":
+                        torch.cuda.empty_cache()
                 group.append(rec)
             ref = next((r["seconds"] for r in group if r["backend"] == "reference"), None)
             for rec in group:

@@ -168,14 +168,20 @@ class GaussianDiffusion:
 
         Mean over all positions (``mask=None``) or over positions where ``mask`` is 1.
         """
-        logits = model.logits(x)  # (b, l, v)
-        ce = F.cross_entropy(
-            logits.reshape(-1, logits.shape[-1]), input_ids.reshape(-1), reduction="none"
-        ).view(input_ids.shape)  # (b, l)
         if mask is None:
+            logits = model.logits(x)  # (b, l, v)
+            ce = F.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]), input_ids.reshape(-1), reduction="none"
+            ).view(input_ids.shape)  # (b, l)
             return ce.mean(dim=-1)
-        m = mask.to(ce.dtype)  # (b, l)
-        return (ce * m).sum(dim=-1) / m.sum(dim=-1).clamp_min(1.0)
+        # Only the selected positions go through the (v-wide) head: the same value as masking a
+        # full (b, l, v) cross-entropy, at the cost of the selected positions alone.
+        keep = mask.bool()  # (b, l)
+        logits = model.logits(x[keep])  # (N, v)
+        ce = F.cross_entropy(logits, input_ids[keep], reduction="none")  # (N,)
+        rows = torch.arange(x.shape[0], device=x.device).unsqueeze(1).expand_as(keep)[keep]  # (N,)
+        total = ce.new_zeros(x.shape[0]).index_add(0, rows, ce)  # (b,)
+        return total / keep.sum(dim=-1).to(ce.dtype).clamp_min(1.0)
 
     def training_losses(
         self,
@@ -186,6 +192,7 @@ class GaussianDiffusion:
         attention_mask: torch.Tensor | None = None,
         noise: torch.Tensor | None = None,
         x_start_noise: torch.Tensor | None = None,
+        nll_grad: bool = True,
     ) -> dict[str, torch.Tensor]:
         """DiffuSeq's per-example losses; see the module docstring for the exact definitions.
 
@@ -193,7 +200,8 @@ class GaussianDiffusion:
         attention_mask ``(b, l)`` bool or None (forwarded to the model only), noise ``(b, l, e)``:
         the eps of ``q_sample``; x_start_noise ``(b, l, e)``: the eps0 of ``x_start`` (both drawn
         from the global RNG when None). Returns ``{"loss", "mse", "tT", "decoder_nll", "nll"}``,
-        each ``(b,)``; only ``loss`` is meant to be optimised.
+        each ``(b,)``; only ``loss`` is meant to be optimised. ``nll_grad=False`` computes ``nll``
+        without autograd (cheaper; right when it is only logged, as in DiffuSeq).
         """
         _check_ids_and_mask(input_ids, input_mask, attention_mask, "training_losses")
         self._check_t(t, input_ids.shape[0], "training_losses")
@@ -232,7 +240,8 @@ class GaussianDiffusion:
         tT = mean_flat(mean_T**2)  # (b,) KL(q(x_T|x0) || N(0, I)) up to constants
 
         decoder_nll = self.token_nll(model, x_start, input_ids)  # (b,) all positions
-        nll = self.token_nll(model, pred_x0, input_ids, mask=input_mask)  # (b,) target positions
+        with torch.set_grad_enabled(torch.is_grad_enabled() and nll_grad):
+            nll = self.token_nll(model, pred_x0, input_ids, mask=input_mask)  # (b,) target positions
         return {
             "loss": mse + decoder_nll + tT,
             "mse": mse,

@@ -170,7 +170,8 @@ class DiffusionSeq2SeqTask:
         # decides where the output ends), so the denoiser must see them at training and sampling alike
         return self.diffusion.training_losses(
             _DDPDenoiser(model), batch["input_ids"], batch["input_mask"], t,
-            attention_mask=None, noise=noise, x_start_noise=x_start_noise)
+            attention_mask=None, noise=noise, x_start_noise=x_start_noise,
+            nll_grad=bool(self.cfg.diffusion.nll_weight))  # nll only logged: no graph for it
 
     def loss(self, model, batch, ctx: StepContext):
         g = ctx.generator()

@@ -8,13 +8,15 @@ Backends
   It reads u, delta, z in place both as contiguous (b, d, l) and as transposed (b, l, d) tensors
   (the Mamba block's layout), and returns y / their gradients in the matching layout.
 - ``torch``: pure PyTorch, runs on any device.
+- ``triton``: Triton GPU kernels (CUDA tensors only; triton is imported only when this backend is
+  used or probed on a machine with CUDA, so CPU-only installs need no triton).
 - ``auto``: the fastest available for the inputs' device: ``cpu`` on CPU tensors when the kernel
   builds, else ``torch``; on CUDA ``mamba_ssm``'s fused kernel when that package imports (and no
-  initial_state is given), else ``torch``.
+  initial_state is given), else ``triton`` when it imports, else ``torch``.
 
 dtypes: u, delta, B, C, z share one floating dtype. A, D, delta_bias and initial_state may have that
 dtype or float32 (the Mamba block keeps its parameters in float32 under reduced precision). The
-``cpu`` and ``torch`` backends compute float16 / bfloat16 in float32 and return u's dtype.
+``cpu``, ``torch`` and ``triton`` backends compute float16 / bfloat16 in float32 and return u's dtype.
 """
 from __future__ import annotations
 
@@ -22,15 +24,17 @@ import torch
 
 from .reference import selective_scan_reference
 
-BACKENDS = ("auto", "reference", "cpu", "torch")
-CONCRETE_BACKENDS = ("reference", "cpu", "torch")
+BACKENDS = ("auto", "reference", "cpu", "torch", "triton")
+CONCRETE_BACKENDS = ("reference", "cpu", "torch", "triton")
 
 
 def available_backends() -> tuple[str, ...]:
-    """Concrete backends usable now (``cpu`` only when its C kernel compiles and loads)."""
+    """Concrete backends usable now (``cpu`` only when its C kernel compiles and loads, ``triton``
+    only when CUDA is available and triton imports)."""
     from . import cpu
 
-    return tuple(name for name in CONCRETE_BACKENDS if name != "cpu" or cpu.is_available())
+    usable = {"cpu": cpu.is_available, "triton": _triton_available}
+    return tuple(name for name in CONCRETE_BACKENDS if name not in usable or usable[name]())
 
 
 def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=True,
@@ -59,6 +63,15 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
             raise RuntimeError(f"selective_scan backend 'cpu' is unavailable: "
                                f"{cpu.unavailable_reason()}")
         return cpu.selective_scan_cpu(*args)
+    if backend == "triton":
+        if u.device.type != "cuda":
+            raise ValueError(f"backend 'triton' needs CUDA tensors, got u on {u.device}")
+        if not _triton_available():
+            raise RuntimeError("selective_scan backend 'triton' is unavailable: triton does not "
+                               "import here")
+        from .triton_scan import selective_scan_triton
+
+        return selective_scan_triton(*args)
     if backend == "mamba_ssm":  # only reachable through auto
         from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
 
@@ -74,6 +87,8 @@ def _pick_auto(u: torch.Tensor, initial_state) -> str:
         return "cpu" if cpu.is_available() else "torch"
     if u.device.type == "cuda" and initial_state is None and _mamba_ssm_available():
         return "mamba_ssm"
+    if u.device.type == "cuda" and _triton_available():
+        return "triton"
     return "torch"
 
 
@@ -90,6 +105,25 @@ def _mamba_ssm_available() -> bool:
         except Exception:  # noqa: BLE001  ImportError, or a broken CUDA build raising anything
             _MAMBA_SSM = False
     return _MAMBA_SSM
+
+
+_TRITON: bool | None = None
+
+
+def _triton_available() -> bool:
+    """CUDA is available and the Triton kernels import (checked once; CUDA first, so machines
+    without a GPU never import triton)."""
+    global _TRITON
+    if _TRITON is None:
+        _TRITON = False
+        if torch.cuda.is_available():
+            try:
+                from . import triton_scan  # noqa: F401
+            except Exception:  # noqa: BLE001  ImportError, or a triton that fails on import
+                _TRITON = False
+            else:
+                _TRITON = True
+    return _TRITON
 
 
 # --------------------------------------------------------------------------------------------------
