@@ -1,5 +1,13 @@
 """Process-wide runtime settings that make CPU training faster.
 
+``flush_denormals`` turns on flush-to-zero / denormals-are-zero for CPU float math. A softmax over a
+large vocabulary produces probabilities below float32's normal range (~1e-38) once a model is
+confident, and every matrix product that reads them (the backward of the tied output head) then
+runs on microcode assists, many times slower. Measured on QQP with an 8,000-word vocabulary: training
+fell from 3,600 to under 1,500 tokens/s within 400 steps, with the time in the head's sgemm and
+log_softmax backward. Zeroing such values changes no result that matters (they are below 1e-38).
+The training loop calls it for CPU runs (``train.flush_denormals``).
+
 ``tune_cpu_allocator`` keeps large freed blocks inside the process. By default glibc serves every
 allocation above a (dynamic, at most 32 MB) threshold with a fresh ``mmap`` and returns it with
 ``munmap`` on free. A training step allocates and frees activations of tens to hundreds of MB
@@ -18,7 +26,7 @@ import ctypes
 import ctypes.util
 import os
 
-__all__ = ["tune_cpu_allocator"]
+__all__ = ["tune_cpu_allocator", "flush_denormals"]
 
 # glibc <malloc.h> parameter numbers
 _M_TRIM_THRESHOLD = -1
@@ -48,3 +56,20 @@ def tune_cpu_allocator() -> bool:
     ok &= mallopt(_M_TOP_PAD, 64 << 20) == 1  # grow the heap 64 MB at a time
     _TUNED = bool(ok)
     return _TUNED
+
+
+def flush_denormals() -> bool:
+    """Flush denormal floats to zero in CPU math from now on; True if the CPU supports it.
+
+    The setting is per thread: this sets the calling thread and, through the C kernel library
+    (which shares torch's OpenMP runtime), every thread of the intra-op pool.
+    """
+    import torch
+
+    ok = bool(torch.set_flush_denormal(True))  # this thread
+    from mambadiff.ssm.scan import cpu as cpu_kernels
+
+    lib = cpu_kernels.load()
+    if ok and lib is not None:  # and every thread of the OpenMP pool that torch's CPU ops run on
+        lib.md_flush_denormals_f32(max(1, torch.get_num_threads()))
+    return ok

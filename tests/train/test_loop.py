@@ -132,3 +132,32 @@ def test_ema_warms_up():
         m.weight.fill_(1.0)
     ema.update(m, 0)
     torch.testing.assert_close(ema.shadow["weight"], 0.1 * old + 0.9)
+
+
+def test_best_checkpoint_tracks_best_eval(tmp_path):
+    from mambadiff.train.checkpoint import load_state
+
+    trainer = Trainer(make_model(), ToyTask(), cfg(steps=12, eval_every=1, best_metric="mse", best_mode="min",
+                                                  lr=5e-2), tmp_path, {})
+    result = trainer.fit()
+    evals = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in evals if r["split"] == "eval"]
+    best = min(evals, key=lambda r: r["mse"])
+    assert result.best["metric"] == "mse" and result.best["value"] == pytest.approx(best["mse"])
+    assert result.best["step"] == best["step"]
+    folder = tmp_path / "checkpoints" / "best"
+    assert folder.is_dir() and not (folder / "optimizer.pt").exists()
+    # the stored EMA weights reproduce the best evaluation
+    model = make_model()
+    model.load_state_dict(load_state(folder, ema=True))
+    model.eval()
+    assert ToyTask().evaluate(model)["mse"] == pytest.approx(best["mse"], rel=1e-6)
+    assert latest_checkpoint(tmp_path).name.startswith("step_")  # resume never picks "best"
+
+
+def test_best_metric_must_be_reported_by_the_task(tmp_path):
+    trainer = Trainer(make_model(), ToyTask(), cfg(steps=2, eval_every=1, best_metric="accuracy"), tmp_path, {})
+    with pytest.raises(ValueError, match=r"best_metric='accuracy'.*reports \['mse'\]"):
+        trainer.fit()
+    with pytest.raises(ValueError, match="best_mode"):
+        TrainConfig(best_mode="up").validate()

@@ -98,7 +98,8 @@ def _pairs(text: str) -> tuple[tuple[int, int], ...]:
 
 @click.command("layers")
 @click.option("--model", "models", multiple=True, default=DEFAULT_MODELS, show_default=True,
-              help="Stacks to time; Mamba-1 may name a scan backend, e.g. mamba:reference.")
+              help="Stacks to time (repeat the option or separate by commas); Mamba-1 may name a "
+                   "scan backend, e.g. mamba:reference.")
 @click.option("--train", "train", default="64x128,64x1024", show_default=True, help="Training cases BxL.")
 @click.option("--infer", "infer", default="8x128,8x1024,8x2048,8x4096", show_default=True, help="Inference cases BxL.")
 @click.option("--d-model", default=128, show_default=True)
@@ -109,4 +110,5 @@ def _pairs(text: str) -> tuple[tuple[int, int], ...]:
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the records here.")
 def layers_command(models, train, infer, d_model, n_layers, repeats, warmup, device, json_path):
     """Time whole 6-layer stacks (training step and inference) side by side."""
+    models = tuple(name.strip() for item in models for name in item.split(",") if name.strip())
     run_layers_benchmark(models, _pairs(train), _pairs(infer), d_model, n_layers, repeats, warmup, device, json_path)

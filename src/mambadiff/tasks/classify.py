@@ -493,8 +493,15 @@ def train_classifier(cfg: ClassifyConfig, resume: bool = False, progress: bool =
     trainer.cfg.progress = progress and trainer.cfg.progress
     result = trainer.fit()
     final_model = trainer.eval_model()
+    if result.best:  # train.best_metric: report the weights of the best evaluation (early stopping)
+        final_model.load_state_dict(load_state(result.best["checkpoint"], ema=trainer.ema is not None))
+        if verbose and dist_info.is_main:
+            print(f"selected step {result.best['step']} by valid {result.best['metric']} "
+                  f"{result.best['value']:.4f}")
     metrics: dict[str, Any] = {"step": result.step, "seconds": result.seconds, "backbone": cfg.model.backbone.name,
                                "parameters": parameter_counts(final_model), "label_names": splits.label_names}
+    if result.best:
+        metrics["selected"] = {k: result.best[k] for k in ("metric", "value", "step")}
     if dist_info.is_main:
         for name, ds in (("valid", valid_set), ("test", test_set)):
             if ds is not None and len(ds):

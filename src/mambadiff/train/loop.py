@@ -29,6 +29,7 @@ from . import checkpoint as ckpt_io
 from .distributed import DistInfo, all_reduce_mean, barrier
 from .ema import EMA
 from .optim import build_optimizer, cosine_decay, warmup_linear_decay
+from ..runtime import flush_denormals
 
 
 @dataclass
@@ -51,6 +52,9 @@ class TrainConfig:
     device: str = "auto"              # auto | cpu | cuda
     max_minutes: float = 0.0          # wall-clock budget; 0: none. Stops cleanly with a checkpoint.
     num_threads: int = 0              # torch intra-op threads; 0: leave torch's default
+    flush_denormals: bool = True      # CPU: flush denormals to zero (see mambadiff.runtime)
+    best_metric: str = ""             # eval metric that picks checkpoints/best (early stopping); "" = off
+    best_mode: str = "max"            # max | min: which direction of best_metric is better
     progress: bool = True
 
     def validate(self) -> None:
@@ -60,6 +64,8 @@ class TrainConfig:
             raise ValueError("train.batch_size and train.grad_accum must be > 0")
         if self.lr_decay not in ("linear", "cosine", "constant"):
             raise ValueError(f"train.lr_decay must be linear|cosine|constant, got {self.lr_decay!r}")
+        if self.best_mode not in ("max", "min"):
+            raise ValueError(f"train.best_mode must be 'max' or 'min', got {self.best_mode!r}")
         if self.precision not in ("fp32", "bf16", "fp16"):
             raise ValueError(f"train.precision must be fp32|bf16|fp16, got {self.precision!r}")
 
@@ -189,6 +195,7 @@ class TrainResult:
     seconds: float = 0.0
     tokens_per_s: float = 0.0
     interrupted: bool = False
+    best: dict = field(default_factory=dict)  # {"metric", "value", "step", "checkpoint"} or {}
 
 
 class Trainer:
@@ -201,6 +208,8 @@ class Trainer:
         self.device = self.dist.device
         self.run_dir = Path(run_dir)
         self.write_extra = write_extra
+        if cfg.flush_denormals and self.device.type == "cpu":
+            flush_denormals()  # vocabulary softmax gradients would otherwise run on slow denormals
         if cfg.num_threads > 0:
             torch.set_num_threads(cfg.num_threads)
         per_rank = cfg.batch_size // self.dist.world_size
@@ -229,27 +238,45 @@ class Trainer:
         self.step = 0
         self.log = MetricsLog(self.run_dir / "metrics.jsonl", self.dist.is_main)
         self.last_eval: dict = {}
+        self.best: dict = {}  # the evaluation that checkpoints/best holds (train.best_metric)
 
     # ---- checkpoints -------------------------------------------------------------------------
     def eval_model(self) -> nn.Module:
         """The weights used for evaluation and sampling: EMA when enabled."""
         return self.ema.copy_model(self.model) if self.ema is not None else self.model
 
+    def _write_checkpoint(self, folder: Path, with_optimizer: bool = True) -> Path:
+        state = {"step": self.step, "order": self.order.state_dict(), "rng": _rng_state(),
+                 "task": self.task.state_dict(), "last_eval": self.last_eval, "best": self.best}
+        opt = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+               "scaler": self.scaler.state_dict()} if with_optimizer else None
+        return ckpt_io.save_checkpoint(
+            folder, model_state=self.model.state_dict(), config=self.full_config, trainer_state=state,
+            optimizer_state=opt, ema_state=self.ema.state_dict() if self.ema else None,
+            write_extra=self.write_extra)
+
     def save(self) -> Path | None:
         path = None
         if self.dist.is_main:
-            state = {"step": self.step, "order": self.order.state_dict(), "rng": _rng_state(),
-                     "task": self.task.state_dict(), "last_eval": self.last_eval}
-            opt = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                   "scaler": self.scaler.state_dict()}
-            path = ckpt_io.save_checkpoint(
-                self.run_dir / "checkpoints" / f"step_{self.step:08d}",
-                model_state=self.model.state_dict(), config=self.full_config, trainer_state=state,
-                optimizer_state=opt, ema_state=self.ema.state_dict() if self.ema else None,
-                write_extra=self.write_extra)
+            path = self._write_checkpoint(self.run_dir / "checkpoints" / f"step_{self.step:08d}")
             ckpt_io.prune_checkpoints(self.run_dir, self.cfg.keep_checkpoints)
         barrier()
         return path
+
+    def _track_best(self, result: dict[str, float]) -> None:
+        """Keep checkpoints/best at the evaluation with the best ``train.best_metric`` (main only)."""
+        name = self.cfg.best_metric
+        if not name:
+            return
+        if name not in result:
+            raise ValueError(f"train.best_metric={name!r} is not an evaluation metric of this task; "
+                             f"it reports {sorted(result)}")
+        value = float(result[name])
+        old = self.best.get("value")
+        better = old is None or (value > old if self.cfg.best_mode == "max" else value < old)
+        if better and math.isfinite(value):
+            folder = self._write_checkpoint(self.run_dir / "checkpoints" / "best", with_optimizer=False)
+            self.best = {"metric": name, "value": value, "step": self.step, "checkpoint": str(folder)}
 
     def resume(self, folder: str | Path | None = None) -> bool:
         """Load the latest checkpoint of run_dir (or ``folder``); False when there is none."""
@@ -268,6 +295,7 @@ class Trainer:
         self.order.load_state_dict(state["order"])
         self.task.load_state_dict(state["task"])
         self.last_eval = state.get("last_eval", {})
+        self.best = state.get("best", {})
         _set_rng_state(state["rng"])
         self.log.truncate_after(self.step)
         return True
@@ -327,6 +355,7 @@ class Trainer:
                 result = self.task.evaluate(model)
             self.log.write({"split": "eval", "step": self.step, **result})
             self.last_eval = result
+            self._track_best(result)
         barrier()
         return result
 
@@ -371,4 +400,4 @@ class Trainer:
         seconds = time.perf_counter() - start
         return TrainResult(step=self.step, run_dir=self.run_dir, checkpoint=path, last_eval=self.last_eval,
                            seconds=seconds, tokens_per_s=total_tokens / max(seconds, 1e-9),
-                           interrupted=interrupted)
+                           interrupted=interrupted, best=dict(self.best))

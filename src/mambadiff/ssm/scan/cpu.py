@@ -17,9 +17,10 @@ The kernel is built without ``-ffast-math``: its inlined exp / log1p rely on exa
 and linking a shared library with ``-ffast-math`` (gcc < 13) would add crtfastmath.o, which flips the
 whole process (torch included) to flush-denormals-to-zero when the library is loaded.
 
-Autograd: the forward stores no states, only its inputs; the backward recomputes the states per
-block of 16 channels, chunk by chunk (128 steps) from checkpoints, so its scratch is O(n) per
-channel and O(chunk) per thread, never (b, l, d, n).
+Autograd: the forward stores its inputs and, when a gradient will be needed and l > 128, the state at
+the start of every 128-step chunk (1/128 of the states); the backward recomputes the states per
+block of 16 channels, chunk by chunk from those checkpoints, so its scratch is O(n) per channel and
+O(chunk) per thread, never (b, l, d, n).
 """
 from __future__ import annotations
 
@@ -137,10 +138,10 @@ def _declare(lib: ctypes.CDLL) -> None:
     p, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
     for _, suffix in TYPES:
         fwd = getattr(lib, f"ss_fwd_{suffix}")
-        fwd.argtypes = [p] * 12 + [i64] * 4 + [i32, i32]  # 11 tensors, strides, sizes, flags
+        fwd.argtypes = [p] * 13 + [i64] * 4 + [i32, i32]  # 12 tensors, strides, sizes, flags
         fwd.restype = i32
         bwd = getattr(lib, f"ss_bwd_{suffix}")
-        bwd.argtypes = [p] * 21 + [i64] * 5 + [i32, i32]  # 20 tensors, strides, sizes, flags
+        bwd.argtypes = [p] * 22 + [i64] * 5 + [i32, i32]  # 21 tensors, strides, sizes, flags
         bwd.restype = i32
         getattr(lib, f"ss_abi_version_{suffix}").restype = i32
         cfwd = getattr(lib, f"cc_fwd_{suffix}")
@@ -149,6 +150,9 @@ def _declare(lib: ctypes.CDLL) -> None:
         cbwd = getattr(lib, f"cc_bwd_{suffix}")
         cbwd.argtypes = [p] * 8 + [i64] * 5 + [i32]  # 7 tensors + strides; sizes, chunk; threads
         cbwd.restype = i32
+        flush = getattr(lib, f"md_flush_denormals_{suffix}")
+        flush.argtypes = [i32]
+        flush.restype = i32
 
 
 def load() -> ctypes.CDLL | None:
@@ -247,6 +251,7 @@ def _empty_like_layout(t: torch.Tensor) -> torch.Tensor:
 
 
 LANES = 16  # SS_W in the C file: channels per SIMD block
+CHUNK = 128  # SS_T in the C file: time steps per chunk
 
 
 # Below this much work per thread (b * d * l * n state updates, ~0.1 ms) extra threads cost more in
@@ -280,13 +285,18 @@ class _SelectiveScanCPU(torch.autograd.Function):
         threads = _num_threads(b, d, l, n)
         out = _empty_like_layout(delta)  # (b, d, l) laid out like delta (Mamba: time-major)
         hlast = u.new_empty(b, d, n) if return_last_state else None  # (b, d, n)
+        nchunks = -(-l // CHUNK)
+        # chunk-start states for the backward (it skips its own state pass): 1/CHUNK of the states
+        ckpt = (u.new_empty(b, -(-d // LANES), nchunks, n, LANES)
+                if nchunks > 1 and any(ctx.needs_input_grad) else None)  # (b, d/w, chunks, n, w)
+        # (no gradient needed: backward never runs; one chunk: the backward starts from h0)
         rc = getattr(lib, f"ss_fwd_{suffix}")(
             _ptr(u), _ptr(delta), _ptr(A), _ptr(Bt), _ptr(Ct), _ptr(D), _ptr(z), _ptr(bias),
-            _ptr(h0), _ptr(out), _ptr(hlast), _strides(u, delta, z, out), b, d, l, n,
+            _ptr(h0), _ptr(out), _ptr(hlast), _ptr(ckpt), _strides(u, delta, z, out), b, d, l, n,
             int(softplus), threads)
         if rc != 0:
             raise MemoryError("selective_scan cpu kernel: scratch allocation failed")
-        ctx.save_for_backward(u, delta, A, Bt, Ct, D, z, bias, h0)
+        ctx.save_for_backward(u, delta, A, Bt, Ct, D, z, bias, h0, ckpt)
         ctx.softplus = softplus
         ctx.set_materialize_grads(False)
         return (out, hlast) if return_last_state else out
@@ -294,7 +304,7 @@ class _SelectiveScanCPU(torch.autograd.Function):
     @staticmethod
     @once_differentiable  # the backward is a kernel call: no double backward
     def backward(ctx, gout, ghlast=None):
-        u, delta, A, Bt, Ct, D, z, bias, h0 = ctx.saved_tensors
+        u, delta, A, Bt, Ct, D, z, bias, h0, ckpt = ctx.saved_tensors
         b, d, l = u.shape
         n = A.shape[1]
         gout = torch.zeros_like(u) if gout is None else _kernel_layout(gout)  # (b, d, l)
@@ -316,8 +326,10 @@ class _SelectiveScanCPU(torch.autograd.Function):
             _ptr(u), _ptr(delta), _ptr(A), _ptr(Bt), _ptr(Ct), _ptr(D), _ptr(z), _ptr(bias),
             _ptr(h0), _ptr(gout), _ptr(ghlast), _ptr(gu), _ptr(gdelta), _ptr(gA_part),
             _ptr(gB_part), _ptr(gC_part), _ptr(gD_part), _ptr(gz), _ptr(gbias_part), _ptr(gh0),
-            _strides(u, delta, z, gout, gu, gdelta, gz), b, d, l, n, g, int(ctx.softplus),
+            _ptr(ckpt), _strides(u, delta, z, gout, gu, gdelta, gz), b, d, l, n, g, int(ctx.softplus),
             threads)
+        if rc == -2:
+            raise RuntimeError("selective_scan cpu kernel: backward without the forward's checkpoints")
         if rc != 0:
             raise MemoryError("selective_scan cpu kernel: scratch allocation failed")
         gB = gB_part[0] if g == 1 else gB_part.sum(0)  # (b, l, n)

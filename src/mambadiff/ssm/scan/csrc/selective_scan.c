@@ -33,8 +33,9 @@
  * keep their values in registers; they are accurate to ~1-2 ulp. Build WITHOUT -ffast-math: the
  * range reductions rely on exact IEEE evaluation order.
  *
- * Forward: never stores states. Backward: per block, a first pass stores only the state at each
- * chunk start (checkpoints); then chunks are processed last to first: recompute the chunk's states
+ * Forward: stores no states, except, when the caller asks (a gradient will be needed), the state at
+ * each chunk start, ckpt (b, ceil(d / SS_W), nchunks, n, w): 1 / SS_T of them. Backward: per block,
+ * the chunk-start states come from ckpt (required when l > SS_T); then chunks are processed last to first: recompute the chunk's states
  * and decays into scratch, then run the reverse-time adjoint through them. dB, dC (sums over d) are
  * accumulated per lane into chunk buffers shared by all blocks of a task, and reduced over lanes
  * once per (task, chunk). Each task (batch element, d-group) owns its gB_part / gC_part slice, so
@@ -343,23 +344,6 @@ static inline void SS_FN(ss_block_fwd)(int64_t tc, int64_t nn, const real *restr
     }
 }
 
-/* State-only forward (checkpoint pass). */
-static inline void SS_FN(ss_block_states)(int64_t tc, int64_t nn, const real *restrict Bp,
-                                          const real *restrict At, const ss_stage *S,
-                                          real *restrict h) {
-    const real *restrict DT = S->DT, *restrict DTU = S->DTU;
-    for (int64_t t = 0; t < tc; t++) {
-        for (int64_t k = 0; k < nn; k++) {
-            const real bk = Bp[t * nn + k];
-#pragma omp simd
-            for (int w = 0; w < SS_W; w++) {
-                real a = ss_decay(DT[t * SS_W + w] * At[k * SS_W + w]);
-                h[k * SS_W + w] = a * h[k * SS_W + w] + DTU[t * SS_W + w] * bk;
-            }
-        }
-    }
-}
-
 /* Backward recompute over one chunk: H (tc + 1, n, w) with H[0] = chunk start state, DA (tc, n, w),
  * PC (tc, n, w) += gy * h, GZ (t, w) = dL/dz if gated. */
 static inline void SS_FN(ss_block_recompute)(int64_t tc, int64_t nn, const real *restrict Bp,
@@ -495,14 +479,15 @@ static real *SS_FN(ss_stage_alloc)(ss_stage *S, size_t extra) {
  * Returns 0, or -1 if scratch allocation failed. */
 int SS_FN(ss_fwd)(const real *u, const real *delta, const real *A, const real *Bt,
                   const real *Ct, const real *D, const real *z, const real *bias, const real *h0,
-                  real *out, real *hlast, const int64_t *strides, int64_t nb, int64_t nd,
-                  int64_t nl, int64_t nn, int softplus, int nthreads) {
+                  real *out, real *hlast, real *ckpt, const int64_t *strides, int64_t nb,
+                  int64_t nd, int64_t nl, int64_t nn, int softplus, int nthreads) {
     /* strides: (b, d, l) element strides of u, delta, z, out, 3 each */
     const ss_io io_u = SS_FN(ss_io_make)(u, strides), io_dl = SS_FN(ss_io_make)(delta, strides + 3);
     const ss_io io_z = SS_FN(ss_io_make)(z, strides + 6), io_o = SS_FN(ss_io_make)(out, strides + 9);
     const int64_t nblk = (nd + SS_W - 1) / SS_W;
     const int64_t ntasks = nb * nblk;
     const int64_t nw = nn * SS_W;
+    const int64_t nchunks = (nl + SS_T - 1) / SS_T;
     int err = 0;
     (void)nthreads; /* unused without OpenMP */
 #pragma omp parallel num_threads(nthreads)
@@ -531,6 +516,9 @@ int SS_FN(ss_fwd)(const real *u, const real *delta, const real *A, const real *B
             SS_FN(ss_state_load)(h, h0, row0, nv, nn);
             for (int64_t t0 = 0; t0 < nl; t0 += SS_T) {
                 const int64_t tc = nl - t0 < SS_T ? nl - t0 : SS_T;
+                if (ckpt) /* the state at this chunk's start, for the backward (see ss_bwd) */
+                    memcpy(ckpt + ((bi * nblk + d0 / SS_W) * nchunks + t0 / SS_T) * nw, h,
+                           sizeof(real) * (size_t)nw);
                 SS_FN(ss_stage_chunk)(&S, &io_u, &io_dl, z ? &io_z : NULL, NULL, bias, bi, d0, nv,
                                       t0, tc, softplus, 0);
                 { /* the next chunk of this block, or the next task's first chunk */
@@ -576,8 +564,8 @@ int SS_FN(ss_bwd)(const real *u, const real *delta, const real *A, const real *B
                   const real *Ct, const real *D, const real *z, const real *bias, const real *h0,
                   const real *gout, const real *ghlast, real *gu, real *gdelta, real *gA_part,
                   real *gB_part, real *gC_part, real *gD_part, real *gz, real *gbias_part,
-                  real *gh0, const int64_t *strides, int64_t nb, int64_t nd, int64_t nl,
-                  int64_t nn, int64_t ng, int softplus, int nthreads) {
+                  real *gh0, const real *ckpt, const int64_t *strides, int64_t nb, int64_t nd,
+                  int64_t nl, int64_t nn, int64_t ng, int softplus, int nthreads) {
     /* strides: (b, d, l) element strides of u, delta, z, gout, gu, gdelta, gz, 3 each */
     const ss_io io_u = SS_FN(ss_io_make)(u, strides), io_dl = SS_FN(ss_io_make)(delta, strides + 3);
     const ss_io io_z = SS_FN(ss_io_make)(z, strides + 6);
@@ -592,6 +580,7 @@ int SS_FN(ss_bwd)(const real *u, const real *delta, const real *A, const real *B
     const int64_t nchunks = (nl + SS_T - 1) / SS_T;
     const int64_t nw = nn * SS_W;
     int err = 0;
+    if (nchunks > 1 && !ckpt) return -2; /* the forward's chunk-start states are needed */
     (void)nthreads; /* unused without OpenMP */
 #pragma omp parallel num_threads(nthreads)
     {
@@ -626,7 +615,7 @@ int SS_FN(ss_bwd)(const real *u, const real *delta, const real *A, const real *B
             real *gCp = gC_part + (g * nb + bi) * nl * nn;
             const real *Bb = Bt + bi * nl * nn, *Cb = Ct + bi * nl * nn;
 
-            /* per-block setup and checkpoint pass */
+            /* per-block setup */
             for (int64_t j = j0; j < j1; j++) {
                 SS_BLOCK_VIEW(blk + (j - j0) * per_block);
                 const int64_t d0 = j * SS_W, row0 = bi * nd + d0;
@@ -634,17 +623,11 @@ int SS_FN(ss_bwd)(const real *u, const real *delta, const real *A, const real *B
                 SS_FN(ss_block_params)(A, D, d0, nv, nn, At, Dv);
                 SS_FN(ss_state_load)(gh, ghlast, row0, nv, nn);
                 memset(gA, 0, sizeof(real) * (size_t)(nw + 2 * SS_W)); /* gA, gDv, gbv */
-                SS_FN(ss_state_load)(ck, h0, row0, nv, nn);
-                for (int64_t c = 0; c + 1 < nchunks; c++) {
-                    const int64_t t0 = c * SS_T;
-                    real *hc = ck + (c + 1) * nw;
-                    memcpy(hc, ck + c * nw, sizeof(real) * (size_t)nw);
-                    SS_FN(ss_stage_chunk)(&S, &io_u, &io_dl, NULL, NULL, bias, bi, d0, nv, t0,
-                                          SS_T, softplus, 0);
-#define SS_CALL(NN) SS_FN(ss_block_states)(SS_T, NN, Bb + t0 * nn, At, &S, hc)
-                    SS_DISPATCH_N(nn, SS_CALL);
-#undef SS_CALL
-                }
+                if (ckpt) /* chunk-start states stored by the forward */
+                    memcpy(ck, ckpt + (bi * nblk + j) * nchunks * nw,
+                           sizeof(real) * (size_t)(nchunks * nw));
+                else /* one chunk: it starts from h0 */
+                    SS_FN(ss_state_load)(ck, h0, row0, nv, nn);
             }
 
             /* chunks last to first; within a chunk every block of the group */
