@@ -41,7 +41,8 @@ def tiny_cfg(tmp_path, run, backbone="mamba", steps=3, extra=()):
     data = write_csv(tmp_path / "train.csv")
     return load_config(ClassifyConfig, None, [f"data.train={data}", f"run_dir={tmp_path / run}",
                                               f"model.backbone.name={backbone}", f"train.steps={steps}",
-                                              *TINY, *extra])
+                                              "train.device=cpu",  # CPU on GPU machines too: the
+                                              *TINY, *extra])     # checks compare with CPU reloads
 
 
 @pytest.mark.parametrize("backbone", BACKBONE_NAMES)

@@ -35,6 +35,10 @@ def setup_distributed(device: str = "auto") -> DistInfo:
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda":
+        if local >= torch.cuda.device_count():
+            raise ValueError(f"LOCAL_RANK={local} but this machine has {torch.cuda.device_count()} CUDA "
+                             f"device(s): start at most that many processes per node "
+                             f"(torchrun --nproc-per-node), or set train.device=cpu")
         torch.cuda.set_device(local)
         dev = torch.device("cuda", local)
     else:
