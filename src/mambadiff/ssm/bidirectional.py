@@ -81,8 +81,11 @@ class Bidirectional(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         validate_sequence(self, x, mask, self.d_model)
         b, l, _ = x.shape
-        index = reverse_index(mask, l, b, x.device)  # (b, l)
         y_fwd = self.forward_layer(x, mask)  # (b, l, d)
+        if mask is None:  # every row has the full length: a plain flip (cheaper than a gather)
+            y_bwd = self.backward_layer(x.flip(1), None)  # (b, l, d) reversed order
+            return y_fwd + y_bwd.flip(1)  # (b, l, d)
+        index = reverse_index(mask, l, b, x.device)  # (b, l)
         y_bwd = self.backward_layer(reverse_padded(x, index), mask)  # (b, l, d) reversed order
         out = y_fwd + reverse_padded(y_bwd, index)  # (b, l, d) back in the original order
         if mask is not None:
