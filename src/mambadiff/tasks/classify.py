@@ -47,7 +47,8 @@ from mambadiff.data.classification import (ClassificationData, ClassificationDat
 from mambadiff.data.errors import DataError
 from mambadiff.data.text_clean import TextCleanConfig
 from mambadiff.data.tokenizer import TextTokenizer, build_tokenizer, load_tokenizer
-from mambadiff.models.backbones import BackboneConfig, ResidualStack, build_backbone, count_parameters
+from mambadiff.models.backbones import (BACKBONES, BackboneConfig, ResidualStack, build_backbone,
+                                        count_parameters)
 from mambadiff.models.classifier import ClassifierConfig, SequenceClassifier
 from mambadiff.train import StepContext, TrainConfig
 from mambadiff.train.checkpoint import (atomic_write_json, latest_checkpoint, load_state, read_json,
@@ -60,7 +61,7 @@ __all__ = [
     "build_classifier", "load_eval_data", "BACKBONE_NAMES",
 ]
 
-BACKBONE_NAMES = ("mamba", "mamba2", "s4d", "transformer", "lstm")
+BACKBONE_NAMES = tuple(BACKBONES)  # the registry's names, in registration order
 
 
 # ---- configs -------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from mambadiff.config import from_dict, to_dict
 from mambadiff.data.seq2seq import Seq2SeqDataset, load_seq2seq_split, read_seq2seq_jsonl, resolve_split_path
 from mambadiff.data.tokenizer import TextTokenizer, build_tokenizer, load_tokenizer
 from mambadiff.diffusion import GaussianDiffusion, create_timestep_sampler, sample_ancestral, sample_respaced
+from mambadiff.models.backbones import BACKBONES
 from mambadiff.models.denoiser import Denoiser, DenoiserConfig
 from mambadiff.train import StepContext, TrainConfig
 from mambadiff.train.checkpoint import latest_checkpoint, load_state, read_json, resolve_checkpoint
@@ -81,8 +82,9 @@ class Seq2SeqConfig:
 
     def validate(self) -> None:
         self.train.validate()
-        if self.model.backbone.name not in ("mamba", "mamba2", "s4d", "transformer", "lstm"):
-            raise ValueError(f"model.backbone.name: unknown backbone {self.model.backbone.name!r}")
+        if self.model.backbone.name not in BACKBONES:
+            raise ValueError(f"model.backbone.name: unknown backbone {self.model.backbone.name!r}; "
+                             f"one of {sorted(BACKBONES)}")
         if self.data.tokenizer not in ("bert", "trained"):
             raise ValueError(f"data.tokenizer must be bert|trained, got {self.data.tokenizer!r}")
         if self.sample.samples < 1:

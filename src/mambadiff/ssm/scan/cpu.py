@@ -3,8 +3,8 @@
 Glossary: b batch, d channels (inner width), l length, n state size, g d-group (backward task split).
 
 The library holds the selective scan (csrc/selective_scan.c, used here) and the Mamba block's fused
-causal conv1d + SiLU (csrc/causal_conv1d.c, used by ``mambadiff.ssm.conv``); both include
-csrc/ss_math.h.
+causal conv1d + SiLU (csrc/causal_conv1d.c, used by ``mambadiff.ssm.conv``), plus csrc/runtime.c (the
+flush-to-zero switch of ``mambadiff.runtime``); all include csrc/ss_math.h.
 
 Build: the system C compiler (``$CC``, else ``cc``, else ``gcc``) compiles each file twice (float32,
 float64) and links one shared library into ``$MAMBADIFF_CACHE`` (default ``~/.cache/mambadiff``).
@@ -38,7 +38,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 CSRC = Path(__file__).with_name("csrc")
-SOURCES = (CSRC / "selective_scan.c", CSRC / "causal_conv1d.c")  # each compiled per element type
+SOURCES = (CSRC / "selective_scan.c", CSRC / "causal_conv1d.c", CSRC / "runtime.c")  # each per element type
 HEADERS = (CSRC / "ss_math.h",)
 
 # Tried in order; the first set that compiles, links and loads wins.

@@ -166,22 +166,3 @@ int SS_FN(cc_bwd)(const real *x, const real *w, const real *bias, const real *gy
     }
     return err ? -1 : 0;
 }
-
-/* ------------------------------------------------------------------------------------------------
- * Flush-to-zero / denormals-are-zero on every thread of the OpenMP pool (which this library shares
- * with torch, so torch's intra-op threads are the ones set). The FP control register is per thread;
- * torch.set_flush_denormal only sets the calling thread's. Returns 1 if set, 0 where unsupported. */
-#if defined(__SSE__) || defined(__x86_64__)
-#include <xmmintrin.h>
-int SS_FN(md_flush_denormals)(int nthreads) {
-    (void)nthreads;
-#pragma omp parallel num_threads(nthreads)
-    _mm_setcsr(_mm_getcsr() | 0x8040u); /* FTZ (bit 15) | DAZ (bit 6) */
-    return 1;
-}
-#else
-int SS_FN(md_flush_denormals)(int nthreads) {
-    (void)nthreads;
-    return 0;
-}
-#endif
