@@ -151,8 +151,8 @@ def test_scan_algorithm_matches_chunked():
 
 
 def test_chunk_size_does_not_change_output():
-    a = make(chunk_size=3)
-    b = make(chunk_size=64)
+    a = make(chunk_size=3, algorithm="chunked")
+    b = make(chunk_size=64, algorithm="chunked")
     b.load_state_dict(a.state_dict())
     x = torch.randn(2, 20, 8, dtype=torch.float64)
     torch.testing.assert_close(a(x), b(x), atol=1e-10, rtol=1e-10)

@@ -16,14 +16,13 @@ Block data flow (x (b, l, d) -> (b, l, d)):
     y          = SSD(x, dt, A, B, C) + D x                      (b, l, h, p)
     out        = out_proj(RMSNorm(y * silu(z)))                 (b, l, d)
 
-The parallel path is ``ssd_chunked``: the sequence is cut into chunks of q tokens; inside a
-chunk the output is a masked attention-like matmul (C B^T weighted by a decay matrix built
-with a stable segment sum in log space); across chunks only the (h, p, n) states are passed.
-``ssd_reference`` is the plain sequential loop it is tested against.
+The SSD itself lives in ``mambadiff.ssm.ssd``; ``Mamba2Config.algorithm`` picks how it runs:
+``auto`` (the fused C recurrence on CPU, the chunked matmul algorithm elsewhere), ``chunked``,
+``cpu``, ``reference`` (the sequential oracle), or ``scan`` (the S6 ``selective_scan`` with A and dt
+repeated over each head's channels, on its own ``scan_backend``).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -31,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .mamba import (
+    _CONV_BACKEND,
     _check_dt_range,
     _check_positive_int,
     at_least_f32,
@@ -39,153 +39,14 @@ from .mamba import (
     validate_state_tensor,
     validate_token,
 )
+from .conv import causal_conv1d_silu
 from .norm import RMSNorm
 from .scan import BACKENDS, selective_scan
+from .ssd import SSD_ALGORITHMS, segsum, ssd, ssd_chunked, ssd_reference
 
 __all__ = ["Mamba2Config", "Mamba2State", "Mamba2", "ssd_chunked", "ssd_reference", "segsum"]
 
-ALGORITHMS = ("chunked", "scan")
-
-
-# --------------------------------------------------------------------------- SSD kernels
-
-
-def _check_ssd_inputs(x, dt, A, B, C, D, initial_state) -> None:
-    if x.ndim != 4:
-        raise ValueError(f"x must have shape (b, l, h, p), got {tuple(x.shape)}")
-    b, l, h, p = x.shape
-    if tuple(dt.shape) != (b, l, h):
-        raise ValueError(f"dt must have shape (b, l, h)=({b}, {l}, {h}), got {tuple(dt.shape)}")
-    if tuple(A.shape) != (h,):
-        raise ValueError(f"A must have shape (h,)=({h},), got {tuple(A.shape)}")
-    if B.ndim != 3 or tuple(B.shape[:2]) != (b, l):
-        raise ValueError(f"B must have shape (b, l, n) with (b, l)=({b}, {l}), "
-                         f"got {tuple(B.shape)}")
-    if tuple(C.shape) != tuple(B.shape):
-        raise ValueError(f"C must have the shape of B {tuple(B.shape)}, got {tuple(C.shape)}")
-    if D is not None and tuple(D.shape) != (h,):
-        raise ValueError(f"D must have shape (h,)=({h},), got {tuple(D.shape)}")
-    n = B.shape[-1]
-    if initial_state is not None and tuple(initial_state.shape) != (b, h, p, n):
-        raise ValueError(f"initial_state must have shape (b, h, p, n)=({b}, {h}, {p}, {n}), "
-                         f"got {tuple(initial_state.shape)}")
-
-
-def segsum(a: torch.Tensor) -> torch.Tensor:
-    """Segment sums of log-decays: a (..., t) -> S (..., t, t) with
-
-        S[..., i, j] = a[j+1] + ... + a[i]   for i >= j  (0 on the diagonal)
-        S[..., i, j] = -inf                  for i <  j  (exp gives the causal zero)
-
-    Computed as a cumulative sum of masked copies rather than as cumsum[i] - cumsum[j], which
-    would subtract two large numbers and lose all precision for long, strongly decaying spans.
-    """
-    t = a.shape[-1]
-    strictly_lower = torch.ones(t, t, dtype=torch.bool, device=a.device).tril(-1)  # (t, t)
-    rep = a.unsqueeze(-1).expand(*a.shape, t)  # (..., t, t)  rep[..., k, j] = a[k]
-    rep = rep.masked_fill(~strictly_lower, 0.0)  # keep a[k] only for k > j
-    s = rep.cumsum(dim=-2)  # (..., t, t)  s[..., i, j] = sum_{j < k <= i} a[k]
-    lower = torch.ones(t, t, dtype=torch.bool, device=a.device).tril(0)  # (t, t)
-    return s.masked_fill(~lower, -math.inf)  # (..., t, t)
-
-
-def ssd_chunked(
-    x: torch.Tensor,  # (b, l, h, p)
-    dt: torch.Tensor,  # (b, l, h) already positive (after softplus)
-    A: torch.Tensor,  # (h,) negative
-    B: torch.Tensor,  # (b, l, n)
-    C: torch.Tensor,  # (b, l, n)
-    chunk_size: int = 64,
-    D: torch.Tensor | None = None,  # (h,)
-    initial_state: torch.Tensor | None = None,  # (b, h, p, n)
-    return_final_state: bool = False,
-):
-    """SSD by the chunked matmul algorithm. Returns y (b, l, h, p) [, final state (b, h, p, n)].
-
-    l need not be a multiple of ``chunk_size``: the tail is padded with dt = 0 and x = 0, which
-    neither decays nor feeds the state, so the final state is unaffected. Half-precision inputs
-    are computed in float32 and y is returned in x's dtype.
-    """
-    _check_ssd_inputs(x, dt, A, B, C, D, initial_state)
-    _check_positive_int("chunk_size", chunk_size)
-    out_dtype = x.dtype
-    x, dt, A, B, C = (at_least_f32(t) for t in (x, dt, A, B, C))
-    b, l, h, p = x.shape
-    n = B.shape[-1]
-    q = chunk_size
-    pad = (-l) % q
-    x_in = x
-    if pad:
-        x = F.pad(x, (0, 0, 0, 0, 0, pad))  # (b, l', h, p)
-        dt = F.pad(dt, (0, 0, 0, pad))  # (b, l', h)
-        B = F.pad(B, (0, 0, 0, pad))  # (b, l', n)
-        C = F.pad(C, (0, 0, 0, pad))  # (b, l', n)
-    c = (l + pad) // q
-
-    X = (x * dt.unsqueeze(-1)).reshape(b, c, q, h, p)  # (b, c, q, h, p) input scaled by dt
-    a = (dt * A).reshape(b, c, q, h).permute(0, 3, 1, 2)  # (b, h, c, q) log-decay per token
-    Bc = B.reshape(b, c, q, n)  # (b, c, q, n)
-    Cc = C.reshape(b, c, q, n)  # (b, c, q, n)
-
-    # 1) intra-chunk: y_i = sum_{j<=i} (C_i . B_j) exp(a_{j+1} + ... + a_i) X_j
-    L = torch.exp(segsum(a))  # (b, h, c, q, q)
-    scores = Cc @ Bc.transpose(-1, -2)  # (b, c, q, q)  [i, j] = C_i . B_j
-    M = scores.unsqueeze(1) * L  # (b, h, c, q, q)
-    y_diag = torch.einsum("bhcij,bcjhp->bcihp", M, X)  # (b, c, q, h, p)
-
-    # 2) state contributed by each chunk on its own, at the chunk's end
-    decay_to_end = L[..., -1, :]  # (b, h, c, q)  exp(a_{j+1} + ... + a_{q-1})
-    Xw = X * decay_to_end.permute(0, 2, 3, 1).unsqueeze(-1)  # (b, c, q, h, p)
-    chunk_states = torch.einsum("bcjhp,bcjn->bchpn", Xw, Bc)  # (b, c, h, p, n)
-
-    # 3) inter-chunk: pass states along chunks, S_{z} = sum_{c' < z} decay(c'..z) * states_{c'}
-    if initial_state is None:
-        initial_state = x.new_zeros(b, h, p, n)  # (b, h, p, n)
-    all_states = torch.cat([at_least_f32(initial_state).to(x.dtype).unsqueeze(1),
-                            chunk_states], dim=1)  # (b, c+1, h, p, n)
-    chunk_decay = F.pad(a.sum(-1), (1, 0))  # (b, h, c+1)  total log-decay of each chunk
-    decay_chunk = torch.exp(segsum(chunk_decay))  # (b, h, c+1, c+1)
-    states = torch.einsum("bhzc,bchpn->bzhpn", decay_chunk, all_states)  # (b, c+1, h, p, n)
-    prev_states = states[:, :-1]  # (b, c, h, p, n) state entering each chunk
-    final_state = states[:, -1]  # (b, h, p, n)
-
-    # 4) contribution of the entering state to each position: C_i . (decay(0..i) * S)
-    decay_from_start = torch.exp(a.cumsum(-1)).permute(0, 2, 3, 1)  # (b, c, q, h)
-    y_off = torch.einsum("bcin,bchpn->bcihp", Cc, prev_states)  # (b, c, q, h, p)
-    y_off = y_off * decay_from_start.unsqueeze(-1)  # (b, c, q, h, p)
-
-    y = (y_diag + y_off).reshape(b, c * q, h, p)[:, :l]  # (b, l, h, p)
-    if D is not None:
-        y = y + x_in * at_least_f32(D)[:, None]  # (b, l, h, p)
-    y = y.to(out_dtype)
-    return (y, final_state) if return_final_state else y
-
-
-def ssd_reference(
-    x: torch.Tensor,  # (b, l, h, p)
-    dt: torch.Tensor,  # (b, l, h)
-    A: torch.Tensor,  # (h,)
-    B: torch.Tensor,  # (b, l, n)
-    C: torch.Tensor,  # (b, l, n)
-    D: torch.Tensor | None = None,  # (h,)
-    initial_state: torch.Tensor | None = None,  # (b, h, p, n)
-    return_final_state: bool = False,
-):
-    """SSD as a plain sequential loop (the oracle). Returns y (b, l, h, p) [, state (b, h, p, n)]."""
-    _check_ssd_inputs(x, dt, A, B, C, D, initial_state)
-    b, l, h, p = x.shape
-    n = B.shape[-1]
-    state = x.new_zeros(b, h, p, n) if initial_state is None else initial_state  # (b, h, p, n)
-    ys = []
-    for t in range(l):
-        dA = torch.exp(dt[:, t] * A)  # (b, h)
-        dBx = (dt[:, t, :, None] * x[:, t]).unsqueeze(-1) * B[:, t, None, None, :]  # (b, h, p, n)
-        state = dA[..., None, None] * state + dBx  # (b, h, p, n)
-        ys.append((state * C[:, t, None, None, :]).sum(-1))  # (b, h, p)
-    y = torch.stack(ys, dim=1) if ys else x.new_zeros(b, 0, h, p)  # (b, l, h, p)
-    if D is not None:
-        y = y + x * D[:, None]  # (b, l, h, p)
-    return (y, state) if return_final_state else y
+ALGORITHMS = (*SSD_ALGORITHMS, "scan")
 
 
 # --------------------------------------------------------------------------- Mamba-2 block
@@ -208,7 +69,7 @@ class Mamba2Config:
     norm_eps: float = 1e-5
     conv_bias: bool = True
     bias: bool = False  # in_proj / out_proj bias
-    algorithm: str = "chunked"  # "chunked" (SSD matmuls) or "scan" (selective_scan backend)
+    algorithm: str = "auto"  # one of ALGORITHMS (see the module docstring)
     scan_backend: str = "auto"  # passed to selective_scan(backend=) when algorithm == "scan"
 
     def __post_init__(self):
@@ -293,15 +154,22 @@ class Mamba2(nn.Module):
             x = x * mask.unsqueeze(-1).to(x.dtype)  # (b, l, d) padded inputs zeroed
 
         z, xBC, dt = self._split_in_proj(self.in_proj(x))  # (b, l, e), (b, l, e+2n), (b, l, h)
-        xBC = self.conv1d(xBC.transpose(1, 2))[..., :l].transpose(1, 2)  # (b, l, e+2n) causal
-        xs, B, C = torch.split(F.silu(xBC), [e, n, n], dim=-1)  # (b, l, e), (b, l, n), (b, l, n)
+        # the oracle paths (reference SSD, reference / torch scans) keep to plain PyTorch
+        if cfg.algorithm == "scan":
+            conv_backend = _CONV_BACKEND.get(cfg.scan_backend, "auto")
+        else:
+            conv_backend = "torch" if cfg.algorithm == "reference" else "auto"
+        xBC = causal_conv1d_silu(xBC, self.conv1d.weight[:, 0, :], self.conv1d.bias,
+                                 backend=conv_backend)  # (b, l, e+2n) causal, time-major
+        xs, B, C = torch.split(xBC, [e, n, n], dim=-1)  # (b, l, e), (b, l, n), (b, l, n)
         dt = F.softplus(at_least_f32(dt) + at_least_f32(self.dt_bias))  # (b, l, h)
         A = -torch.exp(at_least_f32(self.A_log))  # (h,)
         D = at_least_f32(self.D)  # (h,)
 
-        if cfg.algorithm == "chunked":
-            y = ssd_chunked(xs.reshape(b, l, h, p), dt, A, B, C, cfg.chunk_size, D)  # (b,l,h,p)
-            y = y.reshape(b, l, e)  # (b, l, e)
+        if cfg.algorithm != "scan":
+            y = ssd(xs.unflatten(-1, (h, p)), dt, A, B, C, D, algorithm=cfg.algorithm,
+                    chunk_size=cfg.chunk_size)  # (b, l, h, p)
+            y = y.flatten(2)  # (b, l, e)
         else:
             # SSD is S6 with A and dt shared by the p channels of a head: channel i = head*p + j
             A_e = A.repeat_interleave(p).unsqueeze(-1).expand(e, n)  # (e, n)

@@ -2,8 +2,9 @@
 
 Glossary: b batch, d channels (inner width), l length, n state size, g d-group (backward task split).
 
-The library holds the selective scan (csrc/selective_scan.c, used here) and the Mamba block's fused
-causal conv1d + SiLU (csrc/causal_conv1d.c, used by ``mambadiff.ssm.conv``), plus csrc/runtime.c (the
+The library holds the selective scan (csrc/selective_scan.c, used here), the Mamba block's fused
+causal conv1d + SiLU (csrc/causal_conv1d.c, used by ``mambadiff.ssm.conv``), the Mamba-2 SSD
+recurrence (csrc/ssd_scan.c, used by ``mambadiff.ssm.ssd``), plus csrc/runtime.c (the
 flush-to-zero switch of ``mambadiff.runtime``); all include csrc/ss_math.h.
 
 Build: the system C compiler (``$CC``, else ``cc``, else ``gcc``) compiles each file twice (float32,
@@ -38,7 +39,8 @@ import torch
 from torch.autograd.function import once_differentiable
 
 CSRC = Path(__file__).with_name("csrc")
-SOURCES = (CSRC / "selective_scan.c", CSRC / "causal_conv1d.c", CSRC / "runtime.c")  # each per element type
+SOURCES = (CSRC / "selective_scan.c", CSRC / "causal_conv1d.c", CSRC / "ssd_scan.c",
+           CSRC / "runtime.c")  # each compiled per element type
 HEADERS = (CSRC / "ss_math.h",)
 
 # Tried in order; the first set that compiles, links and loads wins.
@@ -150,6 +152,12 @@ def _declare(lib: ctypes.CDLL) -> None:
         cbwd = getattr(lib, f"cc_bwd_{suffix}")
         cbwd.argtypes = [p] * 8 + [i64] * 5 + [i32]  # 7 tensors + strides; sizes, chunk; threads
         cbwd.restype = i32
+        sfwd = getattr(lib, f"ssd_fwd_{suffix}")
+        sfwd.argtypes = [p] * 9 + [i64] * 6 + [i32]  # 8 tensors, strides; b, l, h, p, n, q; threads
+        sfwd.restype = i32
+        sbwd = getattr(lib, f"ssd_bwd_{suffix}")
+        sbwd.argtypes = [p] * 15 + [i64] * 7 + [i32]  # 14 tensors, strides; sizes, q, g; threads
+        sbwd.restype = i32
         flush = getattr(lib, f"md_flush_denormals_{suffix}")
         flush.argtypes = [i32]
         flush.restype = i32
