@@ -21,6 +21,8 @@ from typing import Callable
 import torch
 from torch import nn
 
+from mambadiff.ssm.norm import RMSNorm
+
 BACKBONES: dict[str, Callable[["BackboneConfig"], nn.Module]] = {}
 
 
@@ -86,10 +88,11 @@ class ResidualStack(nn.Module):
     def __init__(self, d_model: int, make_mixer: Callable[[], nn.Module], n_layers: int, dropout: float):
         super().__init__()
         self.d_model = d_model
-        self.norms = nn.ModuleList(nn.RMSNorm(d_model) for _ in range(n_layers))
+        # eps=None: torch.nn.RMSNorm's default (finfo eps), fused on CPU
+        self.norms = nn.ModuleList(RMSNorm(d_model, eps=None) for _ in range(n_layers))
         self.mixers = nn.ModuleList(make_mixer() for _ in range(n_layers))
         self.drop = nn.Dropout(dropout)
-        self.final_norm = nn.RMSNorm(d_model)
+        self.final_norm = RMSNorm(d_model, eps=None)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         mask = _check(x, mask, self.d_model)  # (b, l)

@@ -4,7 +4,8 @@ Glossary: b batch, d channels (inner width), l length, n state size, g d-group (
 
 The library holds the selective scan (csrc/selective_scan.c, used here), the Mamba block's fused
 causal conv1d + SiLU (csrc/causal_conv1d.c, used by ``mambadiff.ssm.conv``), the Mamba-2 SSD
-recurrence (csrc/ssd_scan.c, used by ``mambadiff.ssm.ssd``), plus csrc/runtime.c (the
+recurrence (csrc/ssd_scan.c, used by ``mambadiff.ssm.ssd``), the fused (gated) RMSNorm
+(csrc/rms_norm.c, used by ``mambadiff.ssm.norm``), plus csrc/runtime.c (the
 flush-to-zero switch of ``mambadiff.runtime``); all include csrc/ss_math.h.
 
 Build: the system C compiler (``$CC``, else ``cc``, else ``gcc``) compiles each file twice (float32,
@@ -40,7 +41,7 @@ from torch.autograd.function import once_differentiable
 
 CSRC = Path(__file__).with_name("csrc")
 SOURCES = (CSRC / "selective_scan.c", CSRC / "causal_conv1d.c", CSRC / "ssd_scan.c",
-           CSRC / "runtime.c")  # each compiled per element type
+           CSRC / "rms_norm.c", CSRC / "runtime.c")  # each compiled per element type
 HEADERS = (CSRC / "ss_math.h",)
 
 # Tried in order; the first set that compiles, links and loads wins.
@@ -158,6 +159,13 @@ def _declare(lib: ctypes.CDLL) -> None:
         sbwd = getattr(lib, f"ssd_bwd_{suffix}")
         sbwd.argtypes = [p] * 15 + [i64] * 7 + [i32]  # 14 tensors, strides; sizes, q, g; threads
         sbwd.restype = i32
+        eps_type = ctypes.c_float if suffix == "f32" else ctypes.c_double
+        rfwd = getattr(lib, f"rn_fwd_{suffix}")
+        rfwd.argtypes = [p] * 6 + [i64] * 2 + [eps_type, i32]  # x, z, w, y, rstd, strides; rows, e
+        rfwd.restype = i32
+        rbwd = getattr(lib, f"rn_bwd_{suffix}")
+        rbwd.argtypes = [p] * 9 + [i64] * 3 + [i32]  # 8 tensors, strides; rows, e, tasks; threads
+        rbwd.restype = i32
         flush = getattr(lib, f"md_flush_denormals_{suffix}")
         flush.argtypes = [i32]
         flush.restype = i32

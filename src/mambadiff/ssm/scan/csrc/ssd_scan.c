@@ -48,7 +48,8 @@ static inline real SS_FN(ssd_exp)(real v) {
     default: { const int64_t P_ = p; call; } break;                                                \
     }
 
-/* One forward step of one head: S <- a S + B (dt x); y = C . S + D x. */
+/* One forward step of one head: S <- a S + B (dt x); y = C . S + D x. Four state rows per pass,
+ * so the adds into y form one dependency chain per four rows instead of one per row. */
 SSD_INLINE void SS_FN(ssd_step)(real *restrict S, real *restrict y, const real *restrict x,
                                 const real *restrict Bt, const real *restrict Ct, real a, real dt,
                                 real Dh, int64_t n, int64_t p, real *restrict u) {
@@ -57,7 +58,24 @@ SSD_INLINE void SS_FN(ssd_step)(real *restrict S, real *restrict y, const real *
         u[j] = dt * x[j];
         y[j] = Dh * x[j];
     }
-    for (int64_t k = 0; k < n; k++) {
+    int64_t k = 0;
+    for (; k + 4 <= n; k += 4) {
+        real *restrict r0 = S + k * p, *restrict r1 = r0 + p, *restrict r2 = r1 + p,
+             *restrict r3 = r2 + p;
+        const real b0 = Bt[k], b1 = Bt[k + 1], b2 = Bt[k + 2], b3 = Bt[k + 3];
+        const real c0 = Ct[k], c1 = Ct[k + 1], c2 = Ct[k + 2], c3 = Ct[k + 3];
+#pragma omp simd
+        for (int64_t j = 0; j < p; j++) {
+            real s0 = a * r0[j] + b0 * u[j], s1 = a * r1[j] + b1 * u[j];
+            real s2 = a * r2[j] + b2 * u[j], s3 = a * r3[j] + b3 * u[j];
+            r0[j] = s0;
+            r1[j] = s1;
+            r2[j] = s2;
+            r3[j] = s3;
+            y[j] += (c0 * s0 + c1 * s1) + (c2 * s2 + c3 * s3);
+        }
+    }
+    for (; k < n; k++) {
         real *restrict row = S + k * p;
         const real bk = Bt[k], ck = Ct[k];
 #pragma omp simd
@@ -115,6 +133,89 @@ SSD_INLINE void SS_FN(ssd_adjoint_step)(real *restrict G, const real *restrict S
     }
     *ga_out = ga;
 }
+
+#if defined(__AVX2__) && defined(__FMA__) && !SS_DOUBLE
+#include <immintrin.h>
+#define SSD_HAVE_AVX2 1
+
+/* r[i] = sum of the 8 lanes of v[i], for 8 vectors at once (a transposing hadd tree: 9 operations
+ * for 8 sums, where one horizontal sum alone takes about 5). */
+static inline __m256 ssd_hsum8(const float *v) {
+    __m256 t0 = _mm256_hadd_ps(_mm256_loadu_ps(v), _mm256_loadu_ps(v + 8));
+    __m256 t1 = _mm256_hadd_ps(_mm256_loadu_ps(v + 16), _mm256_loadu_ps(v + 24));
+    __m256 t2 = _mm256_hadd_ps(_mm256_loadu_ps(v + 32), _mm256_loadu_ps(v + 40));
+    __m256 t3 = _mm256_hadd_ps(_mm256_loadu_ps(v + 48), _mm256_loadu_ps(v + 56));
+    __m256 u0 = _mm256_hadd_ps(t0, t1); /* per 128-bit half: partial sums of v0..v3 */
+    __m256 u1 = _mm256_hadd_ps(t2, t3); /* of v4..v7 */
+    return _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31));
+}
+
+static inline float ssd_hsum1(const float *v) {
+    float s = 0;
+    for (int i = 0; i < 8; i++) s += v[i];
+    return s;
+}
+
+/* ssd_adjoint_step for p a multiple of 8, float32: the per-k dot products over p (for dB and dC)
+ * are kept as 8-lane partial sums in lanes (n, 8) and reduced 8 state rows at a time afterwards,
+ * instead of one horizontal reduction per (k, dot) inside the loop. */
+SSD_INLINE void ssd_adjoint_step_avx2(float *restrict G, const float *restrict Snow,
+                                      const float *restrict Sprev, const float *restrict xt,
+                                      const float *restrict gyt, const float *restrict Bt,
+                                      const float *restrict Ct, float *restrict gBt,
+                                      float *restrict gCt, float a, float dtv, int64_t n, int64_t p,
+                                      float *restrict gsum, float *restrict lanes, float *ga_out) {
+    const __m256 va = _mm256_set1_ps(a);
+    __m256 accA[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
+                      _mm256_setzero_ps()}; /* four chains: the sum runs over all n * p */
+    float *laneC = lanes, *laneB = lanes + 8 * n;
+    for (int64_t j0 = 0; j0 < p; j0 += 32) { /* 32 channels at a time: gsum stays in registers */
+        const int64_t jn = (p - j0 < 32 ? p - j0 : 32) / 8;
+        __m256 gs[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
+                        _mm256_setzero_ps()};
+        for (int64_t k = 0; k < n; k++) {
+            const __m256 bk = _mm256_set1_ps(Bt[k]), ck = _mm256_set1_ps(Ct[k]);
+            float *Gk = G + k * p + j0;
+            const float *Sk = Snow + k * p + j0, *Pk = Sprev + k * p + j0;
+            __m256 vc = _mm256_setzero_ps(), vb = _mm256_setzero_ps();
+            for (int64_t jb = 0; jb < jn; jb++) {
+                const __m256 gy = _mm256_loadu_ps(gyt + j0 + 8 * jb);
+                const __m256 gk = _mm256_fmadd_ps(ck, gy, _mm256_loadu_ps(Gk + 8 * jb));
+                vc = _mm256_fmadd_ps(gy, _mm256_loadu_ps(Sk + 8 * jb), vc);
+                vb = _mm256_fmadd_ps(gk, _mm256_loadu_ps(xt + j0 + 8 * jb), vb);
+                accA[jb] = _mm256_fmadd_ps(gk, _mm256_loadu_ps(Pk + 8 * jb), accA[jb]);
+                gs[jb] = _mm256_fmadd_ps(bk, gk, gs[jb]);
+                _mm256_storeu_ps(Gk + 8 * jb, _mm256_mul_ps(va, gk));
+            }
+            /* partial dot products over this block of channels, reduced over lanes below */
+            if (j0 == 0) {
+                _mm256_storeu_ps(laneC + 8 * k, vc);
+                _mm256_storeu_ps(laneB + 8 * k, vb);
+            } else {
+                _mm256_storeu_ps(laneC + 8 * k, _mm256_add_ps(_mm256_loadu_ps(laneC + 8 * k), vc));
+                _mm256_storeu_ps(laneB + 8 * k, _mm256_add_ps(_mm256_loadu_ps(laneB + 8 * k), vb));
+            }
+        }
+        for (int64_t jb = 0; jb < jn; jb++) _mm256_storeu_ps(gsum + j0 + 8 * jb, gs[jb]);
+    }
+    accA[0] = _mm256_add_ps(_mm256_add_ps(accA[0], accA[1]), _mm256_add_ps(accA[2], accA[3]));
+    const __m256 vdt = _mm256_set1_ps(dtv);
+    int64_t k = 0;
+    for (; k + 8 <= n; k += 8) {
+        _mm256_storeu_ps(gCt + k, _mm256_add_ps(_mm256_loadu_ps(gCt + k), ssd_hsum8(laneC + 8 * k)));
+        _mm256_storeu_ps(gBt + k, _mm256_fmadd_ps(vdt, ssd_hsum8(laneB + 8 * k), _mm256_loadu_ps(gBt + k)));
+    }
+    for (; k < n; k++) {
+        gCt[k] += ssd_hsum1(laneC + 8 * k);
+        gBt[k] += dtv * ssd_hsum1(laneB + 8 * k);
+    }
+    float tmp[8];
+    _mm256_storeu_ps(tmp, accA[0]);
+    *ga_out = ssd_hsum1(tmp);
+}
+#else
+#define SSD_HAVE_AVX2 0
+#endif
 
 typedef struct {
     int64_t sb, sl;
@@ -175,8 +276,11 @@ SSD_INLINE void SS_FN(ssd_bwd_task)(const real *x, const real *dt, const real *B
                                     int64_t l, int64_t h, int64_t p, int64_t n, int64_t q, real Ah,
                                     real Dh, real *scratch, real *gA_out, real *gD_out) {
     const int64_t np = n * p, nchunks = (l + q - 1) / q;
-    /* (q + 1) states of the chunk, the adjoint G (n, p), per-step vectors u, gsum (p), decays (q) */
-    real *States = scratch, *G = scratch + (q + 1) * np, *u = G + np, *gsum = u + p, *decay = gsum + p;
+    /* (q + 1) states of the chunk, the adjoint G (n, p), per-step vectors u, gsum (p), decays (q),
+     * lane partial sums (2n, 8) */
+    real *States = scratch, *G = scratch + (q + 1) * np, *u = G + np, *gsum = u + p, *decay = gsum + p,
+         *lanes = decay + q;
+    (void)lanes;
     real gA = 0, gD = 0;
     memset(G, 0, sizeof(real) * (size_t)np);
     for (int64_t c = nchunks - 1; c >= 0; c--) {
@@ -200,9 +304,16 @@ SSD_INLINE void SS_FN(ssd_bwd_task)(const real *x, const real *dt, const real *B
             const real *xt = x + bi * xs.sb + t * xs.sl + hi * p;
             const real *gyt = gy + bi * gys.sb + t * gys.sl + hi * p;
             real ga;
-            SS_FN(ssd_adjoint_step)(G, States + (i + 1) * np, States + i * np, xt, gyt,
-                                    B + bi * bs.sb + t * bs.sl, C + bi * cs.sb + t * cs.sl,
-                                    gB + t * n, gC + t * n, a, dtv, n, p, gsum, &ga);
+#if SSD_HAVE_AVX2
+            if (p % 8 == 0)
+                ssd_adjoint_step_avx2(G, States + (i + 1) * np, States + i * np, xt, gyt,
+                                      B + bi * bs.sb + t * bs.sl, C + bi * cs.sb + t * cs.sl,
+                                      gB + t * n, gC + t * n, a, dtv, n, p, gsum, lanes, &ga);
+            else
+#endif
+                SS_FN(ssd_adjoint_step)(G, States + (i + 1) * np, States + i * np, xt, gyt,
+                                        B + bi * bs.sb + t * bs.sl, C + bi * cs.sb + t * cs.sl,
+                                        gB + t * n, gC + t * n, a, dtv, n, p, gsum, &ga);
             real *gxt = gx + bi * gxs.sb + t * gxs.sl + hi * p;
             real gdot = 0, accD = 0;
 #pragma omp simd reduction(+ : gdot, accD)
@@ -237,7 +348,7 @@ int SS_FN(ssd_bwd)(const real *x, const real *dt, const real *A, const real *B, 
     (void)nthreads;
 #pragma omp parallel num_threads(nthreads)
     {
-        real *scratch = (real *)malloc(sizeof(real) * (size_t)((q + 2) * np + 2 * p + q));
+        real *scratch = (real *)malloc(sizeof(real) * (size_t)((q + 2) * np + 2 * p + q + 16 * n));
         if (!scratch) {
 #pragma omp atomic write
             failed = 1;
