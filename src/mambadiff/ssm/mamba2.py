@@ -42,7 +42,8 @@ from .mamba import (
 from .conv import causal_conv1d_silu
 from .norm import RMSNorm
 from .scan import BACKENDS, selective_scan
-from .ssd import SSD_ALGORITHMS, segsum, ssd, ssd_chunked, ssd_reference
+from .ssd import (SSD_ALGORITHMS, resolve_algorithm, segsum, ssd, ssd_chunked, ssd_reference,
+                  ssd_scan_cpu_packed)
 
 __all__ = ["Mamba2Config", "Mamba2State", "Mamba2", "ssd_chunked", "ssd_reference", "segsum"]
 
@@ -138,10 +139,12 @@ class Mamba2(nn.Module):
         self.norm = RMSNorm(e, eps=cfg.norm_eps)
         self.out_proj = nn.Linear(e, cfg.d_model, bias=cfg.bias)  # e -> d
 
-    def _split_in_proj(self, zxbcdt: torch.Tensor):
+    def _split_in_proj(self, zxbcdt: torch.Tensor, dim: int = -1):
+        """in_proj's output (.., 2e+2n+h) -> z (.., e), xBC (.., e+2n), dt (.., h); with dim=0 the
+        same split of its weight's rows or its bias."""
         cfg = self.config
         e, n, h = cfg.d_inner, cfg.d_state, cfg.nheads
-        return torch.split(zxbcdt, [e, e + 2 * n, h], dim=-1)  # z (.., e), xBC (.., e+2n), dt
+        return torch.split(zxbcdt, [e, e + 2 * n, h], dim=dim)
 
     # ------------------------------------------------------------------ parallel
 
@@ -153,24 +156,35 @@ class Mamba2(nn.Module):
         if mask is not None:
             x = x * mask.unsqueeze(-1).to(x.dtype)  # (b, l, d) padded inputs zeroed
 
-        z, xBC, dt = self._split_in_proj(self.in_proj(x))  # (b, l, e), (b, l, e+2n), (b, l, h)
+        # in_proj as three products (weight row slices): each output is contiguous and the backward
+        # needs no concatenation of the three gradients into one (b, l, 2e + 2n + h) tensor
+        w_z, w_xbc, w_dt = self._split_in_proj(self.in_proj.weight, 0)  # (e, d), (e+2n, d), (h, d)
+        b_z, b_xbc, b_dt = ((None,) * 3 if self.in_proj.bias is None
+                            else self._split_in_proj(self.in_proj.bias, 0))
+        z = F.linear(x, w_z, b_z)  # (b, l, e)
+        xBC = F.linear(x, w_xbc, b_xbc)  # (b, l, e+2n)
+        dt = F.linear(x, w_dt, b_dt)  # (b, l, h)
+        algorithm = cfg.algorithm if cfg.algorithm == "scan" else resolve_algorithm(cfg.algorithm, x.device)
         # the oracle paths (reference SSD, reference / torch scans) keep to plain PyTorch
-        if cfg.algorithm == "scan":
+        if algorithm == "scan":
             conv_backend = _CONV_BACKEND.get(cfg.scan_backend, "auto")
         else:
-            conv_backend = "torch" if cfg.algorithm == "reference" else "auto"
+            conv_backend = "torch" if algorithm == "reference" else "auto"
         xBC = causal_conv1d_silu(xBC, self.conv1d.weight[:, 0, :], self.conv1d.bias,
                                  backend=conv_backend)  # (b, l, e+2n) causal, time-major
-        xs, B, C = torch.split(xBC, [e, n, n], dim=-1)  # (b, l, e), (b, l, n), (b, l, n)
         dt = F.softplus(at_least_f32(dt) + at_least_f32(self.dt_bias))  # (b, l, h)
         A = -torch.exp(at_least_f32(self.A_log))  # (h,)
         D = at_least_f32(self.D)  # (h,)
 
-        if cfg.algorithm != "scan":
-            y = ssd(xs.unflatten(-1, (h, p)), dt, A, B, C, D, algorithm=cfg.algorithm,
+        if algorithm == "cpu":  # reads x, B, C inside xBC in place
+            y = ssd_scan_cpu_packed(xBC, dt, A, D, n)  # (b, l, e)
+        elif algorithm != "scan":
+            xs, B, C = torch.split(xBC, [e, n, n], dim=-1)  # (b, l, e), (b, l, n), (b, l, n)
+            y = ssd(xs.unflatten(-1, (h, p)), dt, A, B, C, D, algorithm=algorithm,
                     chunk_size=cfg.chunk_size)  # (b, l, h, p)
             y = y.flatten(2)  # (b, l, e)
         else:
+            xs, B, C = torch.split(xBC, [e, n, n], dim=-1)  # (b, l, e), (b, l, n), (b, l, n)
             # SSD is S6 with A and dt shared by the p channels of a head: channel i = head*p + j
             A_e = A.repeat_interleave(p).unsqueeze(-1).expand(e, n)  # (e, n)
             dt_e = dt.repeat_interleave(p, dim=-1).transpose(1, 2)  # (b, e, l)

@@ -31,7 +31,8 @@ from torch.autograd.function import once_differentiable
 from .mamba import _check_positive_int, at_least_f32
 from .scan import cpu as cpu_kernels
 
-__all__ = ["SSD_ALGORITHMS", "ssd", "ssd_chunked", "ssd_reference", "ssd_scan_cpu", "segsum"]
+__all__ = ["SSD_ALGORITHMS", "resolve_algorithm", "ssd", "ssd_chunked", "ssd_reference", "ssd_scan_cpu",
+           "ssd_scan_cpu_packed", "segsum"]
 
 SSD_ALGORITHMS = ("auto", "chunked", "cpu", "reference")
 
@@ -214,17 +215,22 @@ def _num_groups(b: int, h: int, threads: int) -> int:
 
 
 class _SSDScanCPU(torch.autograd.Function):
+    """Takes x, B, C packed as one (b, l, h*p + 2n) tensor, the layout of the Mamba-2 block's conv
+    output, and returns their gradient as one tensor too (no split / concatenation in autograd)."""
+
     @staticmethod
-    def forward(ctx, x, dt, A, B, C, D):
-        # x (b, l, h*p), dt (b, l, h), B, C (b, l, n): unit last stride; A, D (h,) contiguous
-        b, l, e = x.shape
-        h, n = dt.shape[2], B.shape[2]
+    def forward(ctx, xbc, dt, A, D, n):
+        # xbc (b, l, h*p + 2n), dt (b, l, h): unit last stride; A, D (h,) contiguous; n state size
+        b, l, width = xbc.shape
+        h = dt.shape[2]
+        e = width - 2 * n
         p = e // h
+        x, B, C = xbc[..., :e], xbc[..., e:e + n], xbc[..., e + n:]  # views
         q = _chunk_len(n, p)
         nchunks = -(-l // q)
-        suffix = "f32" if x.dtype == torch.float32 else "f64"
-        y = x.new_empty(b, l, e)  # (b, l, h*p)
-        ckpt = (x.new_empty(b, h, nchunks, n, p) if nchunks > 1 and any(ctx.needs_input_grad)
+        suffix = "f32" if xbc.dtype == torch.float32 else "f64"
+        y = xbc.new_empty(b, l, e)  # (b, l, h*p)
+        ckpt = (xbc.new_empty(b, h, nchunks, n, p) if nchunks > 1 and any(ctx.needs_input_grad)
                 else None)  # (b, h, chunks, n, p) state entering every chunk, for the backward
         rc = getattr(cpu_kernels.load(), f"ssd_fwd_{suffix}")(
             x.data_ptr(), dt.data_ptr(), A.data_ptr(), B.data_ptr(), C.data_ptr(),
@@ -233,27 +239,31 @@ class _SSDScanCPU(torch.autograd.Function):
             _num_threads(b * l * e * n))
         if rc != 0:
             raise MemoryError("ssd cpu kernel: scratch allocation failed")
-        ctx.save_for_backward(x, dt, A, B, C, D, ckpt)
+        ctx.save_for_backward(xbc, dt, A, D, ckpt)
+        ctx.n = n
         return y
 
     @staticmethod
     @once_differentiable  # the backward is a kernel call: no double backward
     def backward(ctx, gy):
-        x, dt, A, B, C, D, ckpt = ctx.saved_tensors
-        b, l, e = x.shape
-        h, n = dt.shape[2], B.shape[2]
+        xbc, dt, A, D, ckpt = ctx.saved_tensors
+        b, l, width = xbc.shape
+        h, n = dt.shape[2], ctx.n
+        e = width - 2 * n
         p = e // h
+        x, B, C = xbc[..., :e], xbc[..., e:e + n], xbc[..., e + n:]  # views
         q = _chunk_len(n, p)
         threads = _num_threads(2 * b * l * e * n)
         g = _num_groups(b, h, threads)
         gy = _last_adjacent(gy)  # (b, l, h*p)
-        gx = x.new_empty(b, l, e)  # (b, l, h*p)
-        gdt = x.new_empty(b, l, h)  # (b, l, h)
-        gA_part = x.new_empty(b, h)  # (b, h) summed over b below
-        gB_part = x.new_zeros(g, b, l, n)  # (g, b, l, n) summed over g below
-        gC_part = x.new_zeros(g, b, l, n)  # (g, b, l, n)
-        gD_part = x.new_empty(b, h) if D is not None else None  # (b, h)
-        suffix = "f32" if x.dtype == torch.float32 else "f64"
+        gxbc = xbc.new_empty(b, l, width)  # (b, l, h*p + 2n)
+        gx = gxbc[..., :e]  # (b, l, h*p) view: the kernel writes it in place
+        gdt = xbc.new_empty(b, l, h)  # (b, l, h)
+        gA_part = xbc.new_empty(b, h)  # (b, h) summed over b below
+        gB_part = xbc.new_zeros(g, b, l, n)  # (g, b, l, n) summed over g below
+        gC_part = xbc.new_zeros(g, b, l, n)  # (g, b, l, n)
+        gD_part = xbc.new_empty(b, h) if D is not None else None  # (b, h)
+        suffix = "f32" if xbc.dtype == torch.float32 else "f64"
         rc = getattr(cpu_kernels.load(), f"ssd_bwd_{suffix}")(
             x.data_ptr(), dt.data_ptr(), A.data_ptr(), B.data_ptr(), C.data_ptr(),
             None if D is None else D.data_ptr(), gy.data_ptr(),
@@ -265,39 +275,55 @@ class _SSDScanCPU(torch.autograd.Function):
             raise RuntimeError("ssd cpu kernel: backward without the forward's checkpoints")
         if rc != 0:
             raise MemoryError("ssd cpu kernel: scratch allocation failed")
-        gB = gB_part[0] if g == 1 else gB_part.sum(0)  # (b, l, n)
-        gC = gC_part[0] if g == 1 else gC_part.sum(0)  # (b, l, n)
-        return (gx, gdt, gA_part.sum(0), gB, gC,
-                None if gD_part is None else gD_part.sum(0))
+        torch.sum(gB_part, 0, out=gxbc[..., e:e + n]) if g > 1 else gxbc[..., e:e + n].copy_(gB_part[0])
+        torch.sum(gC_part, 0, out=gxbc[..., e + n:]) if g > 1 else gxbc[..., e + n:].copy_(gC_part[0])
+        return gxbc, gdt, gA_part.sum(0), None if gD_part is None else gD_part.sum(0), None
+
+
+def ssd_scan_cpu_packed(xbc: torch.Tensor, dt: torch.Tensor, A: torch.Tensor,
+                        D: torch.Tensor | None, n: int) -> torch.Tensor:
+    """SSD by the fused C kernel on the packed layout: xbc (b, l, h*p + 2n) holds x, B, C side by
+    side (the Mamba-2 block's conv output), dt (b, l, h), A, D (h,). Returns y (b, l, h*p) in xbc's
+    dtype; the gradient of xbc comes back as one tensor."""
+    if xbc.device.type != "cpu":
+        raise ValueError(f"algorithm 'cpu' needs CPU tensors, got x on {xbc.device}")
+    if not cpu_kernels.is_available():
+        raise RuntimeError(f"ssd algorithm 'cpu' is unavailable: {cpu_kernels.unavailable_reason()}")
+    b, l, width = xbc.shape
+    h = dt.shape[-1]
+    if tuple(dt.shape) != (b, l, h) or (width - 2 * n) <= 0 or (width - 2 * n) % h:
+        raise ValueError(f"xbc (b, l, h*p + 2n) = {tuple(xbc.shape)} with n={n} does not fit "
+                         f"dt (b, l, h) = {tuple(dt.shape)}")
+    dtype = xbc.dtype
+    ct = torch.float64 if dtype == torch.float64 else torch.float32  # compute dtype
+    y = _SSDScanCPU.apply(_last_adjacent(xbc.to(ct)), _last_adjacent(dt.to(ct)),
+                          A.to(ct).contiguous(), None if D is None else D.to(ct).contiguous(),
+                          int(n))  # (b, l, h*p)
+    return y.to(dtype)
 
 
 def ssd_scan_cpu(
-    x: torch.Tensor,  # (b, l, h, p) or (b, l, h*p) with h taken from dt
+    x: torch.Tensor,  # (b, l, h, p)
     dt: torch.Tensor,  # (b, l, h) already positive
     A: torch.Tensor,  # (h,)
     B: torch.Tensor,  # (b, l, n)
     C: torch.Tensor,  # (b, l, n)
     D: torch.Tensor | None = None,  # (h,)
 ) -> torch.Tensor:
-    """SSD by the fused C kernel. Returns y shaped like x, in x's dtype.
+    """SSD by the fused C kernel. Returns y (b, l, h, p) in x's dtype. Packs x, B, C into one
+    tensor first (one copy); the Mamba-2 block calls ``ssd_scan_cpu_packed`` on its own layout."""
+    b, l, h, p = x.shape
+    xbc = torch.cat([x.reshape(b, l, h * p), B.to(x.dtype), C.to(x.dtype)], dim=-1)  # (b, l, h*p + 2n)
+    return ssd_scan_cpu_packed(xbc, dt, A, D, B.shape[-1]).unflatten(-1, (h, p))
 
-    Reads time-major views in place (e.g. the column slices of the Mamba-2 block's conv output):
-    only the last axis must be contiguous, and (b, l, h, p) must be viewable as (b, l, h*p).
-    """
-    if x.device.type != "cpu":
-        raise ValueError(f"algorithm 'cpu' needs CPU tensors, got x on {x.device}")
-    if not cpu_kernels.is_available():
-        raise RuntimeError(f"ssd algorithm 'cpu' is unavailable: {cpu_kernels.unavailable_reason()}")
-    shape, dtype = x.shape, x.dtype
-    ct = torch.float64 if dtype == torch.float64 else torch.float32  # compute dtype
-    if x.ndim == 4:
-        x = x if x.stride(-1) == 1 and x.stride(-2) == x.shape[-1] else x.contiguous()
-        x = x.flatten(2)  # (b, l, h*p) view
-    y = _SSDScanCPU.apply(
-        _last_adjacent(x.to(ct)), _last_adjacent(dt.to(ct)), A.to(ct).contiguous(),
-        _last_adjacent(B.to(ct)), _last_adjacent(C.to(ct)),
-        None if D is None else D.to(ct).contiguous())  # (b, l, h*p)
-    return y.reshape(shape).to(dtype)
+
+def resolve_algorithm(algorithm: str, device: torch.device) -> str:
+    """``auto`` -> ``cpu`` for CPU tensors when the kernel builds, else ``chunked``."""
+    if algorithm not in SSD_ALGORITHMS:
+        raise ValueError(f"algorithm must be one of {SSD_ALGORITHMS}, got {algorithm!r}")
+    if algorithm == "auto":
+        return "cpu" if device.type == "cpu" and cpu_kernels.is_available() else "chunked"
+    return algorithm
 
 
 # --------------------------------------------------------------------------- dispatch
@@ -314,12 +340,8 @@ def ssd(
     chunk_size: int = 64,
 ) -> torch.Tensor:
     """y (b, l, h, p) by the chosen algorithm (see the module docstring)."""
-    if algorithm not in SSD_ALGORITHMS:
-        raise ValueError(f"algorithm must be one of {SSD_ALGORITHMS}, got {algorithm!r}")
+    algorithm = resolve_algorithm(algorithm, x.device)
     _check_ssd_inputs(x, dt, A, B, C, D, None)
-    if algorithm == "auto":
-        algorithm = ("cpu" if x.device.type == "cpu" and cpu_kernels.is_available()
-                     else "chunked")
     if algorithm == "cpu":
         return ssd_scan_cpu(x, dt, A, B, C, D)
     if algorithm == "reference":
