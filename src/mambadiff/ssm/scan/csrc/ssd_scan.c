@@ -156,6 +156,21 @@ static inline float ssd_hsum1(const float *v) {
     return s;
 }
 
+/* gC[k] += sum of laneC[k, :], gB[k] += dt * sum of laneB[k, :], for k < n (lanes (n, 8)). */
+static inline void ssd_reduce_lanes(float *restrict gBt, float *restrict gCt, const float *laneB,
+                                    const float *laneC, float dtv, int64_t n) {
+    const __m256 vdt = _mm256_set1_ps(dtv);
+    int64_t k = 0;
+    for (; k + 8 <= n; k += 8) {
+        _mm256_storeu_ps(gCt + k, _mm256_add_ps(_mm256_loadu_ps(gCt + k), ssd_hsum8(laneC + 8 * k)));
+        _mm256_storeu_ps(gBt + k, _mm256_fmadd_ps(vdt, ssd_hsum8(laneB + 8 * k), _mm256_loadu_ps(gBt + k)));
+    }
+    for (; k < n; k++) {
+        gCt[k] += ssd_hsum1(laneC + 8 * k);
+        gBt[k] += dtv * ssd_hsum1(laneB + 8 * k);
+    }
+}
+
 /* ssd_adjoint_step for p a multiple of 8, float32: the per-k dot products over p (for dB and dC)
  * are kept as 8-lane partial sums in lanes (n, 8) and reduced 8 state rows at a time afterwards,
  * instead of one horizontal reduction per (k, dot) inside the loop. */
@@ -199,22 +214,72 @@ SSD_INLINE void ssd_adjoint_step_avx2(float *restrict G, const float *restrict S
         for (int64_t jb = 0; jb < jn; jb++) _mm256_storeu_ps(gsum + j0 + 8 * jb, gs[jb]);
     }
     accA[0] = _mm256_add_ps(_mm256_add_ps(accA[0], accA[1]), _mm256_add_ps(accA[2], accA[3]));
-    const __m256 vdt = _mm256_set1_ps(dtv);
-    int64_t k = 0;
-    for (; k + 8 <= n; k += 8) {
-        _mm256_storeu_ps(gCt + k, _mm256_add_ps(_mm256_loadu_ps(gCt + k), ssd_hsum8(laneC + 8 * k)));
-        _mm256_storeu_ps(gBt + k, _mm256_fmadd_ps(vdt, ssd_hsum8(laneB + 8 * k), _mm256_loadu_ps(gBt + k)));
-    }
-    for (; k < n; k++) {
-        gCt[k] += ssd_hsum1(laneC + 8 * k);
-        gBt[k] += dtv * ssd_hsum1(laneB + 8 * k);
-    }
+    ssd_reduce_lanes(gBt, gCt, laneB, laneC, dtv, n);
     float tmp[8];
     _mm256_storeu_ps(tmp, accA[0]);
     *ga_out = ssd_hsum1(tmp);
 }
 #else
 #define SSD_HAVE_AVX2 0
+#endif
+
+#if SSD_HAVE_AVX2 && defined(__AVX512F__)
+#define SSD_HAVE_AVX512 1
+/* 16 lanes -> 8: the sum of the two 256-bit halves. */
+static inline __m256 ssd_fold16(__m512 v) {
+    return _mm256_add_ps(_mm512_castps512_ps256(v),
+                         _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+}
+
+/* ssd_adjoint_step_avx2 with 16-lane vectors, for p a multiple of 16 (half the instructions). The
+ * per-k partial dot products are folded to 8 lanes and reduced the same way. */
+SSD_INLINE void ssd_adjoint_step_avx512(float *restrict G, const float *restrict Snow,
+                                        const float *restrict Sprev, const float *restrict xt,
+                                        const float *restrict gyt, const float *restrict Bt,
+                                        const float *restrict Ct, float *restrict gBt,
+                                        float *restrict gCt, float a, float dtv, int64_t n, int64_t p,
+                                        float *restrict gsum, float *restrict lanes, float *ga_out) {
+    const __m512 va = _mm512_set1_ps(a);
+    __m512 accA[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
+                      _mm512_setzero_ps()};
+    float *laneC = lanes, *laneB = lanes + 8 * n;
+    for (int64_t j0 = 0; j0 < p; j0 += 64) { /* 64 channels at a time: gsum stays in registers */
+        const int64_t jn = (p - j0 < 64 ? p - j0 : 64) / 16;
+        __m512 gs[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
+                        _mm512_setzero_ps()};
+        for (int64_t k = 0; k < n; k++) {
+            const __m512 bk = _mm512_set1_ps(Bt[k]), ck = _mm512_set1_ps(Ct[k]);
+            float *Gk = G + k * p + j0;
+            const float *Sk = Snow + k * p + j0, *Pk = Sprev + k * p + j0;
+            __m512 vc = _mm512_setzero_ps(), vb = _mm512_setzero_ps();
+            for (int64_t jb = 0; jb < jn; jb++) {
+                const __m512 gy = _mm512_loadu_ps(gyt + j0 + 16 * jb);
+                const __m512 gk = _mm512_fmadd_ps(ck, gy, _mm512_loadu_ps(Gk + 16 * jb));
+                vc = _mm512_fmadd_ps(gy, _mm512_loadu_ps(Sk + 16 * jb), vc);
+                vb = _mm512_fmadd_ps(gk, _mm512_loadu_ps(xt + j0 + 16 * jb), vb);
+                accA[jb] = _mm512_fmadd_ps(gk, _mm512_loadu_ps(Pk + 16 * jb), accA[jb]);
+                gs[jb] = _mm512_fmadd_ps(bk, gk, gs[jb]);
+                _mm512_storeu_ps(Gk + 16 * jb, _mm512_mul_ps(va, gk));
+            }
+            const __m256 vc8 = ssd_fold16(vc), vb8 = ssd_fold16(vb);
+            if (j0 == 0) {
+                _mm256_storeu_ps(laneC + 8 * k, vc8);
+                _mm256_storeu_ps(laneB + 8 * k, vb8);
+            } else {
+                _mm256_storeu_ps(laneC + 8 * k, _mm256_add_ps(_mm256_loadu_ps(laneC + 8 * k), vc8));
+                _mm256_storeu_ps(laneB + 8 * k, _mm256_add_ps(_mm256_loadu_ps(laneB + 8 * k), vb8));
+            }
+        }
+        for (int64_t jb = 0; jb < jn; jb++) _mm512_storeu_ps(gsum + j0 + 16 * jb, gs[jb]);
+    }
+    const __m512 acc = _mm512_add_ps(_mm512_add_ps(accA[0], accA[1]), _mm512_add_ps(accA[2], accA[3]));
+    ssd_reduce_lanes(gBt, gCt, laneB, laneC, dtv, n);
+    float tmp[8];
+    _mm256_storeu_ps(tmp, ssd_fold16(acc));
+    *ga_out = ssd_hsum1(tmp);
+}
+#else
+#define SSD_HAVE_AVX512 0
 #endif
 
 typedef struct {
@@ -304,6 +369,13 @@ SSD_INLINE void SS_FN(ssd_bwd_task)(const real *x, const real *dt, const real *B
             const real *xt = x + bi * xs.sb + t * xs.sl + hi * p;
             const real *gyt = gy + bi * gys.sb + t * gys.sl + hi * p;
             real ga;
+#if SSD_HAVE_AVX512
+            if (p % 16 == 0)
+                ssd_adjoint_step_avx512(G, States + (i + 1) * np, States + i * np, xt, gyt,
+                                        B + bi * bs.sb + t * bs.sl, C + bi * cs.sb + t * cs.sl,
+                                        gB + t * n, gC + t * n, a, dtv, n, p, gsum, lanes, &ga);
+            else
+#endif
 #if SSD_HAVE_AVX2
             if (p % 8 == 0)
                 ssd_adjoint_step_avx2(G, States + (i + 1) * np, States + i * np, xt, gyt,
