@@ -17,8 +17,6 @@ Backends:
 """
 from __future__ import annotations
 
-import ctypes
-
 import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
@@ -45,22 +43,8 @@ def causal_conv1d_silu_torch(x: torch.Tensor, weight: torch.Tensor,
     return F.silu(pre[..., :l]).transpose(1, 2)  # (b, l, e) causal: drop the right overhang
 
 
-def _num_threads(work: int) -> int:
-    return max(1, min(torch.get_num_threads(), work // MIN_WORK_PER_THREAD))
-
-
 def _chunk(l: int, e: int) -> int:
     return max(1, min(l, SCRATCH_ELEMENTS // e))
-
-
-def _strides(*tensors: torch.Tensor) -> ctypes.Array:
-    vals = [s for t in tensors for s in t.stride()[:2]]  # (batch, time) strides; channels are 1
-    return (ctypes.c_int64 * len(vals))(*vals)
-
-
-def _channels_adjacent(t: torch.Tensor) -> torch.Tensor:
-    """The kernel reads any (b, l) strides but needs unit channel stride."""
-    return t if t.stride(2) == 1 else t.contiguous()
 
 
 class _CausalConv1dSiluCPU(torch.autograd.Function):
@@ -74,8 +58,9 @@ class _CausalConv1dSiluCPU(torch.autograd.Function):
         chunk = _chunk(l, e)
         lib = cpu_kernels.load()
         getattr(lib, f"cc_fwd_{suffix}")(
-            x.data_ptr(), weight_t.data_ptr(), 0 if bias is None else bias.data_ptr(),
-            y.data_ptr(), _strides(x, y), b, l, e, k, chunk, _num_threads(b * l * e * k))
+            x.data_ptr(), weight_t.data_ptr(), cpu_kernels.ptr(bias),
+            y.data_ptr(), cpu_kernels.batch_time_strides(x, y), b, l, e, k, chunk,
+            cpu_kernels.threads_for(b * l * e * k, MIN_WORK_PER_THREAD))
         ctx.save_for_backward(x, weight_t, bias)
         return y
 
@@ -85,7 +70,7 @@ class _CausalConv1dSiluCPU(torch.autograd.Function):
         x, weight_t, bias = ctx.saved_tensors
         b, l, e = x.shape
         k = weight_t.shape[0]
-        gy = _channels_adjacent(gy)  # (b, l, e)
+        gy = cpu_kernels.unit_last_stride(gy)  # (b, l, e)
         chunk = _chunk(l, e)
         ntasks = b * (-(-l // chunk))
         gx = x.new_empty(b, l, e)  # (b, l, e)
@@ -93,10 +78,10 @@ class _CausalConv1dSiluCPU(torch.autograd.Function):
         gb_part = x.new_empty(ntasks, e) if bias is not None else None  # (tasks, e)
         suffix = "f32" if x.dtype == torch.float32 else "f64"
         rc = getattr(cpu_kernels.load(), f"cc_bwd_{suffix}")(
-            x.data_ptr(), weight_t.data_ptr(), 0 if bias is None else bias.data_ptr(),
+            x.data_ptr(), weight_t.data_ptr(), cpu_kernels.ptr(bias),
             gy.data_ptr(), gx.data_ptr(), gw_part.data_ptr(),
-            0 if gb_part is None else gb_part.data_ptr(), _strides(x, gy, gx), b, l, e, k, chunk,
-            _num_threads(2 * b * l * e * k))
+            cpu_kernels.ptr(gb_part), cpu_kernels.batch_time_strides(x, gy, gx), b, l, e, k, chunk,
+            cpu_kernels.threads_for(2 * b * l * e * k, MIN_WORK_PER_THREAD))
         if rc != 0:
             raise MemoryError("causal_conv1d cpu kernel: scratch allocation failed")
         return gx, gw_part.sum(0), None if gb_part is None else gb_part.sum(0)
@@ -128,6 +113,6 @@ def causal_conv1d_silu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
     dtype = x.dtype
     ct = torch.float64 if dtype == torch.float64 else torch.float32  # compute dtype
     y = _CausalConv1dSiluCPU.apply(
-        _channels_adjacent(x.to(ct)), weight.to(ct).t().contiguous(),
+        cpu_kernels.unit_last_stride(x.to(ct)), weight.to(ct).t().contiguous(),
         None if bias is None else bias.to(ct).contiguous())
     return y.to(dtype)

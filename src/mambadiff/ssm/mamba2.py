@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .conv import causal_conv1d_silu
 from .mamba import (
     _CONV_BACKEND,
     _check_dt_range,
@@ -39,7 +40,6 @@ from .mamba import (
     validate_state_tensor,
     validate_token,
 )
-from .conv import causal_conv1d_silu
 from .norm import RMSNorm
 from .scan import BACKENDS, selective_scan
 from .ssd import (SSD_ALGORITHMS, resolve_algorithm, segsum, ssd, ssd_chunked, ssd_reference,
@@ -151,7 +151,6 @@ class Mamba2(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         validate_sequence(self, x, mask, self.d_model)
         cfg = self.config
-        b, l, _ = x.shape
         e, n, h, p = cfg.d_inner, cfg.d_state, cfg.nheads, cfg.headdim
         if mask is not None:
             x = x * mask.unsqueeze(-1).to(x.dtype)  # (b, l, d) padded inputs zeroed
@@ -178,21 +177,19 @@ class Mamba2(nn.Module):
 
         if algorithm == "cpu":  # reads x, B, C inside xBC in place
             y = ssd_scan_cpu_packed(xBC, dt, A, D, n)  # (b, l, e)
-        elif algorithm != "scan":
-            xs, B, C = torch.split(xBC, [e, n, n], dim=-1)  # (b, l, e), (b, l, n), (b, l, n)
-            y = ssd(xs.unflatten(-1, (h, p)), dt, A, B, C, D, algorithm=algorithm,
-                    chunk_size=cfg.chunk_size)  # (b, l, h, p)
-            y = y.flatten(2)  # (b, l, e)
         else:
             xs, B, C = torch.split(xBC, [e, n, n], dim=-1)  # (b, l, e), (b, l, n), (b, l, n)
-            # SSD is S6 with A and dt shared by the p channels of a head: channel i = head*p + j
-            A_e = A.repeat_interleave(p).unsqueeze(-1).expand(e, n)  # (e, n)
-            dt_e = dt.repeat_interleave(p, dim=-1).transpose(1, 2)  # (b, e, l)
-            y = selective_scan(xs.transpose(1, 2), dt_e, A_e, B.transpose(1, 2),
-                               C.transpose(1, 2), D.repeat_interleave(p), None,
-                               delta_bias=None, delta_softplus=False,
-                               backend=cfg.scan_backend)  # (b, e, l)
-            y = y.transpose(1, 2)  # (b, l, e)
+            if algorithm == "scan":
+                # SSD is S6 with A and dt shared by the p channels of a head: channel i = head*p + j
+                A_e = A.repeat_interleave(p).unsqueeze(-1).expand(e, n)  # (e, n)
+                dt_e = dt.repeat_interleave(p, dim=-1).transpose(1, 2)  # (b, e, l)
+                y = selective_scan(xs.transpose(1, 2), dt_e, A_e, B.transpose(1, 2),
+                                   C.transpose(1, 2), D.repeat_interleave(p), None,
+                                   delta_bias=None, delta_softplus=False,
+                                   backend=cfg.scan_backend).transpose(1, 2)  # (b, l, e)
+            else:
+                y = ssd(xs.unflatten(-1, (h, p)), dt, A, B, C, D, algorithm=algorithm,
+                        chunk_size=cfg.chunk_size).flatten(2)  # (b, l, e)
 
         y = self.norm(y.to(z.dtype), z)  # (b, l, e) gated RMSNorm
         out = self.out_proj(y)  # (b, l, d)

@@ -42,12 +42,7 @@ def rms_norm_torch(x: torch.Tensor, weight: torch.Tensor, z: torch.Tensor | None
 
 def _rows(t: torch.Tensor) -> torch.Tensor:
     """(..., e) as a (r, e) view with unit channel stride (a copy only when no view exists)."""
-    t2 = t.reshape(-1, t.shape[-1])  # (r, e)
-    return t2 if t2.stride(-1) == 1 else t2.contiguous()
-
-
-def _num_threads(work: int) -> int:
-    return max(1, min(torch.get_num_threads(), work // MIN_WORK_PER_THREAD))
+    return cpu_kernels.unit_last_stride(t.reshape(-1, t.shape[-1]))  # (r, e)
 
 
 class _RMSNormCPU(torch.autograd.Function):
@@ -60,8 +55,8 @@ class _RMSNormCPU(torch.autograd.Function):
         rstd = x.new_empty(rows)  # (r,)
         strides = (ctypes.c_int64 * 3)(x.stride(0), 0 if z is None else z.stride(0), y.stride(0))
         getattr(cpu_kernels.load(), f"rn_fwd_{suffix}")(
-            x.data_ptr(), None if z is None else z.data_ptr(), weight.data_ptr(), y.data_ptr(),
-            rstd.data_ptr(), strides, rows, e, eps, _num_threads(rows * e))
+            x.data_ptr(), cpu_kernels.ptr(z), weight.data_ptr(), y.data_ptr(),
+            rstd.data_ptr(), strides, rows, e, eps, cpu_kernels.threads_for(rows * e, MIN_WORK_PER_THREAD))
         ctx.save_for_backward(x, weight, z, rstd)
         return y
 
@@ -70,8 +65,8 @@ class _RMSNormCPU(torch.autograd.Function):
     def backward(ctx, gy):
         x, weight, z, rstd = ctx.saved_tensors
         rows, e = x.shape
-        gy = gy if gy.stride(-1) == 1 else gy.contiguous()  # (r, e)
-        threads = _num_threads(2 * rows * e)
+        gy = cpu_kernels.unit_last_stride(gy)  # (r, e)
+        threads = cpu_kernels.threads_for(2 * rows * e, MIN_WORK_PER_THREAD)
         ntasks = max(1, min(rows, threads))
         gx = x.new_empty(rows, e)  # (r, e)
         gz = x.new_empty(rows, e) if z is not None else None  # (r, e)
@@ -80,8 +75,8 @@ class _RMSNormCPU(torch.autograd.Function):
                                        gx.stride(0), 0 if gz is None else gz.stride(0))
         suffix = "f32" if x.dtype == torch.float32 else "f64"
         rc = getattr(cpu_kernels.load(), f"rn_bwd_{suffix}")(
-            x.data_ptr(), None if z is None else z.data_ptr(), weight.data_ptr(), rstd.data_ptr(),
-            gy.data_ptr(), gx.data_ptr(), None if gz is None else gz.data_ptr(), gw_part.data_ptr(),
+            x.data_ptr(), cpu_kernels.ptr(z), weight.data_ptr(), rstd.data_ptr(),
+            gy.data_ptr(), gx.data_ptr(), cpu_kernels.ptr(gz), gw_part.data_ptr(),
             strides, rows, e, ntasks, threads)
         if rc != 0:
             raise MemoryError("rms_norm cpu kernel: scratch allocation failed")

@@ -21,7 +21,6 @@ Recurrence per head (state (p, n); B, C shared by all heads, ngroups = 1):
 """
 from __future__ import annotations
 
-import ctypes
 import math
 
 import torch
@@ -194,20 +193,6 @@ def _chunk_len(n: int, p: int) -> int:
     return max(8, min(64, SCRATCH_ELEMENTS // (n * p)))
 
 
-def _num_threads(work: int) -> int:
-    return max(1, min(torch.get_num_threads(), work // MIN_WORK_PER_THREAD))
-
-
-def _strides(*tensors: torch.Tensor) -> ctypes.Array:
-    vals = [s for t in tensors for s in t.stride()[:2]]  # (batch, time) strides; the last axis is 1
-    return (ctypes.c_int64 * len(vals))(*vals)
-
-
-def _last_adjacent(t: torch.Tensor) -> torch.Tensor:
-    """The kernel reads any (b, l) strides but needs a unit stride on the last axis."""
-    return t if t.stride(-1) == 1 else t.contiguous()
-
-
 def _num_groups(b: int, h: int, threads: int) -> int:
     """Head groups for the backward: enough (group, b) tasks for every thread (>= 4 per thread),
     few partial (g, b, l, n) buffers for dB and dC."""
@@ -234,9 +219,9 @@ class _SSDScanCPU(torch.autograd.Function):
                 else None)  # (b, h, chunks, n, p) state entering every chunk, for the backward
         rc = getattr(cpu_kernels.load(), f"ssd_fwd_{suffix}")(
             x.data_ptr(), dt.data_ptr(), A.data_ptr(), B.data_ptr(), C.data_ptr(),
-            None if D is None else D.data_ptr(), y.data_ptr(),
-            None if ckpt is None else ckpt.data_ptr(), _strides(x, dt, B, C, y), b, l, h, p, n, q,
-            _num_threads(b * l * e * n))
+            cpu_kernels.ptr(D), y.data_ptr(),
+            cpu_kernels.ptr(ckpt), cpu_kernels.batch_time_strides(x, dt, B, C, y), b, l, h, p, n, q,
+            cpu_kernels.threads_for(b * l * e * n, MIN_WORK_PER_THREAD))
         if rc != 0:
             raise MemoryError("ssd cpu kernel: scratch allocation failed")
         ctx.save_for_backward(xbc, dt, A, D, ckpt)
@@ -253,9 +238,9 @@ class _SSDScanCPU(torch.autograd.Function):
         p = e // h
         x, B, C = xbc[..., :e], xbc[..., e:e + n], xbc[..., e + n:]  # views
         q = _chunk_len(n, p)
-        threads = _num_threads(2 * b * l * e * n)
+        threads = cpu_kernels.threads_for(2 * b * l * e * n, MIN_WORK_PER_THREAD)
         g = _num_groups(b, h, threads)
-        gy = _last_adjacent(gy)  # (b, l, h*p)
+        gy = cpu_kernels.unit_last_stride(gy)  # (b, l, h*p)
         gxbc = xbc.new_empty(b, l, width)  # (b, l, h*p + 2n)
         gx = gxbc[..., :e]  # (b, l, h*p) view: the kernel writes it in place
         gdt = xbc.new_empty(b, l, h)  # (b, l, h)
@@ -266,17 +251,17 @@ class _SSDScanCPU(torch.autograd.Function):
         suffix = "f32" if xbc.dtype == torch.float32 else "f64"
         rc = getattr(cpu_kernels.load(), f"ssd_bwd_{suffix}")(
             x.data_ptr(), dt.data_ptr(), A.data_ptr(), B.data_ptr(), C.data_ptr(),
-            None if D is None else D.data_ptr(), gy.data_ptr(),
-            None if ckpt is None else ckpt.data_ptr(), gx.data_ptr(), gdt.data_ptr(),
+            cpu_kernels.ptr(D), gy.data_ptr(),
+            cpu_kernels.ptr(ckpt), gx.data_ptr(), gdt.data_ptr(),
             gA_part.data_ptr(), gB_part.data_ptr(), gC_part.data_ptr(),
-            None if gD_part is None else gD_part.data_ptr(), _strides(x, dt, B, C, gy, gx, gdt),
+            cpu_kernels.ptr(gD_part), cpu_kernels.batch_time_strides(x, dt, B, C, gy, gx, gdt),
             b, l, h, p, n, q, g, threads)
         if rc == -2:
             raise RuntimeError("ssd cpu kernel: backward without the forward's checkpoints")
         if rc != 0:
             raise MemoryError("ssd cpu kernel: scratch allocation failed")
-        torch.sum(gB_part, 0, out=gxbc[..., e:e + n]) if g > 1 else gxbc[..., e:e + n].copy_(gB_part[0])
-        torch.sum(gC_part, 0, out=gxbc[..., e + n:]) if g > 1 else gxbc[..., e + n:].copy_(gC_part[0])
+        gxbc[..., e:e + n] = gB_part.sum(0)  # (b, l, n)
+        gxbc[..., e + n:] = gC_part.sum(0)  # (b, l, n)
         return gxbc, gdt, gA_part.sum(0), None if gD_part is None else gD_part.sum(0), None
 
 
@@ -296,7 +281,7 @@ def ssd_scan_cpu_packed(xbc: torch.Tensor, dt: torch.Tensor, A: torch.Tensor,
                          f"dt (b, l, h) = {tuple(dt.shape)}")
     dtype = xbc.dtype
     ct = torch.float64 if dtype == torch.float64 else torch.float32  # compute dtype
-    y = _SSDScanCPU.apply(_last_adjacent(xbc.to(ct)), _last_adjacent(dt.to(ct)),
+    y = _SSDScanCPU.apply(cpu_kernels.unit_last_stride(xbc.to(ct)), cpu_kernels.unit_last_stride(dt.to(ct)),
                           A.to(ct).contiguous(), None if D is None else D.to(ct).contiguous(),
                           int(n))  # (b, l, h*p)
     return y.to(dtype)

@@ -232,8 +232,32 @@ def build_info() -> dict:
 # --------------------------------------------------------------------------------------------------
 
 
-def _ptr(t: torch.Tensor | None) -> int | None:
+# ---- helpers shared by every wrapper of this library (here, ssm/conv.py, ssm/ssd.py, ssm/norm.py)
+
+
+def ptr(t: torch.Tensor | None) -> int | None:
+    """The tensor's data pointer, or None (NULL) for an absent optional input."""
     return None if t is None else t.data_ptr()
+
+
+def threads_for(work: int, min_work_per_thread: int) -> int:
+    """torch.get_num_threads(), fewer when a thread would get less than ``min_work_per_thread``:
+    below that, waking and joining threads costs more than they save."""
+    return max(1, min(torch.get_num_threads(), work // min_work_per_thread))
+
+
+def batch_time_strides(*tensors: torch.Tensor) -> ctypes.Array:
+    """(batch, time) element strides of each time-major (b, l, c) tensor, flattened (channels: 1)."""
+    vals = [s for t in tensors for s in t.stride()[:2]]
+    return (ctypes.c_int64 * len(vals))(*vals)
+
+
+def unit_last_stride(t: torch.Tensor) -> torch.Tensor:
+    """The kernels read any leading strides but need a unit stride on the last axis."""
+    return t if t.stride(-1) == 1 else t.contiguous()
+
+
+# ---- the selective scan
 
 
 def _strides(*tensors) -> ctypes.Array:
@@ -276,8 +300,7 @@ MIN_WORK_PER_THREAD = 1 << 18
 
 
 def _num_threads(b: int, d: int, l: int, n: int) -> int:
-    """torch.get_num_threads(), fewer for small problems."""
-    return max(1, min(torch.get_num_threads(), (b * d * l * n) // MIN_WORK_PER_THREAD))
+    return threads_for(b * d * l * n, MIN_WORK_PER_THREAD)
 
 
 def _num_groups(b: int, d: int, threads: int) -> int:
@@ -307,8 +330,8 @@ class _SelectiveScanCPU(torch.autograd.Function):
                 if nchunks > 1 and any(ctx.needs_input_grad) else None)  # (b, d/w, chunks, n, w)
         # (no gradient needed: backward never runs; one chunk: the backward starts from h0)
         rc = getattr(lib, f"ss_fwd_{suffix}")(
-            _ptr(u), _ptr(delta), _ptr(A), _ptr(Bt), _ptr(Ct), _ptr(D), _ptr(z), _ptr(bias),
-            _ptr(h0), _ptr(out), _ptr(hlast), _ptr(ckpt), _strides(u, delta, z, out), b, d, l, n,
+            ptr(u), ptr(delta), ptr(A), ptr(Bt), ptr(Ct), ptr(D), ptr(z), ptr(bias),
+            ptr(h0), ptr(out), ptr(hlast), ptr(ckpt), _strides(u, delta, z, out), b, d, l, n,
             int(softplus), threads)
         if rc != 0:
             raise MemoryError("selective_scan cpu kernel: scratch allocation failed")
@@ -339,10 +362,10 @@ class _SelectiveScanCPU(torch.autograd.Function):
         gh0 = u.new_empty(b, d, n) if (h0 is not None and ctx.needs_input_grad[8]) else None
         suffix = "f32" if u.dtype == torch.float32 else "f64"
         rc = getattr(load(), f"ss_bwd_{suffix}")(
-            _ptr(u), _ptr(delta), _ptr(A), _ptr(Bt), _ptr(Ct), _ptr(D), _ptr(z), _ptr(bias),
-            _ptr(h0), _ptr(gout), _ptr(ghlast), _ptr(gu), _ptr(gdelta), _ptr(gA_part),
-            _ptr(gB_part), _ptr(gC_part), _ptr(gD_part), _ptr(gz), _ptr(gbias_part), _ptr(gh0),
-            _ptr(ckpt), _strides(u, delta, z, gout, gu, gdelta, gz), b, d, l, n, g, int(ctx.softplus),
+            ptr(u), ptr(delta), ptr(A), ptr(Bt), ptr(Ct), ptr(D), ptr(z), ptr(bias),
+            ptr(h0), ptr(gout), ptr(ghlast), ptr(gu), ptr(gdelta), ptr(gA_part),
+            ptr(gB_part), ptr(gC_part), ptr(gD_part), ptr(gz), ptr(gbias_part), ptr(gh0),
+            ptr(ckpt), _strides(u, delta, z, gout, gu, gdelta, gz), b, d, l, n, g, int(ctx.softplus),
             threads)
         if rc == -2:
             raise RuntimeError("selective_scan cpu kernel: backward without the forward's checkpoints")
