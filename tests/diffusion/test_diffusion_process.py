@@ -202,3 +202,41 @@ def test_nll_grad_false_builds_no_graph_for_the_logged_nll():
     assert without["loss"].requires_grad
     for key in with_grad:
         torch.testing.assert_close(with_grad[key].detach(), without[key])
+
+
+def test_with_nll_false_leaves_the_logged_nll_out_and_changes_nothing_else():
+    weight, input_ids, input_mask, eps0, eps = _tiny_problem()
+    diff = GaussianDiffusion.from_name("sqrt", 10)
+    pred = torch.zeros(2, 3, 2, requires_grad=True)
+    model = TinyDenoiser(weight, predict=lambda x_t, t: pred * 1.0)
+    t = torch.tensor([3, 7])
+    full = diff.training_losses(model, input_ids, input_mask, t, noise=eps, x_start_noise=eps0, nll_grad=False)
+    lean = diff.training_losses(model, input_ids, input_mask, t, noise=eps, x_start_noise=eps0, nll_grad=False,
+                                with_nll=False)
+    assert "nll" in full and "nll" not in lean
+    for key in lean:
+        torch.testing.assert_close(full[key].detach(), lean[key].detach())
+    # an optimised nll (nll_grad=True) is always computed
+    forced = diff.training_losses(model, input_ids, input_mask, t, noise=eps, x_start_noise=eps0, with_nll=False)
+    assert forced["nll"].requires_grad
+
+
+def test_token_nll_uses_the_models_fused_cross_entropy_when_it_has_one():
+    g = torch.Generator().manual_seed(2)
+    weight = torch.randn(9, 4, generator=g)
+    plain = TinyDenoiser(weight)
+    calls = []
+
+    class Fused(TinyDenoiser):
+        def token_cross_entropy(self, h, ids):
+            calls.append(h.shape)
+            return torch.nn.functional.cross_entropy(self.logits(h), ids, reduction="none")
+
+    fused = Fused(weight)
+    x = torch.randn(2, 5, 4, generator=g)
+    ids = torch.randint(0, 9, (2, 5), generator=g)
+    mask = torch.tensor([[0, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    for m in (None, mask):
+        torch.testing.assert_close(GaussianDiffusion.token_nll(fused, x, ids, mask=m),
+                                   GaussianDiffusion.token_nll(plain, x, ids, mask=m))
+    assert calls == [torch.Size([10, 4]), torch.Size([7, 4])]

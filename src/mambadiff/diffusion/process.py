@@ -11,7 +11,9 @@ DiffuSeq itself passes no mask (its transformer attends to PAD too), so ``attent
 reproduces it exactly. No loss term uses ``attention_mask``.
 
 Model contract (see ``mambadiff.models.denoiser``): ``model.embed(ids) -> (b, l, e)``,
-``model.logits(h) -> (b, l, v)`` (tied head), ``model(x_t, t, mask=None) -> predicted x0``.
+``model.logits(h) -> (b, l, v)`` (tied head), ``model(x_t, t, mask=None) -> predicted x0``, and
+optionally ``model.token_cross_entropy(h (n, e), ids (n,)) -> (n,)``, a faster equal of
+``cross_entropy(logits(h), ids)`` (used for the NLL terms when the model has it).
 ``t`` is the ORIGINAL integer step in ``[0, T)``. DiffuSeq runs with ``rescale_timesteps=True``,
 i.e. its network sees ``t * 1000 / T`` as a float; here that scaling is the denoiser's own job
 (inside its timestep embedding), so nothing in this package rescales timesteps.
@@ -168,17 +170,17 @@ class GaussianDiffusion:
 
         Mean over all positions (``mask=None``) or over positions where ``mask`` is 1.
         """
+        cross_entropy = getattr(model, "token_cross_entropy", None)
+        if cross_entropy is None:  # any model with a logits head: the plain (n, v) cross-entropy
+            def cross_entropy(h, ids):
+                return F.cross_entropy(model.logits(h), ids, reduction="none")  # (n,)
         if mask is None:
-            logits = model.logits(x)  # (b, l, v)
-            ce = F.cross_entropy(
-                logits.reshape(-1, logits.shape[-1]), input_ids.reshape(-1), reduction="none"
-            ).view(input_ids.shape)  # (b, l)
+            ce = cross_entropy(x.reshape(-1, x.shape[-1]), input_ids.reshape(-1)).view(input_ids.shape)  # (b, l)
             return ce.mean(dim=-1)
         # Only the selected positions go through the (v-wide) head: the same value as masking a
         # full (b, l, v) cross-entropy, at the cost of the selected positions alone.
         keep = mask.bool()  # (b, l)
-        logits = model.logits(x[keep])  # (N, v)
-        ce = F.cross_entropy(logits, input_ids[keep], reduction="none")  # (N,)
+        ce = cross_entropy(x[keep], input_ids[keep])  # (N,)
         rows = torch.arange(x.shape[0], device=x.device).unsqueeze(1).expand_as(keep)[keep]  # (N,)
         total = ce.new_zeros(x.shape[0]).index_add(0, rows, ce)  # (b,)
         return total / keep.sum(dim=-1).to(ce.dtype).clamp_min(1.0)
@@ -193,6 +195,7 @@ class GaussianDiffusion:
         noise: torch.Tensor | None = None,
         x_start_noise: torch.Tensor | None = None,
         nll_grad: bool = True,
+        with_nll: bool = True,
     ) -> dict[str, torch.Tensor]:
         """DiffuSeq's per-example losses; see the module docstring for the exact definitions.
 
@@ -201,7 +204,8 @@ class GaussianDiffusion:
         the eps of ``q_sample``; x_start_noise ``(b, l, e)``: the eps0 of ``x_start`` (both drawn
         from the global RNG when None). Returns ``{"loss", "mse", "tT", "decoder_nll", "nll"}``,
         each ``(b,)``; only ``loss`` is meant to be optimised. ``nll_grad=False`` computes ``nll``
-        without autograd (cheaper; right when it is only logged, as in DiffuSeq).
+        without autograd (cheaper; right when it is only logged, as in DiffuSeq); ``with_nll=False``
+        leaves ``nll`` out altogether (a step whose metrics nobody reads).
         """
         _check_ids_and_mask(input_ids, input_mask, attention_mask, "training_losses")
         self._check_t(t, input_ids.shape[0], "training_losses")
@@ -240,15 +244,11 @@ class GaussianDiffusion:
         tT = mean_flat(mean_T**2)  # (b,) KL(q(x_T|x0) || N(0, I)) up to constants
 
         decoder_nll = self.token_nll(model, x_start, input_ids)  # (b,) all positions
-        with torch.set_grad_enabled(torch.is_grad_enabled() and nll_grad):
-            nll = self.token_nll(model, pred_x0, input_ids, mask=input_mask)  # (b,) target positions
-        return {
-            "loss": mse + decoder_nll + tT,
-            "mse": mse,
-            "tT": tT,
-            "decoder_nll": decoder_nll,
-            "nll": nll,
-        }
+        losses = {"loss": mse + decoder_nll + tT, "mse": mse, "tT": tT, "decoder_nll": decoder_nll}
+        if with_nll or nll_grad:
+            with torch.set_grad_enabled(torch.is_grad_enabled() and nll_grad):
+                losses["nll"] = self.token_nll(model, pred_x0, input_ids, mask=input_mask)  # (b,) target positions
+        return losses
 
 
 def _randn(shape, generator: torch.Generator | None, like: torch.Tensor) -> torch.Tensor:

@@ -5,6 +5,7 @@ Glossary: b batch, l length, e word-embedding width (emb_dim), d backbone width,
     ids ──embed──► (b,l,e)   x_t ──up-proj (e→d, tanh, d→d)──► + time embedding(t) ──► LayerNorm, dropout
         ──► backbone stack (b,l,d) ──► down-proj (d→d, tanh, d→e) ──► predicted x0 (b,l,e)
     logits(h) = h @ word_embedding.T   (the rounding head, tied to the embedding)
+    token_cross_entropy(h, ids)         -log softmax(logits(h))[ids] through ``tied_cross_entropy``
 
 The layout follows DiffuSeq's TransformerNetModel; only the backbone changes with the config.
 """
@@ -17,6 +18,48 @@ import torch
 from torch import nn
 
 from .backbones import BackboneConfig, build_backbone, count_parameters
+
+
+class _TiedCrossEntropy(torch.autograd.Function):
+    """Cross-entropy of ``h @ weight.T`` against ``target``, with one (n, v) buffer instead of four.
+
+    ``F.cross_entropy(h @ weight.T, target)`` keeps the logits and their log-softmax, and its
+    backward fills a dense one-hot gradient and then a second (n, v) tensor. Here the forward keeps
+    only the log-softmax; the backward takes its softmax, subtracts the one-hot with a scatter of
+    n elements, and folds the per-row upstream gradient into the (n, e) operands of the two
+    products instead of into the (n, v) buffer.
+    """
+
+    @staticmethod
+    def forward(ctx, h, weight, target):
+        log_probs = torch.log_softmax(h @ weight.t(), dim=-1)  # (n, v)
+        ce = -log_probs.gather(1, target[:, None]).squeeze(1)  # (n,)
+        ctx.save_for_backward(h, weight, target, log_probs)
+        return ce
+
+    @staticmethod
+    def backward(ctx, grad_ce):
+        h, weight, target, log_probs = ctx.saved_tensors
+        # softmax of the log-softmax is the softmax; torch's softmax kernel, because its elementwise
+        # exp slows down about 20x on log-probabilities below -87 (results under float's normal range)
+        probs = torch.softmax(log_probs, dim=-1)  # (n, v)
+        probs.scatter_add_(1, target[:, None], probs.new_full((target.shape[0], 1), -1.0))  # d ce / d logits
+        g = grad_ce.to(probs.dtype)[:, None]  # (n, 1)
+        grad_h = (probs @ weight) * g if ctx.needs_input_grad[0] else None  # (n, e)
+        # (e, v) product then a transposed view: the faster of the two layouts for this shape
+        grad_w = ((h * g).t() @ probs).t() if ctx.needs_input_grad[1] else None  # (v, e)
+        return grad_h, grad_w, None
+
+
+def tied_cross_entropy(h: torch.Tensor, weight: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``F.cross_entropy(h @ weight.T, target, reduction="none")`` for h (n, e), weight (v, e),
+    target (n,) long -> (n,), with less memory traffic (see ``_TiedCrossEntropy``).
+
+    Under autocast (GPU bf16/fp16) it falls back to the plain form, whose dtype rules autocast knows.
+    """
+    if torch.is_autocast_enabled(h.device.type):
+        return nn.functional.cross_entropy(h @ weight.t(), target, reduction="none")
+    return _TiedCrossEntropy.apply(h, weight, target)
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
@@ -65,6 +108,10 @@ class Denoiser(nn.Module):
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:
         return h @ self.word_embedding.weight.t()  # (b, l, v)
+
+    def token_cross_entropy(self, h: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """-log p(ids | h) under the tied head: h (n, e), ids (n,) -> (n,)."""
+        return tied_cross_entropy(h, self.word_embedding.weight, ids)
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         if x_t.ndim != 3 or x_t.shape[-1] != self.emb_dim:

@@ -144,6 +144,9 @@ class _DDPDenoiser:
     def logits(self, h):
         return self.inner.logits(h)
 
+    def token_cross_entropy(self, h, ids):
+        return self.inner.token_cross_entropy(h, ids)
+
     @property
     def word_embedding(self):
         return self.inner.word_embedding
@@ -167,13 +170,14 @@ class DiffusionSeq2SeqTask:
     def count_tokens(self, batch) -> int:
         return int(batch["input_ids"].numel())
 
-    def _losses(self, model, batch, t, noise, x_start_noise) -> dict[str, torch.Tensor]:
+    def _losses(self, model, batch, t, noise, x_start_noise, with_nll: bool = True) -> dict[str, torch.Tensor]:
         # no padding mask, as DiffuSeq: target-side [PAD]s are generated like any token (the model
         # decides where the output ends), so the denoiser must see them at training and sampling alike
         return self.diffusion.training_losses(
             _DDPDenoiser(model), batch["input_ids"], batch["input_mask"], t,
             attention_mask=None, noise=noise, x_start_noise=x_start_noise,
-            nll_grad=bool(self.cfg.diffusion.nll_weight))  # nll only logged: no graph for it
+            nll_grad=bool(self.cfg.diffusion.nll_weight),  # nll only logged: no graph for it
+            with_nll=with_nll)
 
     def loss(self, model, batch, ctx: StepContext):
         g = ctx.generator()
@@ -184,7 +188,9 @@ class DiffusionSeq2SeqTask:
         noise = torch.randn(ctx.global_batch, l, e, generator=g)  # (B, l, e)
         x0_noise = torch.randn(ctx.global_batch, l, e, generator=g)  # (B, l, e)
         t, w = ctx.slice(t).to(ctx.device), ctx.slice(w).to(ctx.device)
-        losses = self._losses(model, batch, t, ctx.slice(noise).to(ctx.device), ctx.slice(x0_noise).to(ctx.device))
+        # the logged-only nll costs a v-wide head pass: computed on the steps whose metrics are logged
+        losses = self._losses(model, batch, t, ctx.slice(noise).to(ctx.device), ctx.slice(x0_noise).to(ctx.device),
+                              with_nll=ctx.log_metrics)
         objective = losses["loss"]  # (b,) DiffuSeq: mse + decoder_nll + tT
         if self.cfg.diffusion.nll_weight:
             objective = objective + self.cfg.diffusion.nll_weight * losses["nll"]  # (b,)

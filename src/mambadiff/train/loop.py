@@ -90,6 +90,7 @@ class StepContext:
         return x[self.offset:self.offset + self.local_batch]
 
     local_batch: int = 0
+    log_metrics: bool = True  # False: this step's metrics are not logged (a task may skip log-only work)
 
 
 class Task(Protocol):
@@ -301,6 +302,10 @@ class Trainer:
         return True
 
     # ---- one optimizer step ------------------------------------------------------------------
+    def _logs_step(self, step: int) -> bool:
+        """Whether the metrics of the step that ends at ``step`` are written to the log."""
+        return step % self.cfg.log_every == 0 or step == self.cfg.steps
+
     def _train_step(self) -> tuple[dict[str, float], int]:
         cfg, world, rank = self.cfg, self.dist.world_size, self.dist.rank
         global_idx = self.order.take(cfg.batch_size)
@@ -317,6 +322,7 @@ class Trainer:
             batch = self.task.get_batch(idx, self.device)
             ctx = StepContext(cfg.seed, self.step, micro, slot, offset, self.device)
             ctx.local_batch = len(idx)
+            ctx.log_metrics = self._logs_step(self.step + 1)
             sync = micro == cfg.grad_accum - 1
             cm = self.ddp_model.no_sync() if (self.dist.enabled and not sync) else contextlib.nullcontext()
             with cm:
@@ -376,7 +382,7 @@ class Trainer:
                 window_tokens += tokens
                 total_tokens += tokens
                 bar.update(1)
-                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                if self._logs_step(self.step):
                     now = time.perf_counter()
                     tok_s = window_tokens / max(now - window_t0, 1e-9)
                     window_tokens, window_t0 = 0, now
