@@ -11,15 +11,19 @@ def _reference(h, weight, target):
     return F.cross_entropy(h @ weight.t(), target, reduction="none")  # (n,)
 
 
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-12), (torch.float32, 2e-5)])
 @pytest.mark.parametrize("scale", [0.1, 1.0, 4.0])  # 4.0: most log-probs far below -87 (float underflow)
-def test_tied_cross_entropy_matches_plain_cross_entropy(dtype, tol, scale):
+def test_tied_cross_entropy_matches_plain_cross_entropy(dtype, tol, scale, device):
     g = torch.Generator().manual_seed(0)
     n, e, v = 37, 16, 301
-    h = (torch.randn(n, e, generator=g, dtype=dtype) * scale).requires_grad_()
-    weight = (torch.randn(v, e, generator=g, dtype=dtype) * scale).requires_grad_()
-    target = torch.randint(0, v, (n,), generator=g)
-    upstream = torch.rand(n, generator=g, dtype=dtype)  # a different weight per row
+    h = (torch.randn(n, e, generator=g, dtype=dtype) * scale).to(device).requires_grad_()
+    weight = (torch.randn(v, e, generator=g, dtype=dtype) * scale).to(device).requires_grad_()
+    target = torch.randint(0, v, (n,), generator=g).to(device)
+    upstream = torch.rand(n, generator=g, dtype=dtype).to(device)  # a different weight per row
     got = tied_cross_entropy(h, weight, target)
     want = _reference(h, weight, target)
     torch.testing.assert_close(got, want, rtol=tol, atol=tol)
@@ -59,3 +63,16 @@ def test_denoiser_token_cross_entropy_is_the_logits_cross_entropy():
     got = model.token_cross_entropy(h.reshape(-1, 8), ids.reshape(-1))
     want = F.cross_entropy(model.logits(h).reshape(-1, 50), ids.reshape(-1), reduction="none")
     torch.testing.assert_close(got, want)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_tied_cross_entropy_under_autocast_is_the_plain_form():
+    h = torch.randn(6, 8, device="cuda", requires_grad=True)
+    weight = torch.randn(20, 8, device="cuda", requires_grad=True)
+    target = torch.randint(0, 20, (6,), device="cuda")
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        got = tied_cross_entropy(h, weight, target)
+        want = _reference(h, weight, target)
+    torch.testing.assert_close(got, want)
+    got.sum().backward()
+    assert h.grad is not None and weight.grad is not None
