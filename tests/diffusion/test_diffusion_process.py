@@ -189,15 +189,18 @@ def test_masked_token_nll_equals_masked_mean_of_full_cross_entropy():
     assert torch.count_nonzero(gx[0, :2]) == 0 and torch.count_nonzero(gx[0, 2:5]) > 0
 
 
-def test_nll_grad_false_builds_no_graph_for_the_logged_nll():
+def _losses_with_a_learnable_prediction(**kwargs):
+    """training_losses on the tiny problem with a prediction that has a gradient; kwargs go to it."""
     weight, input_ids, input_mask, eps0, eps = _tiny_problem()
-    diff = GaussianDiffusion.from_name("sqrt", 10)
     pred = torch.zeros(2, 3, 2, requires_grad=True)
     model = TinyDenoiser(weight, predict=lambda x_t, t: pred * 1.0)
-    t = torch.tensor([3, 7])
-    with_grad = diff.training_losses(model, input_ids, input_mask, t, noise=eps, x_start_noise=eps0)
-    without = diff.training_losses(model, input_ids, input_mask, t, noise=eps, x_start_noise=eps0,
-                                   nll_grad=False)
+    return GaussianDiffusion.from_name("sqrt", 10).training_losses(
+        model, input_ids, input_mask, torch.tensor([3, 7]), noise=eps, x_start_noise=eps0, **kwargs)
+
+
+def test_nll_grad_false_builds_no_graph_for_the_logged_nll():
+    with_grad = _losses_with_a_learnable_prediction()
+    without = _losses_with_a_learnable_prediction(nll_grad=False)
     assert with_grad["nll"].requires_grad and not without["nll"].requires_grad
     assert without["loss"].requires_grad
     for key in with_grad:
@@ -205,20 +208,13 @@ def test_nll_grad_false_builds_no_graph_for_the_logged_nll():
 
 
 def test_with_nll_false_leaves_the_logged_nll_out_and_changes_nothing_else():
-    weight, input_ids, input_mask, eps0, eps = _tiny_problem()
-    diff = GaussianDiffusion.from_name("sqrt", 10)
-    pred = torch.zeros(2, 3, 2, requires_grad=True)
-    model = TinyDenoiser(weight, predict=lambda x_t, t: pred * 1.0)
-    t = torch.tensor([3, 7])
-    full = diff.training_losses(model, input_ids, input_mask, t, noise=eps, x_start_noise=eps0, nll_grad=False)
-    lean = diff.training_losses(model, input_ids, input_mask, t, noise=eps, x_start_noise=eps0, nll_grad=False,
-                                with_nll=False)
+    full = _losses_with_a_learnable_prediction(nll_grad=False)
+    lean = _losses_with_a_learnable_prediction(nll_grad=False, with_nll=False)
     assert "nll" in full and "nll" not in lean
     for key in lean:
         torch.testing.assert_close(full[key].detach(), lean[key].detach())
     # an optimised nll (nll_grad=True) is always computed
-    forced = diff.training_losses(model, input_ids, input_mask, t, noise=eps, x_start_noise=eps0, with_nll=False)
-    assert forced["nll"].requires_grad
+    assert _losses_with_a_learnable_prediction(with_nll=False)["nll"].requires_grad
 
 
 def test_token_nll_uses_the_models_fused_cross_entropy_when_it_has_one():
