@@ -161,3 +161,20 @@ def test_best_metric_must_be_reported_by_the_task(tmp_path):
         trainer.fit()
     with pytest.raises(ValueError, match="best_mode"):
         TrainConfig(best_mode="up").validate()
+
+
+def test_step_context_says_which_steps_are_logged(tmp_path):
+    """Tasks may skip log-only work: ctx.log_metrics is True exactly on the steps the log records."""
+    seen = []
+
+    class Recording(ToyTask):
+        def loss(self, model, batch, ctx):
+            seen.append((ctx.step + 1, ctx.micro, ctx.log_metrics))
+            return super().loss(model, batch, ctx)
+
+    Trainer(make_model(), Recording(), cfg(steps=7, log_every=3), tmp_path, {}).fit()
+    logged = [json.loads(l)["step"] for l in (tmp_path / "metrics.jsonl").read_text().splitlines()
+              if json.loads(l)["split"] == "train"]
+    assert logged == [3, 6, 7]  # every 3rd step and the last
+    assert sorted({s for s, _, flag in seen if flag}) == logged
+    assert all(flag == (s in logged) for s, _, flag in seen) and len(seen) == 7 * 2  # both micro-batches
