@@ -14,6 +14,8 @@ _COMMANDS = {
     "demo": ("mambadiff.commands.seq2seq", "demo_command", "Train MambaDiff on the built-in corpus, sample, score vs copy-source."),
     "train": ("mambadiff.commands.seq2seq", "train_command", "Train a diffusion seq2seq model from a config."),
     "generate": ("mambadiff.commands.seq2seq", "generate_command", "Sample from a trained diffusion checkpoint."),
+    "copy-accuracy": ("mambadiff.commands.seq2seq", "copy_accuracy_command",
+                      "Denoiser word recovery at fixed noise: source words (copy) vs new words."),
     "params": ("mambadiff.commands.seq2seq", "params_command", "Parameter counts of the diffusion configs."),
     "evaluate": ("mambadiff.metrics.cli", "evaluate_command", "Score generated jsonl files (DiffuSeq metrics)."),
     "report": ("mambadiff.report.cli", "report_command", "Plots and a Markdown summary of a run folder."),

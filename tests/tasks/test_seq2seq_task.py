@@ -110,3 +110,20 @@ def test_shipped_configs_parameter_counts():
     assert 0.85 * b < total["qqp-mamba2-cpu"]["total"] < b
     r = CliRunner().invoke(main, ["params"])
     assert r.exit_code == 0 and "qqp-transformer-base" in r.output
+
+
+def test_cli_copy_accuracy_prints_and_writes_the_split(tmp_path):
+    cfg = tiny_cfg(tmp_path / "run", "mamba2", steps=2)
+    train_seq2seq(cfg, progress=False)
+    valid = str(tmp_path / "run" / "data" / "valid.jsonl")
+    out = tmp_path / "acc.json"
+    r = CliRunner().invoke(main, ["copy-accuracy", "--checkpoint", str(tmp_path / "run"), "--data", valid,
+                                  "--t", "0,50", "--limit", "8", "--json", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "| t | copy | novel |" in r.output
+    acc = json.loads(out.read_text())["accuracy"]
+    assert set(acc) == {"0", "50"}
+    assert all(0.0 <= v["copy"] <= 1.0 and v["n_copy"] + v["n_novel"] > 0 for v in acc.values())
+    bad = CliRunner().invoke(main, ["copy-accuracy", "--checkpoint", str(tmp_path / "run"), "--data", valid,
+                                    "--t", "5000"])
+    assert bad.exit_code != 0 and "--t must list steps" in bad.output

@@ -87,6 +87,45 @@ def generate_command(checkpoint, data_path, split, steps, samples, mbr, eta, cla
     click.echo(f"wrote {len(records)} rows to {out_path} in {time.perf_counter() - t0:.1f}s")
 
 
+@click.command("copy-accuracy")
+@click.option("--checkpoint", required=True, type=click.Path(exists=True, file_okay=False),
+              help="A run folder (its latest checkpoint) or a checkpoint folder.")
+@click.option("--data", "data_path", required=True, type=click.Path(exists=True),
+              help="A jsonl file of {src, trg}, or a DiffuSeq folder (then --split).")
+@click.option("--split", default="valid", show_default=True)
+@click.option("--t", "t_values", default="100,500,1000,1500", show_default=True,
+              help="Comma-separated diffusion steps at which to noise the targets.")
+@click.option("--limit", type=int, default=512, show_default=True, help="Only the first N examples.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the results here.")
+def copy_accuracy_command(checkpoint, data_path, split, t_values, limit, seed, json_path):
+    """Word recovery of the predicted x0 at fixed noise levels, split into target words that the
+    source also has (copy) and words it does not (novel)."""
+    from mambadiff.data.errors import DataError
+    from mambadiff.data.seq2seq import load_seq2seq_split
+    from mambadiff.diffusion import GaussianDiffusion
+    from mambadiff.train.checkpoint import atomic_write_json
+    from mambadiff.tasks.seq2seq import load_seq2seq_model, x0_token_accuracy
+    try:
+        steps = [int(v) for v in t_values.split(",") if v.strip()]
+        model, tok, cfg = load_seq2seq_model(checkpoint)
+        if not steps or not all(0 <= t < cfg.diffusion.steps for t in steps):
+            raise ValueError(f"--t must list steps in [0, {cfg.diffusion.steps}), got {t_values!r}")
+        split_arg = split if Path(data_path).is_dir() else None
+        ds = load_seq2seq_split(data_path, split_arg, tok, cfg.data.seq_len, layout=cfg.data.layout,
+                                on_overflow=cfg.data.on_overflow, limit=limit)
+        diffusion = GaussianDiffusion.from_name(cfg.diffusion.schedule, cfg.diffusion.steps)
+        result = x0_token_accuracy(model, ds, diffusion, steps, tok.pad_id, seed=seed)
+    except (DataError, ValueError, FileNotFoundError) as e:
+        _fail(e)
+    click.echo("| t | copy | novel | copy positions | novel positions |\n|---|---|---|---|---|")
+    for t, r in result.items():
+        click.echo(f"| {t} | {r['copy']:.3f} | {r['novel']:.3f} | {r['n_copy']} | {r['n_novel']} |")
+    if json_path:
+        atomic_write_json(json_path, {"checkpoint": str(checkpoint), "n_examples": len(ds),
+                                      "accuracy": {str(t): r for t, r in result.items()}})
+
+
 @click.command("demo")
 @click.option("--run-dir", default="runs/demo", show_default=True)
 @click.option("--config", "config", default="demo", show_default=True)
