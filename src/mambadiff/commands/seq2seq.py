@@ -48,11 +48,24 @@ def write_jsonl(path: str | Path, records: list[dict]) -> None:
     atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
 
 
+def checkpoint_and_data_options(command):
+    """--checkpoint and --data, as every command that runs a trained model over examples takes them."""
+    command = click.option("--data", "data_path", required=True, type=click.Path(exists=True),
+                           help="A jsonl file of {src, trg}, or a DiffuSeq folder (then --split).")(command)
+    return click.option("--checkpoint", required=True, type=click.Path(exists=True, file_okay=False),
+                        help="A run folder (its latest checkpoint) or a checkpoint folder.")(command)
+
+
+def load_examples(data_path, split, tok, cfg, limit):
+    """The examples of a jsonl file, or of ``split`` in a DiffuSeq folder, laid out as ``cfg`` trained."""
+    from mambadiff.data.seq2seq import load_seq2seq_split
+    split_arg = split if Path(data_path).is_dir() else None
+    return load_seq2seq_split(data_path, split_arg, tok, cfg.data.seq_len, layout=cfg.data.layout,
+                              on_overflow=cfg.data.on_overflow, limit=limit)
+
+
 @click.command("generate")
-@click.option("--checkpoint", required=True, type=click.Path(exists=True, file_okay=False),
-              help="A run folder (its latest checkpoint) or a checkpoint folder.")
-@click.option("--data", "data_path", required=True, type=click.Path(exists=True),
-              help="A jsonl file of {src, trg}, or a DiffuSeq folder (then --split).")
+@checkpoint_and_data_options
 @click.option("--split", default="test", show_default=True)
 @click.option("--steps", type=int, default=None, help="Sampling steps K (respaced); 0 = all T. Default: config.")
 @click.option("--samples", type=int, default=None, help="Samples per example S.")
@@ -69,15 +82,12 @@ def generate_command(checkpoint, data_path, split, steps, samples, mbr, eta, cla
                      out_path):
     """Sample targets; writes jsonl with source, reference, recover (+ samples)."""
     from mambadiff.data.errors import DataError
-    from mambadiff.data.seq2seq import load_seq2seq_split
     from mambadiff.tasks.seq2seq import generate, load_seq2seq_model
     try:
         model, tok, cfg = load_seq2seq_model(checkpoint, ema=not no_ema)
         if clamp:
             cfg.sample.clamp = clamp
-        split_arg = split if Path(data_path).is_dir() else None
-        ds = load_seq2seq_split(data_path, split_arg, tok, cfg.data.seq_len, layout=cfg.data.layout,
-                                on_overflow=cfg.data.on_overflow, limit=limit)
+        ds = load_examples(data_path, split, tok, cfg, limit)
         t0 = time.perf_counter()
         records = generate(model, tok, cfg, ds, steps=steps, samples=samples, mbr=mbr, eta=eta,
                            batch_size=batch_size, seed=seed)
@@ -88,10 +98,7 @@ def generate_command(checkpoint, data_path, split, steps, samples, mbr, eta, cla
 
 
 @click.command("copy-accuracy")
-@click.option("--checkpoint", required=True, type=click.Path(exists=True, file_okay=False),
-              help="A run folder (its latest checkpoint) or a checkpoint folder.")
-@click.option("--data", "data_path", required=True, type=click.Path(exists=True),
-              help="A jsonl file of {src, trg}, or a DiffuSeq folder (then --split).")
+@checkpoint_and_data_options
 @click.option("--split", default="valid", show_default=True)
 @click.option("--t", "t_values", default="100,500,1000,1500", show_default=True,
               help="Comma-separated diffusion steps at which to noise the targets.")
@@ -102,7 +109,6 @@ def copy_accuracy_command(checkpoint, data_path, split, t_values, limit, seed, j
     """Word recovery of the predicted x0 at fixed noise levels, split into target words that the
     source also has (copy) and words it does not (novel)."""
     from mambadiff.data.errors import DataError
-    from mambadiff.data.seq2seq import load_seq2seq_split
     from mambadiff.diffusion import GaussianDiffusion
     from mambadiff.train.checkpoint import atomic_write_json
     from mambadiff.tasks.seq2seq import load_seq2seq_model, x0_token_accuracy
@@ -111,9 +117,7 @@ def copy_accuracy_command(checkpoint, data_path, split, t_values, limit, seed, j
         model, tok, cfg = load_seq2seq_model(checkpoint)
         if not steps or not all(0 <= t < cfg.diffusion.steps for t in steps):
             raise ValueError(f"--t must list steps in [0, {cfg.diffusion.steps}), got {t_values!r}")
-        split_arg = split if Path(data_path).is_dir() else None
-        ds = load_seq2seq_split(data_path, split_arg, tok, cfg.data.seq_len, layout=cfg.data.layout,
-                                on_overflow=cfg.data.on_overflow, limit=limit)
+        ds = load_examples(data_path, split, tok, cfg, limit)
         diffusion = GaussianDiffusion.from_name(cfg.diffusion.schedule, cfg.diffusion.steps)
         result = x0_token_accuracy(model, ds, diffusion, steps, tok.pad_id, seed=seed)
     except (DataError, ValueError, FileNotFoundError) as e:
