@@ -122,9 +122,10 @@ def copy_accuracy_command(checkpoint, data_path, split, t_values, limit, seed, j
         result = x0_token_accuracy(model, ds, diffusion, steps, tok.pad_id, seed=seed)
     except (DataError, ValueError, FileNotFoundError) as e:
         _fail(e)
-    click.echo("| t | copy | novel | copy positions | novel positions |\n|---|---|---|---|---|")
-    for t, r in result.items():
-        click.echo(f"| {t} | {r['copy']:.3f} | {r['novel']:.3f} | {r['n_copy']} | {r['n_novel']} |")
+    from tabulate import tabulate
+    rows = [(t, r["copy"], r["novel"], r["n_copy"], r["n_novel"]) for t, r in result.items()]
+    click.echo(tabulate(rows, headers=["t", "copy", "novel", "copy positions", "novel positions"],
+                        tablefmt="github", floatfmt=".3f"))
     if json_path:
         atomic_write_json(json_path, {"checkpoint": str(checkpoint), "n_examples": len(ds),
                                       "accuracy": {str(t): r for t, r in result.items()}})
