@@ -97,16 +97,16 @@ def test_resume_continues_the_run(tmp_path):
     assert result.step == 4
 
 
-def _model(name, bidirectional=False, d=16):
+def _model(name, bidirectional=False, d=16, **backbone):
     torch.manual_seed(0)
     bb = BackboneConfig(name=name, d_model=d, n_layers=2, d_state=8, headdim=8, n_heads=2,
-                        bidirectional=bidirectional)
+                        bidirectional=bidirectional, **backbone)
     return SequenceClassifier(ClassifierConfig(vocab_size=50, num_classes=3, backbone=bb))
 
 
-@pytest.mark.parametrize("name", ["mamba", "mamba2", "s4d"])
-def test_streaming_equals_parallel(name):
-    model = _model(name).double().eval()
+@pytest.mark.parametrize("name,mlp_dim", [("mamba", 0), ("mamba2", 0), ("s4d", 0), ("mamba2", 12)])
+def test_streaming_equals_parallel(name, mlp_dim):
+    model = _model(name, mlp_dim=mlp_dim).double().eval()
     g = torch.Generator().manual_seed(1)
     ids = torch.randint(0, 50, (3, 23), generator=g)  # (b, l)
     lengths = torch.tensor([23, 9, 1])
@@ -125,6 +125,11 @@ def test_streaming_refuses_other_backbones(name, bidirectional):
     model = _model(name, bidirectional)
     with pytest.raises(ValueError, match="unidirectional state-space backbone"):
         classify_streaming(model, torch.zeros(1, 4, dtype=torch.long))
+
+
+def test_streaming_refuses_a_hybrid_with_attention_layers():
+    with pytest.raises(ValueError, match="unidirectional state-space backbone"):
+        classify_streaming(_model("mamba2", attn_layers=[1]), torch.zeros(1, 4, dtype=torch.long))
 
 
 def test_streaming_rejects_left_padding():

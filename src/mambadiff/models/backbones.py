@@ -7,7 +7,11 @@ Every backbone maps ``x (b, l, d)`` and a right-padded ``mask (b, l)`` (True at 
 
     mamba, mamba2, s4d   pre-norm residual blocks x + mixer(RMSNorm(x)) (no MLP, as in Mamba), final norm;
                          bidirectional=True wraps each mixer in ``Bidirectional`` (two directions,
-                         separate parameters, outputs summed)
+                         separate parameters, outputs summed). Two options, as mamba_ssm's
+                         ``d_intermediate`` and ``attn_layer_idx``: ``mlp_dim > 0`` adds a gated MLP
+                         block x + MLP(RMSNorm(x)) after each mixer; ``attn_layers`` makes those layers
+                         Transformer layers (self-attention + FFN), a hybrid in the manner of Jamba and
+                         Mamba-2-Hybrid (no position encoding: the SSM layers carry order)
     transformer          pre-norm ``nn.TransformerEncoderLayer`` stack with learned positions and a
                          key-padding mask (the DiffuSeq baseline; BERT-base is 12 x 768, 12 heads, ff 3072)
     lstm                 stacked (bi)LSTM over packed sequences
@@ -15,10 +19,11 @@ Every backbone maps ``x (b, l, d)`` and a right-padded ``mask (b, l)`` (True at 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from mambadiff.ssm.norm import RMSNorm
@@ -48,6 +53,9 @@ class BackboneConfig:
     chunk_size: int = 64         # Mamba-2 SSD chunk
     s4d_init: str = "lin"        # lin | inv
     scan_backend: str = "auto"   # selective-scan backend for Mamba-1
+    mlp_dim: int = 0             # mamba/mamba2/s4d: gated MLP width after each mixer (0: none, as in Mamba)
+    attn_layers: list[int] = field(default_factory=list)  # mamba/mamba2/s4d: layer indices that are
+    #                              Transformer layers (n_heads, ff_dim) instead of SSM mixers (a hybrid)
     # transformer
     n_heads: int = 4
     ff_dim: int = 0              # 0: 4 * d_model
@@ -65,6 +73,21 @@ class BackboneConfig:
             raise ValueError(f"backbone.pos_encoding must be learned|sinusoidal, got {self.pos_encoding!r}")
         if self.name == "lstm" and self.bidirectional and self.d_model % 2:
             raise ValueError("a bidirectional LSTM backbone needs an even d_model")
+        if self.mlp_dim < 0:
+            raise ValueError(f"backbone.mlp_dim must be >= 0, got {self.mlp_dim}")
+        if (self.mlp_dim or self.attn_layers) and self.name not in SSM_BACKBONES:
+            raise ValueError(f"backbone.mlp_dim and backbone.attn_layers apply to {sorted(SSM_BACKBONES)} "
+                             f"stacks, not {self.name!r}")
+        if self.attn_layers:
+            bad = [i for i in self.attn_layers if not 0 <= i < self.n_layers]
+            if bad or len(set(self.attn_layers)) != len(self.attn_layers):
+                raise ValueError(f"backbone.attn_layers must be distinct layer indices in [0, n_layers="
+                                 f"{self.n_layers}), got {list(self.attn_layers)}")
+            if self.d_model % self.n_heads:
+                raise ValueError(f"backbone.d_model={self.d_model} must be divisible by n_heads={self.n_heads}")
+
+
+SSM_BACKBONES = ("mamba", "mamba2", "s4d")
 
 
 def build_backbone(cfg: BackboneConfig) -> nn.Module:
@@ -82,15 +105,47 @@ def _check(x: torch.Tensor, mask: torch.Tensor | None, d_model: int) -> torch.Te
     return mask.bool()
 
 
-class ResidualStack(nn.Module):
-    """x + mixer(norm(x)) for each layer, then a final norm; padded positions are zeroed between layers."""
+class GatedMLP(nn.Module):
+    """Gated feed-forward block (SwiGLU): x (.., d) -> fc2(fc1_u(x) * silu(fc1_g(x))) (.., d), hidden width m."""
 
-    def __init__(self, d_model: int, make_mixer: Callable[[], nn.Module], n_layers: int, dropout: float):
+    def __init__(self, d_model: int, hidden: int):
+        super().__init__()
+        self.fc1 = nn.Linear(d_model, 2 * hidden, bias=False)  # d -> (u, g)
+        self.fc2 = nn.Linear(hidden, d_model, bias=False)  # m -> d
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        u, g = self.fc1(x).chunk(2, dim=-1)  # (.., m), (.., m)
+        return self.fc2(u * F.silu(g))  # (.., d)
+
+
+class ResidualStack(nn.Module):
+    """x + mixer(norm(x)) for each layer (then x + mlp(mlp_norm(x)) when mlp_dim > 0), then a final
+    norm; padded positions are zeroed between layers.
+
+    Layers listed in ``attn_layers`` are whole pre-norm Transformer layers built by ``make_attention``
+    (their own residuals, norms and FFN); their ``norms`` entry is the identity and they get no MLP.
+    """
+
+    def __init__(self, d_model: int, make_mixer: Callable[[], nn.Module], n_layers: int, dropout: float,
+                 mlp_dim: int = 0, make_attention: Callable[[], nn.Module] | None = None,
+                 attn_layers: tuple[int, ...] | list[int] = (), causal: bool = False):
         super().__init__()
         self.d_model = d_model
+        self.attn_layers = frozenset(attn_layers)
+        if self.attn_layers and make_attention is None:
+            raise ValueError("attn_layers needs make_attention")
+        self.causal = causal
         # eps=None: torch.nn.RMSNorm's default (finfo eps), fused on CPU
-        self.norms = nn.ModuleList(RMSNorm(d_model, eps=None) for _ in range(n_layers))
-        self.mixers = nn.ModuleList(make_mixer() for _ in range(n_layers))
+        self.norms = nn.ModuleList(nn.Identity() if i in self.attn_layers else RMSNorm(d_model, eps=None)
+                                   for i in range(n_layers))
+        self.mixers = nn.ModuleList(make_attention() if i in self.attn_layers else make_mixer()
+                                    for i in range(n_layers))
+        if mlp_dim > 0:
+            ssm = [i not in self.attn_layers for i in range(n_layers)]
+            self.mlp_norms = nn.ModuleList(RMSNorm(d_model, eps=None) if s else nn.Identity() for s in ssm)
+            self.mlps = nn.ModuleList(GatedMLP(d_model, mlp_dim) if s else nn.Identity() for s in ssm)
+        else:
+            self.mlp_norms = self.mlps = None
         self.drop = nn.Dropout(dropout)
         self.final_norm = RMSNorm(d_model, eps=None)
 
@@ -102,10 +157,29 @@ class ResidualStack(nn.Module):
         keep = None if mask is None else mask[..., None].to(x.dtype)  # (b, l, 1)
         if keep is not None:
             x = x * keep
-        for norm, mixer in zip(self.norms, self.mixers):
+        l = x.shape[1]
+        for i, (norm, mixer) in enumerate(zip(self.norms, self.mixers)):
+            if i in self.attn_layers:
+                attn_mask = (torch.ones(l, l, dtype=torch.bool, device=x.device).triu(1)
+                             if self.causal else None)  # (l, l) True: not attended
+                x = mixer(x, src_mask=attn_mask, is_causal=self.causal,
+                          src_key_padding_mask=None if mask is None else ~mask)  # (b, l, d)
+                if keep is not None:
+                    x = x * keep
+                continue
             h = self.drop(mixer(norm(x), mask=mask))  # (b, l, d)
             x = x + (h if keep is None else h * keep)  # (b, l, d)
+            if self.mlps is not None:
+                h = self.drop(self.mlps[i](self.mlp_norms[i](x)))  # (b, l, d)
+                x = x + (h if keep is None else h * keep)  # (b, l, d)
         return self.final_norm(x)
+
+
+def _transformer_layer(cfg: BackboneConfig) -> nn.Module:
+    """One pre-norm Transformer encoder layer, as the transformer backbone stacks them."""
+    return nn.TransformerEncoderLayer(cfg.d_model, cfg.n_heads, cfg.ff_dim or 4 * cfg.d_model,
+                                      dropout=cfg.dropout, activation="gelu", batch_first=True,
+                                      norm_first=True)
 
 
 def _ssm_stack(cfg: BackboneConfig, make_layer: Callable[[], nn.Module]) -> nn.Module:
@@ -114,7 +188,9 @@ def _ssm_stack(cfg: BackboneConfig, make_layer: Callable[[], nn.Module]) -> nn.M
         make = lambda: Bidirectional(make_layer)  # noqa: E731
     else:
         make = make_layer
-    return ResidualStack(cfg.d_model, make, cfg.n_layers, cfg.dropout)
+    return ResidualStack(cfg.d_model, make, cfg.n_layers, cfg.dropout, mlp_dim=cfg.mlp_dim,
+                         make_attention=lambda: _transformer_layer(cfg), attn_layers=cfg.attn_layers,
+                         causal=not cfg.bidirectional)
 
 
 @register_backbone("mamba")
@@ -159,10 +235,7 @@ class TransformerBackbone(nn.Module):
             self.pos = nn.Parameter(torch.randn(cfg.max_len, cfg.d_model) * 0.02)  # (max_len, d)
         else:
             self.pos = None
-        layer = nn.TransformerEncoderLayer(cfg.d_model, cfg.n_heads, cfg.ff_dim or 4 * cfg.d_model,
-                                           dropout=cfg.dropout, activation="gelu", batch_first=True,
-                                           norm_first=True)
-        self.encoder = nn.TransformerEncoder(layer, cfg.n_layers, enable_nested_tensor=False)
+        self.encoder = nn.TransformerEncoder(_transformer_layer(cfg), cfg.n_layers, enable_nested_tensor=False)
         self.final_norm = nn.LayerNorm(cfg.d_model)
         self.causal = not cfg.bidirectional
 

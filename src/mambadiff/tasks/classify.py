@@ -525,7 +525,8 @@ def load_classifier(path: str | Path, ema: bool = True, device: str = "cpu"):
 class StreamingClassifier:
     """Recurrent inference of a unidirectional state-space classifier, one token at a time.
 
-    Per token: embedding -> for each layer ``x + mixer.step(norm(x))`` -> final norm, exactly the
+    Per token: embedding -> for each layer ``x + mixer.step(norm(x))`` (and its MLP block, if any) ->
+    final norm, exactly the
     ``ResidualStack`` of the parallel forward; the masked mean pooling becomes a running sum and
     count. Memory is constant in the sequence length: one recurrent state per layer (conv window +
     SSM state) plus (b, d) sums.
@@ -560,6 +561,8 @@ class StreamingClassifier:
         for i, (norm, mixer) in enumerate(zip(self.stack.norms, self.stack.mixers)):
             y, self.states[i] = mixer.step(norm(x), self.states[i])  # (b, d)
             x = x + y * k  # (b, d) dropout is the identity at inference
+            if self.stack.mlps is not None:  # per-token gated MLP blocks (backbone.mlp_dim > 0)
+                x = x + self.stack.mlps[i](self.stack.mlp_norms[i](x)) * k  # (b, d)
         h = self.stack.final_norm(x)  # (b, d)
         self.total += h * k
         self.count += k
