@@ -121,3 +121,25 @@ def test_bad_input():
         layer(x, torch.ones(2, 3, dtype=torch.bool))
     with pytest.raises(ValueError, match="mask must be right-padded"):
         layer(x, torch.tensor([[False, True, True, True, True]] * 2))
+
+
+@pytest.mark.parametrize("algorithm", ["cpu", "chunked"])
+@pytest.mark.parametrize("l", [5, 64, 130])  # within, at and across the kernel's checkpoint chunks
+def test_mamba2_reverse_in_place_equals_the_flipped_layer(algorithm, l):
+    """Mamba2(reverse=True) walks time backwards inside its kernels (cpu) or flips around itself
+    (other algorithms); either way it equals layer(x.flip(1)).flip(1): outputs, input and parameter
+    gradients, float64."""
+    torch.manual_seed(0)
+    layer = Mamba2(Mamba2Config(16, d_state=5, headdim=8, chunk_size=16, algorithm=algorithm)).double()
+    x = torch.randn(2, l, 16, dtype=torch.float64, requires_grad=True)
+    gy = torch.randn(2, l, 16, dtype=torch.float64)
+    leaves = [x, *layer.parameters()]
+    y = layer(x, reverse=True)  # (b, l, d)
+    grads = torch.autograd.grad(y, leaves, gy)
+    y_ref = layer(x.flip(1)).flip(1)  # (b, l, d)
+    grads_ref = torch.autograd.grad(y_ref, leaves, gy)
+    torch.testing.assert_close(y, y_ref, atol=1e-10, rtol=1e-10)
+    for got, want in zip(grads, grads_ref):
+        torch.testing.assert_close(got, want, atol=1e-10, rtol=1e-10)
+    with pytest.raises(ValueError, match="reverse=True takes no mask"):
+        layer(x, torch.ones(2, l, dtype=torch.bool), reverse=True)

@@ -45,12 +45,15 @@ def _run(fn, base, weight, bias, e):
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(b=st.integers(1, 3), l=st.integers(1, 70), e=st.integers(1, 40), k=st.integers(1, 5),
        dtype=st.sampled_from([torch.float64, torch.float32]), with_bias=st.booleans(),
-       strided=st.booleans(), seed=st.integers(0, 2**16))
-def test_cpu_kernel_matches_torch(b, l, e, k, dtype, with_bias, strided, seed):
+       strided=st.booleans(), reverse=st.booleans(), seed=st.integers(0, 2**16))
+def test_cpu_kernel_matches_torch(b, l, e, k, dtype, with_bias, strided, reverse, seed):
+    """reverse=True: the kernel walks time backwards in place; the oracle flips, convolves, flips."""
     base, weight, bias = _inputs(b, l, e, k, dtype, seed, with_bias, strided)
-    y, grads = _run(lambda x, w, bb: causal_conv1d_silu(x, w, bb, backend="cpu"), base, weight,
-                    bias, e)
-    y_ref, grads_ref = _run(causal_conv1d_silu_torch, base, weight, bias, e)
+    y, grads = _run(lambda x, w, bb: causal_conv1d_silu(x, w, bb, backend="cpu", reverse=reverse),
+                    base, weight, bias, e)
+    oracle = ((lambda x, w, bb: causal_conv1d_silu_torch(x.flip(1), w, bb).flip(1)) if reverse
+              else causal_conv1d_silu_torch)
+    y_ref, grads_ref = _run(oracle, base, weight, bias, e)
     assert y.dtype == dtype and y.shape == (b, l, e)
     torch.testing.assert_close(y, y_ref, **TOL[dtype])
     for name, got, want in zip(("x", "weight", "bias"), grads, grads_ref):
@@ -60,12 +63,14 @@ def test_cpu_kernel_matches_torch(b, l, e, k, dtype, with_bias, strided, seed):
         assert torch.count_nonzero(grads[0][..., e:]) == 0
 
 
-def test_long_sequence_many_tasks_float32():
+@pytest.mark.parametrize("reverse", [False, True])
+def test_long_sequence_many_tasks_float32(reverse):
     """Several time chunks per row (the backward's chunk seams) and more channels than one chunk."""
     base, weight, bias = _inputs(3, 1100, 96, 4, torch.float32, 0, True, True)
-    y, grads = _run(lambda x, w, bb: causal_conv1d_silu(x, w, bb, backend="cpu"), base, weight,
-                    bias, 96)
-    y_ref, grads_ref = _run(causal_conv1d_silu_torch, base, weight, bias, 96)
+    y, grads = _run(lambda x, w, bb: causal_conv1d_silu(x, w, bb, backend="cpu", reverse=reverse),
+                    base, weight, bias, 96)
+    y_ref, grads_ref = _run(lambda x, w, bb: causal_conv1d_silu(x, w, bb, backend="torch", reverse=reverse),
+                            base, weight, bias, 96)
     torch.testing.assert_close(y, y_ref, **TOL[torch.float32])
     for got, want in zip(grads, grads_ref):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-3)

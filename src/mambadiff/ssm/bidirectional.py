@@ -8,9 +8,14 @@ Glossary: b batch, l length, d model width.
 position i < len_b maps to len_b - 1 - i and padding positions stay where they are (at the
 end). The reversed batch is therefore still right-padded with the same mask, so the causal
 inner layers never see padding before a real token, in either direction.
+
+Without padding, a layer whose ``forward`` takes ``reverse=True`` (Mamba2) computes
+``reverse(layer(reverse(x)))`` itself: its CPU kernels walk time backwards through negative strides,
+so neither the input nor the output is copied flipped.
 """
 from __future__ import annotations
 
+import inspect
 from typing import Callable
 
 import torch
@@ -77,13 +82,18 @@ class Bidirectional(nn.Module):
             raise ValueError(f"layers from make_layer must expose the same int d_model, "
                              f"got {d_fwd!r} and {d_bwd!r}")
         self.d_model = d_fwd
+        # layers whose forward takes reverse=True (Mamba2) run the full-length backward direction
+        # without flipped copies of their input and output
+        self._reverse_in_place = "reverse" in inspect.signature(self.backward_layer.forward).parameters
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         validate_sequence(self, x, mask, self.d_model)
         b, l, _ = x.shape
         y_fwd = self.forward_layer(x, mask)  # (b, l, d)
-        if mask is None:  # every row has the full length: a plain flip (cheaper than a gather)
-            y_bwd = self.backward_layer(x.flip(1), None)  # (b, l, d) reversed order
+        if mask is None:  # every row has the full length
+            if self._reverse_in_place:  # the layer walks time backwards itself: no flipped copies
+                return y_fwd + self.backward_layer(x, None, reverse=True)  # (b, l, d)
+            y_bwd = self.backward_layer(x.flip(1), None)  # (b, l, d) reversed order; a flip beats a gather
             return y_fwd + y_bwd.flip(1)  # (b, l, d)
         index = reverse_index(mask, l, b, x.device)  # (b, l)
         y_bwd = self.backward_layer(reverse_padded(x, index), mask)  # (b, l, d) reversed order

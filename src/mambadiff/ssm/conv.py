@@ -49,19 +49,22 @@ def _chunk(l: int, e: int) -> int:
 
 class _CausalConv1dSiluCPU(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight_t, bias):
-        # x (b, l, e) unit channel stride; weight_t (k, e) contiguous; bias (e,) contiguous | None
+    def forward(ctx, x, weight_t, bias, reverse):
+        # x (b, l, e) unit channel stride; weight_t (k, e) contiguous; bias (e,) contiguous | None;
+        # reverse: the kernel walks time backwards (anti-causal conv), reading and writing in place
         b, l, e = x.shape
         k = weight_t.shape[0]
         suffix = "f32" if x.dtype == torch.float32 else "f64"
         y = x.new_empty(b, l, e)  # (b, l, e)
         chunk = _chunk(l, e)
         lib = cpu_kernels.load()
+        origin = cpu_kernels.time_origin
         getattr(lib, f"cc_fwd_{suffix}")(
-            x.data_ptr(), weight_t.data_ptr(), cpu_kernels.ptr(bias),
-            y.data_ptr(), cpu_kernels.batch_time_strides(x, y), b, l, e, k, chunk,
+            origin(x, reverse), weight_t.data_ptr(), cpu_kernels.ptr(bias),
+            origin(y, reverse), cpu_kernels.batch_time_strides(x, y, reverse=reverse), b, l, e, k, chunk,
             cpu_kernels.threads_for(b * l * e * k, MIN_WORK_PER_THREAD))
         ctx.save_for_backward(x, weight_t, bias)
+        ctx.reverse = reverse
         return y
 
     @staticmethod
@@ -77,20 +80,25 @@ class _CausalConv1dSiluCPU(torch.autograd.Function):
         gw_part = x.new_empty(ntasks, k, e)  # (tasks, k, e) summed below
         gb_part = x.new_empty(ntasks, e) if bias is not None else None  # (tasks, e)
         suffix = "f32" if x.dtype == torch.float32 else "f64"
+        rev, origin = ctx.reverse, cpu_kernels.time_origin
         rc = getattr(cpu_kernels.load(), f"cc_bwd_{suffix}")(
-            x.data_ptr(), weight_t.data_ptr(), cpu_kernels.ptr(bias),
-            gy.data_ptr(), gx.data_ptr(), gw_part.data_ptr(),
-            cpu_kernels.ptr(gb_part), cpu_kernels.batch_time_strides(x, gy, gx), b, l, e, k, chunk,
+            origin(x, rev), weight_t.data_ptr(), cpu_kernels.ptr(bias),
+            origin(gy, rev), origin(gx, rev), gw_part.data_ptr(),
+            cpu_kernels.ptr(gb_part), cpu_kernels.batch_time_strides(x, gy, gx, reverse=rev), b, l, e, k, chunk,
             cpu_kernels.threads_for(2 * b * l * e * k, MIN_WORK_PER_THREAD))
         if rc != 0:
             raise MemoryError("causal_conv1d cpu kernel: scratch allocation failed")
-        return gx, gw_part.sum(0), None if gb_part is None else gb_part.sum(0)
+        return gx, gw_part.sum(0), None if gb_part is None else gb_part.sum(0), None
 
 
 def causal_conv1d_silu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
-                       backend: str = "auto") -> torch.Tensor:
+                       backend: str = "auto", reverse: bool = False) -> torch.Tensor:
     """silu(causal depthwise conv1d(x)). x (b, l, e) time-major (any strides), weight (e, k),
-    bias (e,) | None -> y (b, l, e) in x's dtype."""
+    bias (e,) | None -> y (b, l, e) in x's dtype.
+
+    reverse=True runs the conv over the time-flipped sequence and flips the result back (an
+    anti-causal conv: step t reads steps t .. t+k-1): ``causal(x.flip(1)).flip(1)``, which the CPU
+    kernel computes in place by walking time backwards."""
     if backend not in CONV_BACKENDS:
         raise ValueError(f"backend must be one of {CONV_BACKENDS}, got {backend!r}")
     if x.ndim != 3:
@@ -104,6 +112,8 @@ def causal_conv1d_silu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
     if backend == "auto":
         backend = "cpu" if on_cpu and cpu_kernels.is_available() else "torch"
     if backend == "torch":
+        if reverse:
+            return causal_conv1d_silu_torch(x.flip(1), weight, bias).flip(1)
         return causal_conv1d_silu_torch(x, weight, bias)
     if not on_cpu:
         raise ValueError(f"backend 'cpu' needs CPU tensors, got x on {x.device}")
@@ -114,5 +124,5 @@ def causal_conv1d_silu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
     ct = torch.float64 if dtype == torch.float64 else torch.float32  # compute dtype
     y = _CausalConv1dSiluCPU.apply(
         cpu_kernels.unit_last_stride(x.to(ct)), weight.to(ct).t().contiguous(),
-        None if bias is None else bias.to(ct).contiguous())
+        None if bias is None else bias.to(ct).contiguous(), bool(reverse))
     return y.to(dtype)

@@ -148,10 +148,20 @@ class Mamba2(nn.Module):
 
     # ------------------------------------------------------------------ parallel
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, reverse: bool = False) -> torch.Tensor:
+        """reverse=True (no mask): the layer run over the time-flipped sequence, its output flipped back,
+        i.e. ``self(x.flip(1)).flip(1)``; the CPU kernels compute it by walking time backwards, so the
+        backward direction of a ``Bidirectional`` layer makes no flipped copies."""
         validate_sequence(self, x, mask, self.d_model)
         cfg = self.config
         e, n, h, p = cfg.d_inner, cfg.d_state, cfg.nheads, cfg.headdim
+        algorithm = cfg.algorithm if cfg.algorithm == "scan" else resolve_algorithm(cfg.algorithm, x.device)
+        if reverse:
+            if mask is not None:
+                raise ValueError("reverse=True takes no mask (it flips whole sequences); Bidirectional "
+                                 "reverses padded rows within their lengths instead")
+            if algorithm != "cpu":  # in-place reversal is a CPU-kernel feature: flip around the layer
+                return self.forward(x.flip(1)).flip(1)
         if mask is not None:
             x = x * mask.unsqueeze(-1).to(x.dtype)  # (b, l, d) padded inputs zeroed
 
@@ -163,20 +173,19 @@ class Mamba2(nn.Module):
         z = F.linear(x, w_z, b_z)  # (b, l, e)
         xBC = F.linear(x, w_xbc, b_xbc)  # (b, l, e+2n)
         dt = F.linear(x, w_dt, b_dt)  # (b, l, h)
-        algorithm = cfg.algorithm if cfg.algorithm == "scan" else resolve_algorithm(cfg.algorithm, x.device)
         # the oracle paths (reference SSD, reference / torch scans) keep to plain PyTorch
         if algorithm == "scan":
             conv_backend = _CONV_BACKEND.get(cfg.scan_backend, "auto")
         else:
             conv_backend = "torch" if algorithm == "reference" else "auto"
         xBC = causal_conv1d_silu(xBC, self.conv1d.weight[:, 0, :], self.conv1d.bias,
-                                 backend=conv_backend)  # (b, l, e+2n) causal, time-major
+                                 backend=conv_backend, reverse=reverse)  # (b, l, e+2n) time-major
         dt = F.softplus(at_least_f32(dt) + at_least_f32(self.dt_bias))  # (b, l, h)
         A = -torch.exp(at_least_f32(self.A_log))  # (h,)
         D = at_least_f32(self.D)  # (h,)
 
         if algorithm == "cpu":  # reads x, B, C inside xBC in place
-            y = ssd_scan_cpu_packed(xBC, dt, A, D, n)  # (b, l, e)
+            y = ssd_scan_cpu_packed(xBC, dt, A, D, n, reverse=reverse)  # (b, l, e)
         else:
             xs, B, C = torch.split(xBC, [e, n, n], dim=-1)  # (b, l, e), (b, l, n), (b, l, n)
             if algorithm == "scan":

@@ -204,8 +204,9 @@ class _SSDScanCPU(torch.autograd.Function):
     output, and returns their gradient as one tensor too (no split / concatenation in autograd)."""
 
     @staticmethod
-    def forward(ctx, xbc, dt, A, D, n):
-        # xbc (b, l, h*p + 2n), dt (b, l, h): unit last stride; A, D (h,) contiguous; n state size
+    def forward(ctx, xbc, dt, A, D, n, reverse):
+        # xbc (b, l, h*p + 2n), dt (b, l, h): unit last stride; A, D (h,) contiguous; n state size;
+        # reverse: the recurrence runs from the last step to the first, reading and writing in place
         b, l, width = xbc.shape
         h = dt.shape[2]
         e = width - 2 * n
@@ -217,15 +218,16 @@ class _SSDScanCPU(torch.autograd.Function):
         y = xbc.new_empty(b, l, e)  # (b, l, h*p)
         ckpt = (xbc.new_empty(b, h, nchunks, n, p) if nchunks > 1 and any(ctx.needs_input_grad)
                 else None)  # (b, h, chunks, n, p) state entering every chunk, for the backward
+        o = lambda t: cpu_kernels.time_origin(t, reverse)  # noqa: E731
         rc = getattr(cpu_kernels.load(), f"ssd_fwd_{suffix}")(
-            x.data_ptr(), dt.data_ptr(), A.data_ptr(), B.data_ptr(), C.data_ptr(),
-            cpu_kernels.ptr(D), y.data_ptr(),
-            cpu_kernels.ptr(ckpt), cpu_kernels.batch_time_strides(x, dt, B, C, y), b, l, h, p, n, q,
+            o(x), o(dt), A.data_ptr(), o(B), o(C),
+            cpu_kernels.ptr(D), o(y),
+            cpu_kernels.ptr(ckpt), cpu_kernels.batch_time_strides(x, dt, B, C, y, reverse=reverse), b, l, h, p, n, q,
             cpu_kernels.threads_for(b * l * e * n, MIN_WORK_PER_THREAD))
         if rc != 0:
             raise MemoryError("ssd cpu kernel: scratch allocation failed")
         ctx.save_for_backward(xbc, dt, A, D, ckpt)
-        ctx.n = n
+        ctx.n, ctx.reverse = n, reverse
         return y
 
     @staticmethod
@@ -249,27 +251,34 @@ class _SSDScanCPU(torch.autograd.Function):
         gC_part = xbc.new_zeros(g, b, l, n)  # (g, b, l, n)
         gD_part = xbc.new_empty(b, h) if D is not None else None  # (b, h)
         suffix = "f32" if xbc.dtype == torch.float32 else "f64"
+        rev = ctx.reverse
+        o = lambda t: cpu_kernels.time_origin(t, rev)  # noqa: E731
         rc = getattr(cpu_kernels.load(), f"ssd_bwd_{suffix}")(
-            x.data_ptr(), dt.data_ptr(), A.data_ptr(), B.data_ptr(), C.data_ptr(),
-            cpu_kernels.ptr(D), gy.data_ptr(),
-            cpu_kernels.ptr(ckpt), gx.data_ptr(), gdt.data_ptr(),
+            o(x), o(dt), A.data_ptr(), o(B), o(C),
+            cpu_kernels.ptr(D), o(gy),
+            cpu_kernels.ptr(ckpt), o(gx), o(gdt),
             gA_part.data_ptr(), gB_part.data_ptr(), gC_part.data_ptr(),
-            cpu_kernels.ptr(gD_part), cpu_kernels.batch_time_strides(x, dt, B, C, gy, gx, gdt),
+            cpu_kernels.ptr(gD_part), cpu_kernels.batch_time_strides(x, dt, B, C, gy, gx, gdt, reverse=rev),
             b, l, h, p, n, q, g, threads)
         if rc == -2:
             raise RuntimeError("ssd cpu kernel: backward without the forward's checkpoints")
         if rc != 0:
             raise MemoryError("ssd cpu kernel: scratch allocation failed")
-        gxbc[..., e:e + n] = gB_part.sum(0)  # (b, l, n)
-        gxbc[..., e + n:] = gC_part.sum(0)  # (b, l, n)
-        return gxbc, gdt, gA_part.sum(0), None if gD_part is None else gD_part.sum(0), None
+        # the partial dB, dC buffers are indexed by the kernel's step: reversed order when rev
+        gB, gC = gB_part.sum(0), gC_part.sum(0)  # (b, l, n), (b, l, n)
+        gxbc[..., e:e + n] = gB.flip(1) if rev else gB
+        gxbc[..., e + n:] = gC.flip(1) if rev else gC
+        return gxbc, gdt, gA_part.sum(0), None if gD_part is None else gD_part.sum(0), None, None
 
 
 def ssd_scan_cpu_packed(xbc: torch.Tensor, dt: torch.Tensor, A: torch.Tensor,
-                        D: torch.Tensor | None, n: int) -> torch.Tensor:
+                        D: torch.Tensor | None, n: int, reverse: bool = False) -> torch.Tensor:
     """SSD by the fused C kernel on the packed layout: xbc (b, l, h*p + 2n) holds x, B, C side by
     side (the Mamba-2 block's conv output), dt (b, l, h), A, D (h,). Returns y (b, l, h*p) in xbc's
-    dtype; the gradient of xbc comes back as one tensor."""
+    dtype; the gradient of xbc comes back as one tensor.
+
+    reverse=True runs the recurrence from each sequence's last step to its first: the SSD of the
+    time-flipped inputs, flipped back, computed in place without the flipped copies."""
     if xbc.device.type != "cpu":
         raise ValueError(f"algorithm 'cpu' needs CPU tensors, got x on {xbc.device}")
     if not cpu_kernels.is_available():
@@ -283,7 +292,7 @@ def ssd_scan_cpu_packed(xbc: torch.Tensor, dt: torch.Tensor, A: torch.Tensor,
     ct = torch.float64 if dtype == torch.float64 else torch.float32  # compute dtype
     y = _SSDScanCPU.apply(cpu_kernels.unit_last_stride(xbc.to(ct)), cpu_kernels.unit_last_stride(dt.to(ct)),
                           A.to(ct).contiguous(), None if D is None else D.to(ct).contiguous(),
-                          int(n))  # (b, l, h*p)
+                          int(n), bool(reverse))  # (b, l, h*p)
     return y.to(dtype)
 
 

@@ -246,10 +246,20 @@ def threads_for(work: int, min_work_per_thread: int) -> int:
     return max(1, min(torch.get_num_threads(), work // min_work_per_thread))
 
 
-def batch_time_strides(*tensors: torch.Tensor) -> ctypes.Array:
-    """(batch, time) element strides of each time-major (b, l, c) tensor, flattened (channels: 1)."""
-    vals = [s for t in tensors for s in t.stride()[:2]]
+def batch_time_strides(*tensors: torch.Tensor, reverse: bool = False) -> ctypes.Array:
+    """(batch, time) element strides of each time-major (b, l, c) tensor, flattened (channels: 1).
+
+    reverse=True negates the time strides: with ``time_origin`` pointers the kernels then walk every
+    sequence from its last step to its first, which is the causal kernel run on the time-flipped
+    tensors, without making the flipped copies."""
+    vals = [v for t in tensors for v in (t.stride(0), -t.stride(1) if reverse else t.stride(1))]
     return (ctypes.c_int64 * len(vals))(*vals)
+
+
+def time_origin(t: torch.Tensor, reverse: bool = False) -> int:
+    """Data pointer of a time-major (b, l, c) tensor at the kernel's step 0: the tensor's first time
+    step, or with reverse=True its last one (see ``batch_time_strides``)."""
+    return t.data_ptr() + (t.stride(1) * (t.shape[1] - 1) * t.element_size() if reverse else 0)
 
 
 def unit_last_stride(t: torch.Tensor) -> torch.Tensor:
