@@ -102,13 +102,17 @@ def test_shipped_configs_parameter_counts():
     from mambadiff.tasks.seq2seq import config_parameter_report
     total = {n: config_parameter_report(load_config(Seq2SeqConfig, n)) for n in
              ("demo", "qqp-mamba-small", "qqp-transformer-base", "qqp-mamba-cpu", "qqp-transformer-cpu",
-              "qqp-mamba2-cpu")}
+              "qqp-mamba2-cpu", "qqp-mamba2-hybrid-cpu")}
     assert 6.5e6 < total["qqp-mamba-small"]["total"] < 7.5e6
     assert 88e6 < total["qqp-transformer-base"]["total"] < 93e6
     a, b = total["qqp-mamba-cpu"]["total"], total["qqp-transformer-cpu"]["total"]
     assert abs(a - b) / b < 0.01
     # the Mamba-2 CPU config trades 10% of the Transformer's parameters for speed (see its header)
     assert 0.85 * b < total["qqp-mamba2-cpu"]["total"] < b
+    # the hybrid: qqp-mamba2-cpu with its middle layer one of qqp-transformer-cpu's layers
+    hybrid = load_config(Seq2SeqConfig, "qqp-mamba2-hybrid-cpu").model.backbone
+    assert hybrid.attn_layers == [1] and hybrid.name == "mamba2"
+    assert total["qqp-mamba2-cpu"]["total"] < total["qqp-mamba2-hybrid-cpu"]["total"] < b
     r = CliRunner().invoke(main, ["params"])
     assert r.exit_code == 0 and "qqp-transformer-base" in r.output
 
