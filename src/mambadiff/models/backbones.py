@@ -157,13 +157,12 @@ class ResidualStack(nn.Module):
         keep = None if mask is None else mask[..., None].to(x.dtype)  # (b, l, 1)
         if keep is not None:
             x = x * keep
-        l = x.shape[1]
+        if self.attn_layers:  # built once for all attention layers
+            attn_mask = _causal_mask(x.shape[1], x.device) if self.causal else None  # (l, l)
+            pad_mask = None if mask is None else ~mask  # (b, l) True at padding
         for i, (norm, mixer) in enumerate(zip(self.norms, self.mixers)):
             if i in self.attn_layers:
-                attn_mask = (torch.ones(l, l, dtype=torch.bool, device=x.device).triu(1)
-                             if self.causal else None)  # (l, l) True: not attended
-                x = mixer(x, src_mask=attn_mask, is_causal=self.causal,
-                          src_key_padding_mask=None if mask is None else ~mask)  # (b, l, d)
+                x = mixer(x, src_mask=attn_mask, is_causal=self.causal, src_key_padding_mask=pad_mask)  # (b, l, d)
                 if keep is not None:
                     x = x * keep
                 continue
@@ -173,6 +172,11 @@ class ResidualStack(nn.Module):
                 h = self.drop(self.mlps[i](self.mlp_norms[i](x)))  # (b, l, d)
                 x = x + (h if keep is None else h * keep)  # (b, l, d)
         return self.final_norm(x)
+
+
+def _causal_mask(l: int, device) -> torch.Tensor:
+    """(l, l) bool attention mask, True above the diagonal: position i does not attend to j > i."""
+    return torch.ones(l, l, dtype=torch.bool, device=device).triu(1)
 
 
 def _transformer_layer(cfg: BackboneConfig) -> nn.Module:
@@ -248,7 +252,7 @@ class TransformerBackbone(nn.Module):
             x = x + self.pos[:l]  # (b, l, d)
         else:
             x = x + sinusoidal_positions(l, self.d_model, x.device).to(x.dtype)  # (b, l, d)
-        attn_mask = torch.ones(l, l, dtype=torch.bool, device=x.device).triu(1) if self.causal else None  # (l, l)
+        attn_mask = _causal_mask(l, x.device) if self.causal else None  # (l, l)
         pad_mask = None if bool(mask.all()) else ~mask  # (b, l) True at padding; None keeps the fast path
         h = self.encoder(x, mask=attn_mask, src_key_padding_mask=pad_mask, is_causal=self.causal)  # (b, l, d)
         return self.final_norm(h)
