@@ -47,7 +47,7 @@ def _run(fn, base, weight, bias, e):
        dtype=st.sampled_from([torch.float64, torch.float32]), with_bias=st.booleans(),
        strided=st.booleans(), reverse=st.booleans(), seed=st.integers(0, 2**16))
 def test_cpu_kernel_matches_torch(b, l, e, k, dtype, with_bias, strided, reverse, seed):
-    """reverse=True: the kernel walks time backwards in place; the oracle flips, convolves, flips."""
+    """reverse=True: the kernel's anti-causal conv; the oracle flips, convolves, flips."""
     base, weight, bias = _inputs(b, l, e, k, dtype, seed, with_bias, strided)
     y, grads = _run(lambda x, w, bb: causal_conv1d_silu(x, w, bb, backend="cpu", reverse=reverse),
                     base, weight, bias, e)
@@ -74,6 +74,24 @@ def test_long_sequence_many_tasks_float32(reverse):
     torch.testing.assert_close(y, y_ref, **TOL[torch.float32])
     for got, want in zip(grads, grads_ref):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("k", [1, 2, 4, 5])
+def test_chunk_seams_float64(monkeypatch, k, reverse):
+    """Time chunks of 3 steps (shorter than the kernel width): every backward task recomputes the
+    neighbouring steps of other tasks (the following ones causal, the preceding ones anti-causal)."""
+    import mambadiff.ssm.conv as conv
+    monkeypatch.setattr(conv, "SCRATCH_ELEMENTS", 3 * 6)  # e = 6 channels -> chunks of 3 steps
+    base, weight, bias = _inputs(2, 17, 6, k, torch.float64, 5, True, True)
+    y, grads = _run(lambda x, w, bb: causal_conv1d_silu(x, w, bb, backend="cpu", reverse=reverse),
+                    base, weight, bias, 6)
+    oracle = ((lambda x, w, bb: causal_conv1d_silu_torch(x.flip(1), w, bb).flip(1)) if reverse
+              else causal_conv1d_silu_torch)
+    y_ref, grads_ref = _run(oracle, base, weight, bias, 6)
+    torch.testing.assert_close(y, y_ref, **TOL[torch.float64])
+    for name, got, want in zip(("x", "weight", "bias"), grads, grads_ref):
+        torch.testing.assert_close(got, want, **SUM_TOL[torch.float64], msg=lambda m, n=name: f"grad {n}: {m}")
 
 
 def test_causal_future_does_not_leak():

@@ -102,6 +102,15 @@ def test_reverse_is_the_flipped_recurrence(b, l, h, p, n, dtype, with_D, seed):
         torch.testing.assert_close(a / scale, r / scale, **TOL[dtype], msg=f"grad {name}")
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("dt_scale", [0.01, 5.0])
+def test_weak_and_strong_decays(dt_scale, dtype):
+    """The backward gets the decay's gradient <dL/dS_t, a_t S_(t-1)> as <dL/dS_t, S_t> minus the input
+    term (it never reads S_(t-1)); that difference must stay accurate when a_t is nearly 1 and when it
+    is nearly 0 (dt_scale 5: dt A down to about -60, a_t below 1e-20)."""
+    check_parity(inputs(2, 70, 3, 32, 16, dtype, dt_scale=dt_scale, seed=3), dtype)
+
+
 def test_long_sequence_large_dt_is_finite():
     args = inputs(1, 4096, 2, 16, 8, torch.float32, dt_scale=50.0)
     y = ssd_scan_cpu(*args)

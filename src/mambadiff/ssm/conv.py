@@ -51,17 +51,17 @@ class _CausalConv1dSiluCPU(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight_t, bias, reverse):
         # x (b, l, e) unit channel stride; weight_t (k, e) contiguous; bias (e,) contiguous | None;
-        # reverse: the kernel walks time backwards (anti-causal conv), reading and writing in place
+        # reverse: the anti-causal conv
         b, l, e = x.shape
         k = weight_t.shape[0]
         suffix = "f32" if x.dtype == torch.float32 else "f64"
         y = x.new_empty(b, l, e)  # (b, l, e)
         chunk = _chunk(l, e)
         lib = cpu_kernels.load()
-        origin = cpu_kernels.time_origin
+        # reverse -> the kernel's anti flag: it still walks memory in ascending time
         getattr(lib, f"cc_fwd_{suffix}")(
-            origin(x, reverse), weight_t.data_ptr(), cpu_kernels.ptr(bias),
-            origin(y, reverse), cpu_kernels.batch_time_strides(x, y, reverse=reverse), b, l, e, k, chunk,
+            x.data_ptr(), weight_t.data_ptr(), cpu_kernels.ptr(bias),
+            y.data_ptr(), cpu_kernels.batch_time_strides(x, y), b, l, e, k, chunk, int(reverse),
             cpu_kernels.threads_for(b * l * e * k, MIN_WORK_PER_THREAD))
         ctx.save_for_backward(x, weight_t, bias)
         ctx.reverse = reverse
@@ -80,12 +80,11 @@ class _CausalConv1dSiluCPU(torch.autograd.Function):
         gw_part = x.new_empty(ntasks, k, e)  # (tasks, k, e) summed below
         gb_part = x.new_empty(ntasks, e) if bias is not None else None  # (tasks, e)
         suffix = "f32" if x.dtype == torch.float32 else "f64"
-        rev, origin = ctx.reverse, cpu_kernels.time_origin
         rc = getattr(cpu_kernels.load(), f"cc_bwd_{suffix}")(
-            origin(x, rev), weight_t.data_ptr(), cpu_kernels.ptr(bias),
-            origin(gy, rev), origin(gx, rev), gw_part.data_ptr(),
-            cpu_kernels.ptr(gb_part), cpu_kernels.batch_time_strides(x, gy, gx, reverse=rev), b, l, e, k, chunk,
-            cpu_kernels.threads_for(2 * b * l * e * k, MIN_WORK_PER_THREAD))
+            x.data_ptr(), weight_t.data_ptr(), cpu_kernels.ptr(bias),
+            gy.data_ptr(), gx.data_ptr(), gw_part.data_ptr(),
+            cpu_kernels.ptr(gb_part), cpu_kernels.batch_time_strides(x, gy, gx), b, l, e, k, chunk,
+            int(ctx.reverse), cpu_kernels.threads_for(2 * b * l * e * k, MIN_WORK_PER_THREAD))
         if rc != 0:
             raise MemoryError("causal_conv1d cpu kernel: scratch allocation failed")
         return gx, gw_part.sum(0), None if gb_part is None else gb_part.sum(0), None
@@ -98,7 +97,7 @@ def causal_conv1d_silu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
 
     reverse=True runs the conv over the time-flipped sequence and flips the result back (an
     anti-causal conv: step t reads steps t .. t+k-1): ``causal(x.flip(1)).flip(1)``, which the CPU
-    kernel computes in place by walking time backwards."""
+    kernel computes in place, without the flipped copies."""
     if backend not in CONV_BACKENDS:
         raise ValueError(f"backend must be one of {CONV_BACKENDS}, got {backend!r}")
     if x.ndim != 3:

@@ -148,10 +148,10 @@ def _declare(lib: ctypes.CDLL) -> None:
         bwd.restype = i32
         getattr(lib, f"ss_abi_version_{suffix}").restype = i32
         cfwd = getattr(lib, f"cc_fwd_{suffix}")
-        cfwd.argtypes = [p] * 5 + [i64] * 5 + [i32]  # x, w, bias, y, strides; sizes, chunk; threads
+        cfwd.argtypes = [p] * 5 + [i64] * 5 + [i32] * 2  # x, w, bias, y, strides; sizes, chunk; anti, threads
         cfwd.restype = i32
         cbwd = getattr(lib, f"cc_bwd_{suffix}")
-        cbwd.argtypes = [p] * 8 + [i64] * 5 + [i32]  # 7 tensors + strides; sizes, chunk; threads
+        cbwd.argtypes = [p] * 8 + [i64] * 5 + [i32] * 2  # 7 tensors + strides; sizes, chunk; anti, threads
         cbwd.restype = i32
         sfwd = getattr(lib, f"ssd_fwd_{suffix}")
         sfwd.argtypes = [p] * 9 + [i64] * 6 + [i32]  # 8 tensors, strides; b, l, h, p, n, q; threads

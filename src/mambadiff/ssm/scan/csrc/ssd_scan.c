@@ -103,9 +103,14 @@ SSD_INLINE void SS_FN(ssd_state_step)(real *restrict Snext, const real *restrict
 }
 
 /* Adjoint of step t. G holds dL/dS_t from later steps (already times a_{t+1}); the step's own
- * output term is added, the gradients of step t are read off, and G leaves as a_t dL/dS_t. */
+ * output term is added, the gradients of step t are read off, and G leaves as a_t dL/dS_t.
+ *
+ * The decay's gradient needs <dL/dS_t, a_t S_{t-1}>. Since a_t S_{t-1} = S_t - B_t (dt_t x_t)^T, it is
+ * <dL/dS_t, S_t> - dt_t sum_k B_t[k] (dL/dS_t[k,:] . x_t): the first term reads the state row that
+ * dC reads anyway, the second reuses dB's dot products, so the previous state is never read
+ * (one state-sized stream fewer per step). *ga_out receives that product, a_t included. */
 SSD_INLINE void SS_FN(ssd_adjoint_step)(real *restrict G, const real *restrict Snow,
-                                        const real *restrict Sprev, const real *restrict xt,
+                                        const real *restrict xt,
                                         const real *restrict gyt, const real *restrict Bt,
                                         const real *restrict Ct, real *restrict gBt,
                                         real *restrict gCt, real a, real dtv, int64_t n, int64_t p,
@@ -115,7 +120,7 @@ SSD_INLINE void SS_FN(ssd_adjoint_step)(real *restrict G, const real *restrict S
     for (int64_t j = 0; j < p; j++) gsum[j] = 0;
     for (int64_t k = 0; k < n; k++) {
         real *restrict Gk = G + k * p;
-        const real *restrict Sk = Snow + k * p, *restrict Pk = Sprev + k * p;
+        const real *restrict Sk = Snow + k * p;
         const real bk = Bt[k], ck = Ct[k];
         real accC = 0, accB = 0, accA = 0;
 #pragma omp simd reduction(+ : accC, accB, accA)
@@ -123,13 +128,13 @@ SSD_INLINE void SS_FN(ssd_adjoint_step)(real *restrict G, const real *restrict S
             real gk = Gk[j] + ck * gyt[j];
             accC += gyt[j] * Sk[j];
             accB += gk * xt[j];
-            accA += gk * Pk[j];
+            accA += gk * Sk[j];
             gsum[j] += bk * gk;
             Gk[j] = a * gk;
         }
         gCt[k] += accC;
         gBt[k] += dtv * accB;
-        ga += accA;
+        ga += accA - dtv * bk * accB;
     }
     *ga_out = ga;
 }
@@ -156,26 +161,36 @@ static inline float ssd_hsum1(const float *v) {
     return s;
 }
 
-/* gC[k] += sum of laneC[k, :], gB[k] += dt * sum of laneB[k, :], for k < n (lanes (n, 8)). */
-static inline void ssd_reduce_lanes(float *restrict gBt, float *restrict gCt, const float *laneB,
-                                    const float *laneC, float dtv, int64_t n) {
+/* gC[k] += sum of laneC[k, :], gB[k] += dt * sum of laneB[k, :], for k < n (lanes (n, 8)).
+ * Returns sum_k B[k] * (sum of laneB[k, :]), the dB term of the decay gradient. */
+static inline float ssd_reduce_lanes(float *restrict gBt, float *restrict gCt, const float *laneB,
+                                     const float *laneC, const float *Bt, float dtv, int64_t n) {
     const __m256 vdt = _mm256_set1_ps(dtv);
+    __m256 bdot = _mm256_setzero_ps();
     int64_t k = 0;
     for (; k + 8 <= n; k += 8) {
+        const __m256 sb = ssd_hsum8(laneB + 8 * k);
         _mm256_storeu_ps(gCt + k, _mm256_add_ps(_mm256_loadu_ps(gCt + k), ssd_hsum8(laneC + 8 * k)));
-        _mm256_storeu_ps(gBt + k, _mm256_fmadd_ps(vdt, ssd_hsum8(laneB + 8 * k), _mm256_loadu_ps(gBt + k)));
+        _mm256_storeu_ps(gBt + k, _mm256_fmadd_ps(vdt, sb, _mm256_loadu_ps(gBt + k)));
+        bdot = _mm256_fmadd_ps(_mm256_loadu_ps(Bt + k), sb, bdot);
     }
+    float tmp[8], out;
+    _mm256_storeu_ps(tmp, bdot);
+    out = ssd_hsum1(tmp);
     for (; k < n; k++) {
+        const float sb = ssd_hsum1(laneB + 8 * k);
         gCt[k] += ssd_hsum1(laneC + 8 * k);
-        gBt[k] += dtv * ssd_hsum1(laneB + 8 * k);
+        gBt[k] += dtv * sb;
+        out += Bt[k] * sb;
     }
+    return out;
 }
 
 /* ssd_adjoint_step for p a multiple of 8, float32: the per-k dot products over p (for dB and dC)
  * are kept as 8-lane partial sums in lanes (n, 8) and reduced 8 state rows at a time afterwards,
  * instead of one horizontal reduction per (k, dot) inside the loop. */
 SSD_INLINE void ssd_adjoint_step_avx2(float *restrict G, const float *restrict Snow,
-                                      const float *restrict Sprev, const float *restrict xt,
+                                      const float *restrict xt,
                                       const float *restrict gyt, const float *restrict Bt,
                                       const float *restrict Ct, float *restrict gBt,
                                       float *restrict gCt, float a, float dtv, int64_t n, int64_t p,
@@ -191,14 +206,15 @@ SSD_INLINE void ssd_adjoint_step_avx2(float *restrict G, const float *restrict S
         for (int64_t k = 0; k < n; k++) {
             const __m256 bk = _mm256_set1_ps(Bt[k]), ck = _mm256_set1_ps(Ct[k]);
             float *Gk = G + k * p + j0;
-            const float *Sk = Snow + k * p + j0, *Pk = Sprev + k * p + j0;
+            const float *Sk = Snow + k * p + j0;
             __m256 vc = _mm256_setzero_ps(), vb = _mm256_setzero_ps();
             for (int64_t jb = 0; jb < jn; jb++) {
                 const __m256 gy = _mm256_loadu_ps(gyt + j0 + 8 * jb);
                 const __m256 gk = _mm256_fmadd_ps(ck, gy, _mm256_loadu_ps(Gk + 8 * jb));
-                vc = _mm256_fmadd_ps(gy, _mm256_loadu_ps(Sk + 8 * jb), vc);
+                const __m256 sv = _mm256_loadu_ps(Sk + 8 * jb);
+                vc = _mm256_fmadd_ps(gy, sv, vc);
                 vb = _mm256_fmadd_ps(gk, _mm256_loadu_ps(xt + j0 + 8 * jb), vb);
-                accA[jb] = _mm256_fmadd_ps(gk, _mm256_loadu_ps(Pk + 8 * jb), accA[jb]);
+                accA[jb] = _mm256_fmadd_ps(gk, sv, accA[jb]);
                 gs[jb] = _mm256_fmadd_ps(bk, gk, gs[jb]);
                 _mm256_storeu_ps(Gk + 8 * jb, _mm256_mul_ps(va, gk));
             }
@@ -214,10 +230,10 @@ SSD_INLINE void ssd_adjoint_step_avx2(float *restrict G, const float *restrict S
         for (int64_t jb = 0; jb < jn; jb++) _mm256_storeu_ps(gsum + j0 + 8 * jb, gs[jb]);
     }
     accA[0] = _mm256_add_ps(_mm256_add_ps(accA[0], accA[1]), _mm256_add_ps(accA[2], accA[3]));
-    ssd_reduce_lanes(gBt, gCt, laneB, laneC, dtv, n);
+    const float bdot = ssd_reduce_lanes(gBt, gCt, laneB, laneC, Bt, dtv, n);
     float tmp[8];
     _mm256_storeu_ps(tmp, accA[0]);
-    *ga_out = ssd_hsum1(tmp);
+    *ga_out = ssd_hsum1(tmp) - dtv * bdot;
 }
 #else
 #define SSD_HAVE_AVX2 0
@@ -234,7 +250,7 @@ static inline __m256 ssd_fold16(__m512 v) {
 /* ssd_adjoint_step_avx2 with 16-lane vectors, for p a multiple of 16 (half the instructions). The
  * per-k partial dot products are folded to 8 lanes and reduced the same way. */
 SSD_INLINE void ssd_adjoint_step_avx512(float *restrict G, const float *restrict Snow,
-                                        const float *restrict Sprev, const float *restrict xt,
+                                        const float *restrict xt,
                                         const float *restrict gyt, const float *restrict Bt,
                                         const float *restrict Ct, float *restrict gBt,
                                         float *restrict gCt, float a, float dtv, int64_t n, int64_t p,
@@ -250,14 +266,15 @@ SSD_INLINE void ssd_adjoint_step_avx512(float *restrict G, const float *restrict
         for (int64_t k = 0; k < n; k++) {
             const __m512 bk = _mm512_set1_ps(Bt[k]), ck = _mm512_set1_ps(Ct[k]);
             float *Gk = G + k * p + j0;
-            const float *Sk = Snow + k * p + j0, *Pk = Sprev + k * p + j0;
+            const float *Sk = Snow + k * p + j0;
             __m512 vc = _mm512_setzero_ps(), vb = _mm512_setzero_ps();
             for (int64_t jb = 0; jb < jn; jb++) {
                 const __m512 gy = _mm512_loadu_ps(gyt + j0 + 16 * jb);
                 const __m512 gk = _mm512_fmadd_ps(ck, gy, _mm512_loadu_ps(Gk + 16 * jb));
-                vc = _mm512_fmadd_ps(gy, _mm512_loadu_ps(Sk + 16 * jb), vc);
+                const __m512 sv = _mm512_loadu_ps(Sk + 16 * jb);
+                vc = _mm512_fmadd_ps(gy, sv, vc);
                 vb = _mm512_fmadd_ps(gk, _mm512_loadu_ps(xt + j0 + 16 * jb), vb);
-                accA[jb] = _mm512_fmadd_ps(gk, _mm512_loadu_ps(Pk + 16 * jb), accA[jb]);
+                accA[jb] = _mm512_fmadd_ps(gk, sv, accA[jb]);
                 gs[jb] = _mm512_fmadd_ps(bk, gk, gs[jb]);
                 _mm512_storeu_ps(Gk + 16 * jb, _mm512_mul_ps(va, gk));
             }
@@ -273,10 +290,10 @@ SSD_INLINE void ssd_adjoint_step_avx512(float *restrict G, const float *restrict
         for (int64_t jb = 0; jb < jn; jb++) _mm512_storeu_ps(gsum + j0 + 16 * jb, gs[jb]);
     }
     const __m512 acc = _mm512_add_ps(_mm512_add_ps(accA[0], accA[1]), _mm512_add_ps(accA[2], accA[3]));
-    ssd_reduce_lanes(gBt, gCt, laneB, laneC, dtv, n);
+    const float bdot = ssd_reduce_lanes(gBt, gCt, laneB, laneC, Bt, dtv, n);
     float tmp[8];
     _mm256_storeu_ps(tmp, ssd_fold16(acc));
-    *ga_out = ssd_hsum1(tmp);
+    *ga_out = ssd_hsum1(tmp) - dtv * bdot;
 }
 #else
 #define SSD_HAVE_AVX512 0
@@ -371,19 +388,19 @@ SSD_INLINE void SS_FN(ssd_bwd_task)(const real *x, const real *dt, const real *B
             real ga;
 #if SSD_HAVE_AVX512
             if (p % 16 == 0)
-                ssd_adjoint_step_avx512(G, States + (i + 1) * np, States + i * np, xt, gyt,
+                ssd_adjoint_step_avx512(G, States + (i + 1) * np, xt, gyt,
                                         B + bi * bs.sb + t * bs.sl, C + bi * cs.sb + t * cs.sl,
                                         gB + t * n, gC + t * n, a, dtv, n, p, gsum, lanes, &ga);
             else
 #endif
 #if SSD_HAVE_AVX2
             if (p % 8 == 0)
-                ssd_adjoint_step_avx2(G, States + (i + 1) * np, States + i * np, xt, gyt,
+                ssd_adjoint_step_avx2(G, States + (i + 1) * np, xt, gyt,
                                       B + bi * bs.sb + t * bs.sl, C + bi * cs.sb + t * cs.sl,
                                       gB + t * n, gC + t * n, a, dtv, n, p, gsum, lanes, &ga);
             else
 #endif
-                SS_FN(ssd_adjoint_step)(G, States + (i + 1) * np, States + i * np, xt, gyt,
+                SS_FN(ssd_adjoint_step)(G, States + (i + 1) * np, xt, gyt,
                                         B + bi * bs.sb + t * bs.sl, C + bi * cs.sb + t * cs.sl,
                                         gB + t * n, gC + t * n, a, dtv, n, p, gsum, &ga);
             real *gxt = gx + bi * gxs.sb + t * gxs.sl + hi * p;
@@ -395,9 +412,9 @@ SSD_INLINE void SS_FN(ssd_bwd_task)(const real *x, const real *dt, const real *B
                 gxt[j] = dtv * gsum[j] + Dh * gyt[j];
             }
             gD += accD;
-            /* a = exp(dt A): da/ddt = A a, da/dA = dt a */
-            gdt[bi * gds.sb + t * gds.sl + hi] = gdot + ga * Ah * a;
-            gA += ga * dtv * a;
+            /* a = exp(dt A): da/ddt = A a, da/dA = dt a; ga = <dL/dS_t, a S_{t-1}> has the a in it */
+            gdt[bi * gds.sb + t * gds.sl + hi] = gdot + ga * Ah;
+            gA += ga * dtv;
         }
     }
     *gA_out = gA;
