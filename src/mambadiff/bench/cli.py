@@ -10,6 +10,8 @@ _BENCH = {
     "layers": ("mambadiff.bench.layers", "layers_command", "Whole stacks: Mamba, Mamba-2, S4D, Transformer, LSTM."),
     "synthetic": ("mambadiff.bench.synthetic", "synthetic_command", "Selective copying and induction heads."),
     "classify": ("mambadiff.bench.classify", "classify_bench_command", "Classifier inference time vs length."),
+    "denoiser": ("mambadiff.bench.denoiser", "denoiser_command",
+                 "Seq2seq training steps of whole configs side by side (tokens/s, speed vs the first)."),
 }
 
 

@@ -10,8 +10,9 @@ end). The reversed batch is therefore still right-padded with the same mask, so 
 inner layers never see padding before a real token, in either direction.
 
 Without padding, a layer whose ``forward`` takes ``reverse=True`` (Mamba2) computes
-``reverse(layer(reverse(x)))`` itself: its CPU kernels walk time backwards through negative strides,
-so neither the input nor the output is copied flipped.
+``reverse(layer(reverse(x)))`` itself: its CPU kernels compute the reversed direction in place (the
+SSD walks time backwards through negative strides, the conv runs anti-causally), so neither the input
+nor the output is copied flipped.
 """
 from __future__ import annotations
 

@@ -150,8 +150,8 @@ class Mamba2(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, reverse: bool = False) -> torch.Tensor:
         """reverse=True (no mask): the layer run over the time-flipped sequence, its output flipped back,
-        i.e. ``self(x.flip(1)).flip(1)``; the CPU kernels compute it by walking time backwards, so the
-        backward direction of a ``Bidirectional`` layer makes no flipped copies."""
+        i.e. ``self(x.flip(1)).flip(1)``; the CPU kernels compute it in place (anti-causal conv, SSD walking
+        time backwards), so the backward direction of a ``Bidirectional`` layer makes no flipped copies."""
         validate_sequence(self, x, mask, self.d_model)
         cfg = self.config
         e, n, h, p = cfg.d_inner, cfg.d_state, cfg.nheads, cfg.headdim

@@ -51,8 +51,8 @@ from mambadiff.models.backbones import (BACKBONES, BackboneConfig, ResidualStack
                                         count_parameters)
 from mambadiff.models.classifier import ClassifierConfig, SequenceClassifier
 from mambadiff.train import StepContext, TrainConfig
-from mambadiff.train.checkpoint import (atomic_write_json, latest_checkpoint, load_state, read_json,
-                                        resolve_checkpoint)
+from mambadiff.train.checkpoint import (atomic_write_json, load_state, read_json, resolve_checkpoint,
+                                        run_config)
 
 __all__ = [
     "CleanConfig", "ClassifyDataConfig", "ParamMatchConfig", "ClassifyConfig", "ClassificationTask",
@@ -455,13 +455,7 @@ def train_classifier(cfg: ClassifyConfig, resume: bool = False, progress: bool =
 
     cfg.validate()
     run_dir = Path(cfg.run_dir)
-    if not resume and latest_checkpoint(run_dir) is not None:
-        raise FileExistsError(f"{run_dir} already holds checkpoints: pass --resume to continue it, "
-                              f"or choose another run_dir")
-    if resume and latest_checkpoint(run_dir) is not None:
-        saved = from_dict(ClassifyConfig, read_json(run_dir / "config.json"))
-        saved.train.steps, saved.train.max_minutes = cfg.train.steps, cfg.train.max_minutes
-        cfg = saved  # the model and data must be the ones the checkpoint was trained with
+    cfg = run_config(cfg, resume)
     dist_info = setup_distributed(cfg.train.device)
     seed_everything(cfg.train.seed)
     splits = load_splits(cfg, verbose=verbose and dist_info.is_main)

@@ -25,7 +25,7 @@ from mambadiff.diffusion import GaussianDiffusion, create_timestep_sampler, samp
 from mambadiff.models.backbones import BACKBONES
 from mambadiff.models.denoiser import Denoiser, DenoiserConfig
 from mambadiff.train import StepContext, TrainConfig
-from mambadiff.train.checkpoint import latest_checkpoint, load_state, read_json, resolve_checkpoint
+from mambadiff.train.checkpoint import load_state, read_json, resolve_checkpoint, run_config
 
 log = logging.getLogger(__name__)
 
@@ -370,28 +370,15 @@ def generate(model: Denoiser, tok: TextTokenizer, cfg: Seq2SeqConfig, dataset: S
 
 
 # ---- training entry point ------------------------------------------------------------------------
-def train_seq2seq(cfg: Seq2SeqConfig, resume: bool = False, progress: bool = True):
-    """Train a diffusion seq2seq model as ``cfg`` says; returns (TrainResult, model, tokenizer).
+def build_seq2seq_trainer(cfg: Seq2SeqConfig, dist_info=None):
+    """Data, tokenizer, denoiser, task and ``Trainer`` for ``cfg``, as ``mambadiff train`` builds them
+    (no run-folder or checkpoint handling): returns (trainer, tokenizer). ``trainer.train_step()`` is
+    one training step; ``mambadiff bench denoiser`` times exactly that."""
+    from mambadiff.train import Trainer
+    from mambadiff.train.distributed import DistInfo, barrier
 
-    Works single-process or under torchrun (DDP). ``resume`` continues from the run folder's latest
-    checkpoint bit-for-bit; without it, a run folder that already has checkpoints is refused.
-    """
-    from mambadiff.train import Trainer, seed_everything
-    from mambadiff.train.checkpoint import atomic_write_json
-    from mambadiff.train.distributed import barrier, setup_distributed
-
-    cfg.validate()
-    run_dir = Path(cfg.run_dir)
-    dist_info = setup_distributed(cfg.train.device)
-    if not resume and latest_checkpoint(run_dir) is not None:
-        raise FileExistsError(f"{run_dir} already holds checkpoints: pass --resume to continue it, "
-                              f"or choose another run_dir")
-    if resume and latest_checkpoint(run_dir) is not None:
-        saved = from_dict(Seq2SeqConfig, read_json(run_dir / "config.json"))
-        saved.train.steps, saved.train.max_minutes = cfg.train.steps, cfg.train.max_minutes
-        cfg = saved  # the model and data must be the ones the checkpoint was trained with
-    seed_everything(cfg.train.seed)
-    if dist_info.is_main:
+    dist_info = dist_info or DistInfo()
+    if dist_info.is_main:  # the main process prepares the data folder and tokenizer first
         data_folder = prepare_data_folder(cfg)
         tok = prepare_tokenizer(cfg, data_folder)
     barrier()
@@ -407,15 +394,34 @@ def train_seq2seq(cfg: Seq2SeqConfig, resume: bool = False, progress: bool = Tru
                                       on_overflow=d.on_overflow, limit=d.eval_size)
     torch.manual_seed(cfg.train.seed)
     model = build_denoiser(cfg, tok.vocab_size)
-    full = to_dict(cfg)
     if dist_info.is_main:
         report = model.parameter_report()
         print(f"model: {cfg.model.backbone.name} backbone, parameters " +
               ", ".join(f"{k} {v:,}" for k, v in report.items()) + f"; {len(train_set):,} training pairs")
-        atomic_write_json(run_dir / "config.json", full)
     task = DiffusionSeq2SeqTask(cfg, train_set, eval_set)
-    trainer = Trainer(model, task, cfg.train, run_dir, full, dist_info=dist_info,
+    trainer = Trainer(model, task, cfg.train, cfg.run_dir, to_dict(cfg), dist_info=dist_info,
                       write_extra=lambda folder: tok.save(folder / "tokenizer"))
+    return trainer, tok
+
+
+def train_seq2seq(cfg: Seq2SeqConfig, resume: bool = False, progress: bool = True):
+    """Train a diffusion seq2seq model as ``cfg`` says; returns (TrainResult, model, tokenizer).
+
+    Works single-process or under torchrun (DDP). ``resume`` continues from the run folder's latest
+    checkpoint bit-for-bit; without it, a run folder that already has checkpoints is refused.
+    """
+    from mambadiff.train import seed_everything
+    from mambadiff.train.checkpoint import atomic_write_json
+    from mambadiff.train.distributed import setup_distributed
+
+    cfg.validate()
+    run_dir = Path(cfg.run_dir)
+    dist_info = setup_distributed(cfg.train.device)
+    cfg = run_config(cfg, resume)
+    seed_everything(cfg.train.seed)
+    trainer, tok = build_seq2seq_trainer(cfg, dist_info)
+    if dist_info.is_main:
+        atomic_write_json(run_dir / "config.json", trainer.full_config)
     if resume and trainer.resume():
         print(f"resumed from step {trainer.step}")
     trainer.cfg.progress = progress and trainer.cfg.progress

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from mambadiff.config import from_dict
 from mambadiff.fileio import atomic_write_json, atomic_write_text  # noqa: F401  (re-exported)
 
 
@@ -84,6 +85,22 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
         return None
     found = [p for p in ckpts.glob("step_*") if p.is_dir() and (p / "trainer_state.json").exists()]
     return max(found, key=lambda p: int(p.name.split("_")[1])) if found else None
+
+
+def run_config(cfg, resume: bool):
+    """The config a run trains with. A run folder that already holds checkpoints is refused without
+    ``resume``; with it, the folder's saved config is used (the model and data must be the ones the
+    checkpoint was trained with), taking only ``train.steps`` and ``train.max_minutes`` from ``cfg``."""
+    run_dir = Path(cfg.run_dir)
+    last = latest_checkpoint(run_dir)
+    if last is None:
+        return cfg
+    if not resume:
+        raise FileExistsError(f"{run_dir} already holds checkpoints: pass --resume to continue it, "
+                              f"or choose another run_dir")
+    saved = from_dict(type(cfg), read_json(run_dir / "config.json"))
+    saved.train.steps, saved.train.max_minutes = cfg.train.steps, cfg.train.max_minutes
+    return saved
 
 
 def resolve_checkpoint(path: str | Path) -> Path:

@@ -306,7 +306,9 @@ class Trainer:
         """Whether the metrics of the step that ends at ``step`` are written to the log."""
         return step % self.cfg.log_every == 0 or step == self.cfg.steps
 
-    def _train_step(self) -> tuple[dict[str, float], int]:
+    def train_step(self) -> tuple[dict[str, float], int]:
+        """One optimiser step over the next global batch (all micro-batches, clipping, EMA,
+        schedule): (metrics averaged over the batch, tokens it held). ``fit`` runs these."""
         cfg, world, rank = self.cfg, self.dist.world_size, self.dist.rank
         global_idx = self.order.take(cfg.batch_size)
         slot = self.micro_batch * world  # examples per micro-batch slot across ranks
@@ -378,7 +380,7 @@ class Trainer:
         path = None
         try:
             while self.step < cfg.steps:
-                metrics, tokens = self._train_step()
+                metrics, tokens = self.train_step()
                 window_tokens += tokens
                 total_tokens += tokens
                 bar.update(1)
