@@ -20,9 +20,9 @@
  * the compiler vectorises; B_t[k], C_t[k] and a_t are scalars of the step.
  *
  * Forward: stores no states except, when ckpt is given (a gradient will be needed), the state at
- * each chunk start. Backward per (b, head): chunks last to first; recompute the chunk's states from
- * its checkpoint into scratch (q + 1 states of n * p), then run the adjoint backwards through them.
- * Every task owns its slices of the outputs, so no two threads write the same address.
+ * each chunk start. Backward per (b, head): chunks last to first, each in two passes from its
+ * checkpoint that keep one state in scratch (see "backward" below). Every task owns its slices of
+ * the outputs, so no two threads write the same address.
  */
 #include <math.h>
 #include "ss_math.h"
@@ -87,56 +87,70 @@ SSD_INLINE void SS_FN(ssd_step)(real *restrict S, real *restrict y, const real *
     }
 }
 
-/* Same recurrence without an output, for recomputation: S_next = a S_prev + B (dt x). */
-SSD_INLINE void SS_FN(ssd_state_step)(real *restrict Snext, const real *restrict Sprev,
-                                      const real *restrict x, const real *restrict Bt, real a,
-                                      real dt, int64_t n, int64_t p, real *restrict u) {
+/* ---- backward ----------------------------------------------------------------------------------
+ *
+ * Per (batch row, head), chunks last to first. Writing G_t = dL/dS_t (all later steps included):
+ *   G_t      = a_{t+1} G_{t+1} + C_t gy_t^T
+ *   dx_t     = dt_t G_t^T B_t + D gy_t           dB_t[k] = dt_t (G_t[k,:] . x_t)
+ *   dC_t[k]  = gy_t . S_t[k,:]                    ddt_t, dA from ga_t = <G_t, a_t S_{t-1}>
+ * Two passes per chunk, neither of which stores states:
+ *   1. forward from the chunk's checkpoint: S_t again, dC_t (S_t is at hand) and
+ *      ey_t = gy_t . (C_t S_t) = sum_k C_t[k] dC_t[k];
+ *   2. backward: G_t, dB_t, dx_t, and ga_t without S: <G_t, S_t> = ga_{t+1} + ey_t (expand G_t) and
+ *      a_t S_{t-1} = S_t - B_t (dt_t x_t)^T give ga_t = ga_{t+1} + ey_t - dt_t sum_k B_t[k] (G_t[k,:] . x_t),
+ *      whose last sum reuses dB's dot products. At a chunk's first step ga is taken exactly as
+ *      <a_t G_t, checkpoint> instead, so rounding in the recursion never spans more than one chunk.
+ * Each pass reads and writes one (n, p) state (S or G) per step, which stays in L1.
+ */
+
+/* Pass 1, one step: S <- a S + B (dt x); gC[k] += gy . S[k,:]; returns sum_k C[k] (gy . S[k,:]). */
+SSD_INLINE real SS_FN(ssd_bwd_state_step)(real *restrict S, const real *restrict xt,
+                                          const real *restrict gyt, const real *restrict Bt,
+                                          const real *restrict Ct, real *restrict gCt, real a,
+                                          real dt, int64_t n, int64_t p, real *restrict u) {
+    real ey = 0;
 #pragma omp simd
-    for (int64_t j = 0; j < p; j++) u[j] = dt * x[j];
+    for (int64_t j = 0; j < p; j++) u[j] = dt * xt[j];
     for (int64_t k = 0; k < n; k++) {
+        real *restrict row = S + k * p;
         const real bk = Bt[k];
-        const real *restrict src = Sprev + k * p;
-        real *restrict dst = Snext + k * p;
-#pragma omp simd
-        for (int64_t j = 0; j < p; j++) dst[j] = a * src[j] + bk * u[j];
+        real acc = 0;
+#pragma omp simd reduction(+ : acc)
+        for (int64_t j = 0; j < p; j++) {
+            real s = a * row[j] + bk * u[j];
+            row[j] = s;
+            acc += gyt[j] * s;
+        }
+        gCt[k] += acc;
+        ey += Ct[k] * acc;
     }
+    return ey;
 }
 
-/* Adjoint of step t. G holds dL/dS_t from later steps (already times a_{t+1}); the step's own
- * output term is added, the gradients of step t are read off, and G leaves as a_t dL/dS_t.
- *
- * The decay's gradient needs <dL/dS_t, a_t S_{t-1}>. Since a_t S_{t-1} = S_t - B_t (dt_t x_t)^T, it is
- * <dL/dS_t, S_t> - dt_t sum_k B_t[k] (dL/dS_t[k,:] . x_t): the first term reads the state row that
- * dC reads anyway, the second reuses dB's dot products, so the previous state is never read
- * (one state-sized stream fewer per step). *ga_out receives that product, a_t included. */
-SSD_INLINE void SS_FN(ssd_adjoint_step)(real *restrict G, const real *restrict Snow,
-                                        const real *restrict xt,
-                                        const real *restrict gyt, const real *restrict Bt,
-                                        const real *restrict Ct, real *restrict gBt,
-                                        real *restrict gCt, real a, real dtv, int64_t n, int64_t p,
-                                        real *restrict gsum, real *ga_out) {
-    real ga = 0;
+/* Pass 2, one step. G holds a_{t+1} G_{t+1} on entry and a_t G_t on exit; gsum (p) receives
+ * G_t^T B_t; gB[k] += dt (G_t[k,:] . x_t). Returns sum_k B[k] (G_t[k,:] . x_t). */
+SSD_INLINE real SS_FN(ssd_bwd_adjoint_step)(real *restrict G, const real *restrict xt,
+                                            const real *restrict gyt, const real *restrict Bt,
+                                            const real *restrict Ct, real *restrict gBt, real a,
+                                            real dt, int64_t n, int64_t p, real *restrict gsum) {
+    real bdot = 0;
 #pragma omp simd
     for (int64_t j = 0; j < p; j++) gsum[j] = 0;
     for (int64_t k = 0; k < n; k++) {
         real *restrict Gk = G + k * p;
-        const real *restrict Sk = Snow + k * p;
         const real bk = Bt[k], ck = Ct[k];
-        real accC = 0, accB = 0, accA = 0;
-#pragma omp simd reduction(+ : accC, accB, accA)
+        real acc = 0;
+#pragma omp simd reduction(+ : acc)
         for (int64_t j = 0; j < p; j++) {
             real gk = Gk[j] + ck * gyt[j];
-            accC += gyt[j] * Sk[j];
-            accB += gk * xt[j];
-            accA += gk * Sk[j];
+            acc += gk * xt[j];
             gsum[j] += bk * gk;
             Gk[j] = a * gk;
         }
-        gCt[k] += accC;
-        gBt[k] += dtv * accB;
-        ga += accA - dtv * bk * accB;
+        gBt[k] += dt * acc;
+        bdot += bk * acc;
     }
-    *ga_out = ga;
+    return bdot;
 }
 
 #if defined(__AVX2__) && defined(__FMA__) && !SS_DOUBLE
@@ -155,148 +169,94 @@ static inline __m256 ssd_hsum8(const float *v) {
     return _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31));
 }
 
-static inline float ssd_hsum1(const float *v) {
-    float s = 0;
-    for (int i = 0; i < 8; i++) s += v[i];
-    return s;
-}
-
-/* gC[k] += sum of laneC[k, :], gB[k] += dt * sum of laneB[k, :], for k < n (lanes (n, 8)).
- * Returns sum_k B[k] * (sum of laneB[k, :]), the dB term of the decay gradient. */
-static inline float ssd_reduce_lanes(float *restrict gBt, float *restrict gCt, const float *laneB,
-                                     const float *laneC, const float *Bt, float dtv, int64_t n) {
-    const __m256 vdt = _mm256_set1_ps(dtv);
-    __m256 bdot = _mm256_setzero_ps();
+/* sums[k] = sum of the 8 lanes of lanes[k, :] for k < n. */
+static inline void ssd_lane_sums(float *restrict sums, const float *restrict lanes, int64_t n) {
     int64_t k = 0;
-    for (; k + 8 <= n; k += 8) {
-        const __m256 sb = ssd_hsum8(laneB + 8 * k);
-        _mm256_storeu_ps(gCt + k, _mm256_add_ps(_mm256_loadu_ps(gCt + k), ssd_hsum8(laneC + 8 * k)));
-        _mm256_storeu_ps(gBt + k, _mm256_fmadd_ps(vdt, sb, _mm256_loadu_ps(gBt + k)));
-        bdot = _mm256_fmadd_ps(_mm256_loadu_ps(Bt + k), sb, bdot);
-    }
-    float tmp[8], out;
-    _mm256_storeu_ps(tmp, bdot);
-    out = ssd_hsum1(tmp);
+    for (; k + 8 <= n; k += 8) _mm256_storeu_ps(sums + k, ssd_hsum8(lanes + 8 * k));
     for (; k < n; k++) {
-        const float sb = ssd_hsum1(laneB + 8 * k);
-        gCt[k] += ssd_hsum1(laneC + 8 * k);
-        gBt[k] += dtv * sb;
-        out += Bt[k] * sb;
+        float s = 0;
+        for (int i = 0; i < 8; i++) s += lanes[8 * k + i];
+        sums[k] = s;
     }
-    return out;
 }
 
-/* ssd_adjoint_step for p a multiple of 8, float32: the per-k dot products over p (for dB and dC)
- * are kept as 8-lane partial sums in lanes (n, 8) and reduced 8 state rows at a time afterwards,
- * instead of one horizontal reduction per (k, dot) inside the loop. */
-SSD_INLINE void ssd_adjoint_step_avx2(float *restrict G, const float *restrict Snow,
-                                      const float *restrict xt,
-                                      const float *restrict gyt, const float *restrict Bt,
-                                      const float *restrict Ct, float *restrict gBt,
-                                      float *restrict gCt, float a, float dtv, int64_t n, int64_t p,
-                                      float *restrict gsum, float *restrict lanes, float *ga_out) {
+/* The per-k dot products over p are kept as 8-lane partial sums in lanes (n, 8) and reduced 8 state
+ * rows at a time afterwards (ssd_lane_sums), not one horizontal reduction per row. p % 8 == 0;
+ * channels go in blocks of 32 so the block's per-step vectors stay in registers. */
+
+/* ssd_bwd_state_step for float32, p % 8 == 0. */
+SSD_INLINE float ssd_bwd_state_step_avx2(float *restrict S, const float *restrict xt,
+                                         const float *restrict gyt, const float *restrict Bt,
+                                         const float *restrict Ct, float *restrict gCt, float a,
+                                         float dt, int64_t n, int64_t p, float *restrict lanes,
+                                         float *restrict sums) {
+    const __m256 va = _mm256_set1_ps(a), vdt = _mm256_set1_ps(dt);
+    for (int64_t j0 = 0; j0 < p; j0 += 32) {
+        const int64_t jn = (p - j0 < 32 ? p - j0 : 32) / 8;
+        __m256 u[4], gy[4];
+        for (int64_t jb = 0; jb < jn; jb++) {
+            u[jb] = _mm256_mul_ps(vdt, _mm256_loadu_ps(xt + j0 + 8 * jb));
+            gy[jb] = _mm256_loadu_ps(gyt + j0 + 8 * jb);
+        }
+        for (int64_t k = 0; k < n; k++) {
+            const __m256 bk = _mm256_set1_ps(Bt[k]);
+            float *Sk = S + k * p + j0;
+            __m256 vc = _mm256_setzero_ps();
+            for (int64_t jb = 0; jb < jn; jb++) {
+                const __m256 s = _mm256_fmadd_ps(va, _mm256_loadu_ps(Sk + 8 * jb), _mm256_mul_ps(bk, u[jb]));
+                _mm256_storeu_ps(Sk + 8 * jb, s);
+                vc = _mm256_fmadd_ps(gy[jb], s, vc);
+            }
+            if (j0 > 0) vc = _mm256_add_ps(vc, _mm256_loadu_ps(lanes + 8 * k));
+            _mm256_storeu_ps(lanes + 8 * k, vc);
+        }
+    }
+    ssd_lane_sums(sums, lanes, n);
+    float ey = 0;
+    for (int64_t k = 0; k < n; k++) {
+        gCt[k] += sums[k];
+        ey += Ct[k] * sums[k];
+    }
+    return ey;
+}
+
+/* ssd_bwd_adjoint_step for float32, p % 8 == 0. */
+SSD_INLINE float ssd_bwd_adjoint_step_avx2(float *restrict G, const float *restrict xt,
+                                           const float *restrict gyt, const float *restrict Bt,
+                                           const float *restrict Ct, float *restrict gBt, float a,
+                                           float dt, int64_t n, int64_t p, float *restrict gsum,
+                                           float *restrict lanes, float *restrict sums) {
     const __m256 va = _mm256_set1_ps(a);
-    __m256 accA[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
-                      _mm256_setzero_ps()}; /* four chains: the sum runs over all n * p */
-    float *laneC = lanes, *laneB = lanes + 8 * n;
-    for (int64_t j0 = 0; j0 < p; j0 += 32) { /* 32 channels at a time: gsum stays in registers */
+    for (int64_t j0 = 0; j0 < p; j0 += 32) {
         const int64_t jn = (p - j0 < 32 ? p - j0 : 32) / 8;
         __m256 gs[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
                         _mm256_setzero_ps()};
         for (int64_t k = 0; k < n; k++) {
             const __m256 bk = _mm256_set1_ps(Bt[k]), ck = _mm256_set1_ps(Ct[k]);
             float *Gk = G + k * p + j0;
-            const float *Sk = Snow + k * p + j0;
-            __m256 vc = _mm256_setzero_ps(), vb = _mm256_setzero_ps();
+            __m256 vb = _mm256_setzero_ps();
             for (int64_t jb = 0; jb < jn; jb++) {
-                const __m256 gy = _mm256_loadu_ps(gyt + j0 + 8 * jb);
-                const __m256 gk = _mm256_fmadd_ps(ck, gy, _mm256_loadu_ps(Gk + 8 * jb));
-                const __m256 sv = _mm256_loadu_ps(Sk + 8 * jb);
-                vc = _mm256_fmadd_ps(gy, sv, vc);
+                const __m256 gk = _mm256_fmadd_ps(ck, _mm256_loadu_ps(gyt + j0 + 8 * jb),
+                                                  _mm256_loadu_ps(Gk + 8 * jb));
                 vb = _mm256_fmadd_ps(gk, _mm256_loadu_ps(xt + j0 + 8 * jb), vb);
-                accA[jb] = _mm256_fmadd_ps(gk, sv, accA[jb]);
                 gs[jb] = _mm256_fmadd_ps(bk, gk, gs[jb]);
                 _mm256_storeu_ps(Gk + 8 * jb, _mm256_mul_ps(va, gk));
             }
-            /* partial dot products over this block of channels, reduced over lanes below */
-            if (j0 == 0) {
-                _mm256_storeu_ps(laneC + 8 * k, vc);
-                _mm256_storeu_ps(laneB + 8 * k, vb);
-            } else {
-                _mm256_storeu_ps(laneC + 8 * k, _mm256_add_ps(_mm256_loadu_ps(laneC + 8 * k), vc));
-                _mm256_storeu_ps(laneB + 8 * k, _mm256_add_ps(_mm256_loadu_ps(laneB + 8 * k), vb));
-            }
+            if (j0 > 0) vb = _mm256_add_ps(vb, _mm256_loadu_ps(lanes + 8 * k));
+            _mm256_storeu_ps(lanes + 8 * k, vb);
         }
         for (int64_t jb = 0; jb < jn; jb++) _mm256_storeu_ps(gsum + j0 + 8 * jb, gs[jb]);
     }
-    accA[0] = _mm256_add_ps(_mm256_add_ps(accA[0], accA[1]), _mm256_add_ps(accA[2], accA[3]));
-    const float bdot = ssd_reduce_lanes(gBt, gCt, laneB, laneC, Bt, dtv, n);
-    float tmp[8];
-    _mm256_storeu_ps(tmp, accA[0]);
-    *ga_out = ssd_hsum1(tmp) - dtv * bdot;
+    ssd_lane_sums(sums, lanes, n);
+    float bdot = 0;
+    for (int64_t k = 0; k < n; k++) {
+        gBt[k] += dt * sums[k];
+        bdot += Bt[k] * sums[k];
+    }
+    return bdot;
 }
 #else
 #define SSD_HAVE_AVX2 0
-#endif
-
-#if SSD_HAVE_AVX2 && defined(__AVX512F__)
-#define SSD_HAVE_AVX512 1
-/* 16 lanes -> 8: the sum of the two 256-bit halves. */
-static inline __m256 ssd_fold16(__m512 v) {
-    return _mm256_add_ps(_mm512_castps512_ps256(v),
-                         _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
-}
-
-/* ssd_adjoint_step_avx2 with 16-lane vectors, for p a multiple of 16 (half the instructions). The
- * per-k partial dot products are folded to 8 lanes and reduced the same way. */
-SSD_INLINE void ssd_adjoint_step_avx512(float *restrict G, const float *restrict Snow,
-                                        const float *restrict xt,
-                                        const float *restrict gyt, const float *restrict Bt,
-                                        const float *restrict Ct, float *restrict gBt,
-                                        float *restrict gCt, float a, float dtv, int64_t n, int64_t p,
-                                        float *restrict gsum, float *restrict lanes, float *ga_out) {
-    const __m512 va = _mm512_set1_ps(a);
-    __m512 accA[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
-                      _mm512_setzero_ps()};
-    float *laneC = lanes, *laneB = lanes + 8 * n;
-    for (int64_t j0 = 0; j0 < p; j0 += 64) { /* 64 channels at a time: gsum stays in registers */
-        const int64_t jn = (p - j0 < 64 ? p - j0 : 64) / 16;
-        __m512 gs[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
-                        _mm512_setzero_ps()};
-        for (int64_t k = 0; k < n; k++) {
-            const __m512 bk = _mm512_set1_ps(Bt[k]), ck = _mm512_set1_ps(Ct[k]);
-            float *Gk = G + k * p + j0;
-            const float *Sk = Snow + k * p + j0;
-            __m512 vc = _mm512_setzero_ps(), vb = _mm512_setzero_ps();
-            for (int64_t jb = 0; jb < jn; jb++) {
-                const __m512 gy = _mm512_loadu_ps(gyt + j0 + 16 * jb);
-                const __m512 gk = _mm512_fmadd_ps(ck, gy, _mm512_loadu_ps(Gk + 16 * jb));
-                const __m512 sv = _mm512_loadu_ps(Sk + 16 * jb);
-                vc = _mm512_fmadd_ps(gy, sv, vc);
-                vb = _mm512_fmadd_ps(gk, _mm512_loadu_ps(xt + j0 + 16 * jb), vb);
-                accA[jb] = _mm512_fmadd_ps(gk, sv, accA[jb]);
-                gs[jb] = _mm512_fmadd_ps(bk, gk, gs[jb]);
-                _mm512_storeu_ps(Gk + 16 * jb, _mm512_mul_ps(va, gk));
-            }
-            const __m256 vc8 = ssd_fold16(vc), vb8 = ssd_fold16(vb);
-            if (j0 == 0) {
-                _mm256_storeu_ps(laneC + 8 * k, vc8);
-                _mm256_storeu_ps(laneB + 8 * k, vb8);
-            } else {
-                _mm256_storeu_ps(laneC + 8 * k, _mm256_add_ps(_mm256_loadu_ps(laneC + 8 * k), vc8));
-                _mm256_storeu_ps(laneB + 8 * k, _mm256_add_ps(_mm256_loadu_ps(laneB + 8 * k), vb8));
-            }
-        }
-        for (int64_t jb = 0; jb < jn; jb++) _mm512_storeu_ps(gsum + j0 + 16 * jb, gs[jb]);
-    }
-    const __m512 acc = _mm512_add_ps(_mm512_add_ps(accA[0], accA[1]), _mm512_add_ps(accA[2], accA[3]));
-    const float bdot = ssd_reduce_lanes(gBt, gCt, laneB, laneC, Bt, dtv, n);
-    float tmp[8];
-    _mm256_storeu_ps(tmp, ssd_fold16(acc));
-    *ga_out = ssd_hsum1(tmp) - dtv * bdot;
-}
-#else
-#define SSD_HAVE_AVX512 0
 #endif
 
 typedef struct {
@@ -350,7 +310,7 @@ int SS_FN(ssd_fwd)(const real *x, const real *dt, const real *A, const real *B, 
     return failed ? -1 : 0;
 }
 
-/* Backward of one (batch row, head): chunks last to first, each recomputed from its checkpoint. */
+/* Backward of one (batch row, head): chunks last to first, two passes each (see above). */
 SSD_INLINE void SS_FN(ssd_bwd_task)(const real *x, const real *dt, const real *B, const real *C,
                                     const real *gy, const real *ckpt, real *gx, real *gdt, real *gB,
                                     real *gC, ssd_io xs, ssd_io ds, ssd_io bs, ssd_io cs,
@@ -358,51 +318,60 @@ SSD_INLINE void SS_FN(ssd_bwd_task)(const real *x, const real *dt, const real *B
                                     int64_t l, int64_t h, int64_t p, int64_t n, int64_t q, real Ah,
                                     real Dh, real *scratch, real *gA_out, real *gD_out) {
     const int64_t np = n * p, nchunks = (l + q - 1) / q;
-    /* (q + 1) states of the chunk, the adjoint G (n, p), per-step vectors u, gsum (p), decays (q),
-     * lane partial sums (2n, 8) */
-    real *States = scratch, *G = scratch + (q + 1) * np, *u = G + np, *gsum = u + p, *decay = gsum + p,
-         *lanes = decay + q;
+    /* the state S and adjoint G (n, p), per-step vectors u / gsum (p), per-chunk decays and ey (q),
+     * lane partial sums (n, 8) and their totals (n) */
+    real *S = scratch, *G = S + np, *u = G + np, *gsum = u + p, *decay = gsum + p, *ey = decay + q,
+         *lanes = ey + q, *sums = lanes + 8 * n;
     (void)lanes;
-    real gA = 0, gD = 0;
+    (void)sums;
+    real gA = 0, gD = 0, ga_next = 0; /* ga_next: ga of the step after the current one (0 at the end) */
     memset(G, 0, sizeof(real) * (size_t)np);
     for (int64_t c = nchunks - 1; c >= 0; c--) {
         const int64_t t0 = c * q, tc = (l - t0 < q) ? l - t0 : q;
-        /* States[0] = state entering the chunk; States[i + 1] = state after step t0 + i */
-        if (c == 0)
-            memset(States, 0, sizeof(real) * (size_t)np);
+        const real *S0 = c == 0 ? NULL : ckpt + ((bi * h + hi) * nchunks + c) * np; /* S_{t0-1} */
+        if (S0)
+            memcpy(S, S0, sizeof(real) * (size_t)np);
         else
-            memcpy(States, ckpt + ((bi * h + hi) * nchunks + c) * np, sizeof(real) * (size_t)np);
-        for (int64_t i = 0; i < tc; i++) {
+            memset(S, 0, sizeof(real) * (size_t)np);
+        for (int64_t i = 0; i < tc; i++) { /* pass 1 */
             const int64_t t = t0 + i;
             const real dtv = dt[bi * ds.sb + t * ds.sl + hi];
+            const real *xt = x + bi * xs.sb + t * xs.sl + hi * p;
+            const real *gyt = gy + bi * gys.sb + t * gys.sl + hi * p;
+            const real *Bt = B + bi * bs.sb + t * bs.sl, *Ct = C + bi * cs.sb + t * cs.sl;
             decay[i] = SS_FN(ssd_exp)(dtv * Ah);
-            SS_FN(ssd_state_step)(States + (i + 1) * np, States + i * np,
-                                  x + bi * xs.sb + t * xs.sl + hi * p, B + bi * bs.sb + t * bs.sl,
-                                  decay[i], dtv, n, p, u);
+#if SSD_HAVE_AVX2
+            if (p % 8 == 0)
+                ey[i] = ssd_bwd_state_step_avx2(S, xt, gyt, Bt, Ct, gC + t * n, decay[i], dtv, n, p,
+                                                lanes, sums);
+            else
+#endif
+                ey[i] = SS_FN(ssd_bwd_state_step)(S, xt, gyt, Bt, Ct, gC + t * n, decay[i], dtv, n, p, u);
         }
-        for (int64_t i = tc - 1; i >= 0; i--) {
+        for (int64_t i = tc - 1; i >= 0; i--) { /* pass 2 */
             const int64_t t = t0 + i;
             const real dtv = dt[bi * ds.sb + t * ds.sl + hi], a = decay[i];
             const real *xt = x + bi * xs.sb + t * xs.sl + hi * p;
             const real *gyt = gy + bi * gys.sb + t * gys.sl + hi * p;
-            real ga;
-#if SSD_HAVE_AVX512
-            if (p % 16 == 0)
-                ssd_adjoint_step_avx512(G, States + (i + 1) * np, xt, gyt,
-                                        B + bi * bs.sb + t * bs.sl, C + bi * cs.sb + t * cs.sl,
-                                        gB + t * n, gC + t * n, a, dtv, n, p, gsum, lanes, &ga);
-            else
-#endif
+            const real *Bt = B + bi * bs.sb + t * bs.sl, *Ct = C + bi * cs.sb + t * cs.sl;
+            real bdot;
 #if SSD_HAVE_AVX2
             if (p % 8 == 0)
-                ssd_adjoint_step_avx2(G, States + (i + 1) * np, xt, gyt,
-                                      B + bi * bs.sb + t * bs.sl, C + bi * cs.sb + t * cs.sl,
-                                      gB + t * n, gC + t * n, a, dtv, n, p, gsum, lanes, &ga);
+                bdot = ssd_bwd_adjoint_step_avx2(G, xt, gyt, Bt, Ct, gB + t * n, a, dtv, n, p, gsum,
+                                                 lanes, sums);
             else
 #endif
-                SS_FN(ssd_adjoint_step)(G, States + (i + 1) * np, xt, gyt,
-                                        B + bi * bs.sb + t * bs.sl, C + bi * cs.sb + t * cs.sl,
-                                        gB + t * n, gC + t * n, a, dtv, n, p, gsum, &ga);
+                bdot = SS_FN(ssd_bwd_adjoint_step)(G, xt, gyt, Bt, Ct, gB + t * n, a, dtv, n, p, gsum);
+            real ga = ga_next + ey[i] - dtv * bdot; /* <G_t, a_t S_{t-1}> */
+            if (i == 0) { /* exactly, from the checkpoint: G now holds a_t G_t */
+                real dot = 0;
+                if (S0) {
+#pragma omp simd reduction(+ : dot)
+                    for (int64_t e = 0; e < np; e++) dot += G[e] * S0[e];
+                }
+                ga = dot;
+            }
+            ga_next = ga;
             real *gxt = gx + bi * gxs.sb + t * gxs.sl + hi * p;
             real gdot = 0, accD = 0;
 #pragma omp simd reduction(+ : gdot, accD)
@@ -412,7 +381,7 @@ SSD_INLINE void SS_FN(ssd_bwd_task)(const real *x, const real *dt, const real *B
                 gxt[j] = dtv * gsum[j] + Dh * gyt[j];
             }
             gD += accD;
-            /* a = exp(dt A): da/ddt = A a, da/dA = dt a; ga = <dL/dS_t, a S_{t-1}> has the a in it */
+            /* a = exp(dt A): da/ddt = A a, da/dA = dt a; ga has the factor a in it */
             gdt[bi * gds.sb + t * gds.sl + hi] = gdot + ga * Ah;
             gA += ga * dtv;
         }
@@ -437,7 +406,7 @@ int SS_FN(ssd_bwd)(const real *x, const real *dt, const real *A, const real *B, 
     (void)nthreads;
 #pragma omp parallel num_threads(nthreads)
     {
-        real *scratch = (real *)malloc(sizeof(real) * (size_t)((q + 2) * np + 2 * p + q + 16 * n));
+        real *scratch = (real *)malloc(sizeof(real) * (size_t)(2 * np + 2 * p + 2 * q + 9 * n));
         if (!scratch) {
 #pragma omp atomic write
             failed = 1;
