@@ -3,10 +3,12 @@
 Each config is built as ``mambadiff train`` builds it (``build_seq2seq_trainer``: data, tokenizer,
 denoiser, DiffuSeq loss, AdamW, clipping, EMA), and the timed unit is the Trainer's own
 ``train_step()``, so the numbers are the training loop's tokens/s without its logging, evaluation and
-checkpoints. All configs live in one process and take turns: every round runs ``warmup`` untimed and
-``steps`` timed steps of each config in order, so a slow phase of a shared or noisy machine falls on
-all of them alike. Reported per config: the median over rounds of each round's median step time, the
-spread of those round medians, tokens/s, and the speed relative to the first config (> 1: faster).
+checkpoints. All configs live in one process and take turns step by step: every round runs ``warmup``
+untimed steps of each config, then ``steps`` slots in which each config runs one timed step, so a slow
+phase of a shared or noisy machine (on a shared 2-core VM the same GEMM was measured to vary by 25%
+over seconds) falls on all of them alike. Reported per config: the median step time over all timed
+steps, the spread of the per-round medians, tokens/s, and the speed relative to the first config
+(> 1: faster) as the median over slots of the two configs' time ratio within the same slot.
 
 The training data is the config's own (``data.path``), cut to ``train_pairs`` pairs; no run folder is
 kept (each config runs in a temporary one).
@@ -34,7 +36,7 @@ class _Entry:
     backbone: str
     backbone_params: int
     total_params: int
-    round_ms: list[float] = field(default_factory=list)
+    step_ms: list[list[float]] = field(default_factory=list)  # [round][slot]
     tokens_per_step: int = 0
 
 
@@ -68,22 +70,25 @@ def run_denoiser_benchmark(specs=DEFAULT_CONFIGS, steps: int = 20, rounds: int =
             for entry in entries:
                 for _ in range(warmup):
                     entry.trainer.train_step()
-                times = []
-                for _ in range(steps):
+                entry.step_ms.append([])
+            for _ in range(steps):
+                for entry in entries:  # one slot: one step of each config, back to back
                     t0 = time.perf_counter()
                     _, entry.tokens_per_step = entry.trainer.train_step()
-                    times.append(time.perf_counter() - t0)
-                entry.round_ms.append(1000 * statistics.median(times))
-    reference = statistics.median(entries[0].round_ms)
+                    entry.step_ms[-1].append(1000 * (time.perf_counter() - t0))
+    first = [ms for rnd in entries[0].step_ms for ms in rnd]
     records = []
     for entry in entries:
-        ms = statistics.median(entry.round_ms)
+        times = [ms for rnd in entry.step_ms for ms in rnd]
+        round_ms = [statistics.median(rnd) for rnd in entry.step_ms]
+        ms = statistics.median(times)
         records.append({
             "config": entry.spec, "backbone": entry.backbone, "backbone_params": entry.backbone_params,
             "total_params": entry.total_params, "threads": threads, "ms_per_step": ms,
-            "round_ms_min": min(entry.round_ms), "round_ms_max": max(entry.round_ms),
+            "round_ms_min": min(round_ms), "round_ms_max": max(round_ms),
             "tokens_per_step": entry.tokens_per_step, "tokens_per_s": entry.tokens_per_step * 1000 / ms,
-            "speed_vs_first": reference / ms, "round_ms": entry.round_ms, "steps": steps, "rounds": rounds,
+            "speed_vs_first": statistics.median(f / t for f, t in zip(first, times)),
+            "round_ms": round_ms, "step_ms": times, "steps": steps, "rounds": rounds,
         })
     print_table(records, ["config", "backbone_params", "ms_per_step", "round_ms_min", "round_ms_max",
                           "tokens_per_s", "speed_vs_first"], floatfmt=".4g")
@@ -96,8 +101,9 @@ def run_denoiser_benchmark(specs=DEFAULT_CONFIGS, steps: int = 20, rounds: int =
               help='A shipped config name or YAML file, optionally with key=value overrides in the same '
                    'quoted string, e.g. "qqp-mamba2-cpu model.backbone.d_state=32". Repeat for each '
                    'config; the first is the reference of speed_vs_first.')
-@click.option("--steps", default=20, show_default=True, help="Timed training steps per config per round.")
-@click.option("--rounds", default=5, show_default=True, help="Rounds; the configs take turns in each.")
+@click.option("--steps", default=20, show_default=True,
+              help="Timed slots per round; in each slot every config runs one training step.")
+@click.option("--rounds", default=5, show_default=True, help="Rounds (each starts with --warmup steps per config).")
 @click.option("--warmup", default=2, show_default=True, help="Untimed steps before each config's turn.")
 @click.option("--threads", default=1, show_default=True, help="torch / kernel threads (train.num_threads).")
 @click.option("--train-pairs", default=2048, show_default=True, help="Training pairs loaded per config.")
