@@ -5,7 +5,7 @@ denoiser, DiffuSeq loss, AdamW, clipping, EMA), and the timed unit is the Traine
 ``train_step()``, so the numbers are the training loop's tokens/s without its logging, evaluation and
 checkpoints. All configs live in one process and take turns step by step: every round runs ``warmup``
 untimed steps of each config, then ``steps`` slots in which each config runs one timed step, so a slow
-phase of a shared or noisy machine (on a shared 2-core VM the same GEMM was measured to vary by 25%
+phase of a shared or noisy machine (on a shared 2-core VM the same GEMM was measured to vary by 28%
 over seconds) falls on all of them alike. Reported per config: the median step time over all timed
 steps, the spread of the per-round medians, tokens/s, and the speed relative to the first config
 (> 1: faster) as the median over slots of the two configs' time ratio within the same slot.

@@ -138,8 +138,8 @@ static inline void SS_FN(cc_bwd_task)(const real *xb, int64_t xsl, const real *w
 #pragma omp simd
         for (int64_t c = 0; c < ne; c++) gxr[c] = 0;
         for (int64_t j = 0; j < nk; j++) {
-            /* the output step whose tap j reads step t */
-            const int64_t dst = anti ? t - (nk - 1 - j) : t + (nk - 1 - j);
+            /* the output step whose tap j reads step t: the opposite direction's source */
+            const int64_t dst = cc_src(t, j, nk, !anti);
             if (dst < r0 || dst >= r1) continue;
             const real *restrict g = G + (dst - r0) * ne;
             const real *restrict wr = w + j * ne;
