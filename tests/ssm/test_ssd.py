@@ -77,6 +77,33 @@ def test_reads_strided_views_in_place():
     torch.testing.assert_close(g, g_ref, atol=1e-10, rtol=1e-10)
 
 
+@pytest.mark.parametrize("p, n", [(16, 16), (32, 16), (32, 20), (64, 32), (48, 35), (32, 5)])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_float32_vector_paths(p, n, reverse):
+    """The backward's vector paths by shape: 16-row blocks of the state (n = 16, 32), blocks plus
+    single-row tails (n = 20, 35) and tails only (n = 5), with p a multiple of 16 (AVX-512 where the
+    CPU has it, else AVX2) or of 8 only; float32 against the float64 oracle, across a chunk seam."""
+    b, l, h = 3, 70, 3
+    g = torch.Generator().manual_seed(p * 100 + n)
+    xbc = torch.randn(b, l, h * p + 2 * n, dtype=torch.float64, generator=g)  # (b, l, hp + 2n)
+    dt = F.softplus(torch.randn(b, l, h, dtype=torch.float64, generator=g) - 1)  # (b, l, h)
+    A = -torch.rand(h, dtype=torch.float64, generator=g) * 4 - 0.1  # (h,)
+    D = torch.randn(h, dtype=torch.float64, generator=g)  # (h,)
+    gy = torch.randn(b, l, h * p, dtype=torch.float64, generator=g)  # (b, l, hp)
+    results = []
+    for dtype in (torch.float64, torch.float32):
+        leaves = [t.to(dtype).requires_grad_() for t in (xbc, dt, A, D)]
+        y = ssd_scan_cpu_packed(*leaves, n, reverse=reverse)  # (b, l, hp)
+        results.append((y, *torch.autograd.grad(y, leaves, gy.to(dtype))))
+    x, B, C = torch.split(xbc.flip(1) if reverse else xbc, [h * p, n, n], dim=-1)
+    dt_ref = dt.flip(1) if reverse else dt
+    y_ref = ssd_reference(x.unflatten(-1, (h, p)), dt_ref, A, B, C, D).flatten(2)  # (b, l, hp)
+    torch.testing.assert_close(results[0][0], y_ref.flip(1) if reverse else y_ref, **TOL[torch.float64])
+    for name, a, r in zip(("y", "xbc", "dt", "A", "D"), results[1], results[0]):
+        scale = max(1.0, r.abs().max().item())
+        torch.testing.assert_close(a.double() / scale, r / scale, **TOL[torch.float32], msg=name)
+
+
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(b=st.integers(1, 3), l=st.sampled_from([1, 2, 17, 63, 64, 65, 130]), h=st.integers(1, 3),
        p=st.sampled_from([1, 8, 32]), n=st.integers(1, 17), dtype=st.sampled_from([torch.float64, torch.float32]),

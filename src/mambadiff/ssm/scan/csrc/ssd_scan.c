@@ -259,6 +259,143 @@ SSD_INLINE float ssd_bwd_adjoint_step_avx2(float *restrict G, const float *restr
 #define SSD_HAVE_AVX2 0
 #endif
 
+#if defined(__AVX512F__) && !SS_DOUBLE
+#include <immintrin.h>
+#define SSD_HAVE_AVX512 1
+
+/* Lane k of the result = the sum of the 16 lanes of v[k], for 16 vectors at once: a transposing
+ * add tree (unpack within 128-bit blocks, then shuffles across them), 45 operations for 16 sums
+ * where 16 separate horizontal sums take about 10 each. */
+static inline __m512 ssd_hsum16(const __m512 *v) {
+    __m512 t[8], u[4];
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i++) /* block m of t[i]: (v[2i]_0 + v[2i]_2, v[2i+1]_0 + .., v[2i]_1 + .., ..) */
+        t[i] = _mm512_add_ps(_mm512_unpacklo_ps(v[2 * i], v[2 * i + 1]),
+                             _mm512_unpackhi_ps(v[2 * i], v[2 * i + 1]));
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) /* block m of u[i]: partial sums of v[4i .. 4i+3] over block m */
+        u[i] = _mm512_add_ps(_mm512_shuffle_ps(t[2 * i], t[2 * i + 1], 0x44),
+                             _mm512_shuffle_ps(t[2 * i], t[2 * i + 1], 0xEE));
+    /* blocks (0+1, 2+3) of u[0], then of u[1]: v[0..3] twice, v[4..7] twice */
+    const __m512 w0 = _mm512_add_ps(_mm512_shuffle_f32x4(u[0], u[1], 0x88), _mm512_shuffle_f32x4(u[0], u[1], 0xDD));
+    const __m512 w1 = _mm512_add_ps(_mm512_shuffle_f32x4(u[2], u[3], 0x88), _mm512_shuffle_f32x4(u[2], u[3], 0xDD));
+    return _mm512_add_ps(_mm512_shuffle_f32x4(w0, w1, 0x88), _mm512_shuffle_f32x4(w0, w1, 0xDD));
+}
+
+/* ssd_bwd_state_step for float32, p % 16 == 0. State rows go in blocks of 16: their per-row dot
+ * products gy . S[k,:] stay as 16-lane partial sums in registers and are reduced together
+ * (ssd_hsum16); rows past the last full block are reduced one at a time. */
+SSD_INLINE float ssd_bwd_state_step_avx512(float *restrict S, const float *restrict xt,
+                                           const float *restrict gyt, const float *restrict Bt,
+                                           const float *restrict Ct, float *restrict gCt, float a,
+                                           float dt, int64_t n, int64_t p) {
+    const __m512 va = _mm512_set1_ps(a), vdt = _mm512_set1_ps(dt);
+    __m512 vey = _mm512_setzero_ps();
+    int64_t k0 = 0;
+    for (; k0 + 16 <= n; k0 += 16) {
+        __m512 acc[16];
+#pragma GCC unroll 16
+        for (int kk = 0; kk < 16; kk++) acc[kk] = _mm512_setzero_ps();
+        for (int64_t j0 = 0; j0 < p; j0 += 16) {
+            const __m512 u = _mm512_mul_ps(vdt, _mm512_loadu_ps(xt + j0));
+            const __m512 gy = _mm512_loadu_ps(gyt + j0);
+#pragma GCC unroll 16
+            for (int kk = 0; kk < 16; kk++) {
+                float *Sk = S + (k0 + kk) * p + j0;
+                const __m512 s = _mm512_fmadd_ps(va, _mm512_loadu_ps(Sk),
+                                                 _mm512_mul_ps(_mm512_set1_ps(Bt[k0 + kk]), u));
+                _mm512_storeu_ps(Sk, s);
+                acc[kk] = _mm512_fmadd_ps(gy, s, acc[kk]);
+            }
+        }
+        const __m512 sums = ssd_hsum16(acc); /* lane kk: gy . S[k0 + kk, :] */
+        _mm512_storeu_ps(gCt + k0, _mm512_add_ps(_mm512_loadu_ps(gCt + k0), sums));
+        vey = _mm512_fmadd_ps(_mm512_loadu_ps(Ct + k0), sums, vey);
+    }
+    float ey = _mm512_reduce_add_ps(vey);
+    for (int64_t k = k0; k < n; k++) {
+        float *Sk = S + k * p;
+        const __m512 bk = _mm512_set1_ps(Bt[k]);
+        __m512 acc = _mm512_setzero_ps();
+        for (int64_t j0 = 0; j0 < p; j0 += 16) {
+            const __m512 u = _mm512_mul_ps(vdt, _mm512_loadu_ps(xt + j0));
+            const __m512 s = _mm512_fmadd_ps(va, _mm512_loadu_ps(Sk + j0), _mm512_mul_ps(bk, u));
+            _mm512_storeu_ps(Sk + j0, s);
+            acc = _mm512_fmadd_ps(_mm512_loadu_ps(gyt + j0), s, acc);
+        }
+        const float dot = _mm512_reduce_add_ps(acc);
+        gCt[k] += dot;
+        ey += Ct[k] * dot;
+    }
+    return ey;
+}
+
+/* ssd_bwd_adjoint_step for float32, p % 16 == 0, rows in blocks of 16 as above. gsum's running sum
+ * over the rows of a block is split into two chains (even and odd rows), so its adds are not one
+ * dependency chain of 16 fused multiply-adds. */
+SSD_INLINE float ssd_bwd_adjoint_step_avx512(float *restrict G, const float *restrict xt,
+                                             const float *restrict gyt, const float *restrict Bt,
+                                             const float *restrict Ct, float *restrict gBt, float a,
+                                             float dt, int64_t n, int64_t p, float *restrict gsum) {
+    const __m512 va = _mm512_set1_ps(a), vdt = _mm512_set1_ps(dt);
+    __m512 vbdot = _mm512_setzero_ps();
+    for (int64_t j0 = 0; j0 < p; j0 += 16) _mm512_storeu_ps(gsum + j0, _mm512_setzero_ps());
+    int64_t k0 = 0;
+    for (; k0 + 16 <= n; k0 += 16) {
+        __m512 acc[16];
+#pragma GCC unroll 16
+        for (int kk = 0; kk < 16; kk++) acc[kk] = _mm512_setzero_ps();
+        for (int64_t j0 = 0; j0 < p; j0 += 16) {
+            const __m512 gy = _mm512_loadu_ps(gyt + j0), x = _mm512_loadu_ps(xt + j0);
+            __m512 gs0 = _mm512_loadu_ps(gsum + j0), gs1 = _mm512_setzero_ps();
+#pragma GCC unroll 16
+            for (int kk = 0; kk < 16; kk++) {
+                float *Gk = G + (k0 + kk) * p + j0;
+                const __m512 gk = _mm512_fmadd_ps(_mm512_set1_ps(Ct[k0 + kk]), gy, _mm512_loadu_ps(Gk));
+                acc[kk] = _mm512_fmadd_ps(gk, x, acc[kk]);
+                if (kk & 1)
+                    gs1 = _mm512_fmadd_ps(_mm512_set1_ps(Bt[k0 + kk]), gk, gs1);
+                else
+                    gs0 = _mm512_fmadd_ps(_mm512_set1_ps(Bt[k0 + kk]), gk, gs0);
+                _mm512_storeu_ps(Gk, _mm512_mul_ps(va, gk));
+            }
+            _mm512_storeu_ps(gsum + j0, _mm512_add_ps(gs0, gs1));
+        }
+        const __m512 sums = ssd_hsum16(acc); /* lane kk: G_t[k0 + kk, :] . x_t */
+        _mm512_storeu_ps(gBt + k0, _mm512_fmadd_ps(vdt, sums, _mm512_loadu_ps(gBt + k0)));
+        vbdot = _mm512_fmadd_ps(_mm512_loadu_ps(Bt + k0), sums, vbdot);
+    }
+    float bdot = _mm512_reduce_add_ps(vbdot);
+    for (int64_t k = k0; k < n; k++) {
+        float *Gk = G + k * p;
+        const __m512 bk = _mm512_set1_ps(Bt[k]), ck = _mm512_set1_ps(Ct[k]);
+        __m512 acc = _mm512_setzero_ps();
+        for (int64_t j0 = 0; j0 < p; j0 += 16) {
+            const __m512 gk = _mm512_fmadd_ps(ck, _mm512_loadu_ps(gyt + j0), _mm512_loadu_ps(Gk + j0));
+            acc = _mm512_fmadd_ps(gk, _mm512_loadu_ps(xt + j0), acc);
+            _mm512_storeu_ps(gsum + j0, _mm512_fmadd_ps(bk, gk, _mm512_loadu_ps(gsum + j0)));
+            _mm512_storeu_ps(Gk + j0, _mm512_mul_ps(va, gk));
+        }
+        const float dot = _mm512_reduce_add_ps(acc);
+        gBt[k] += dt * dot;
+        bdot += Bt[k] * dot;
+    }
+    return bdot;
+}
+#else
+#define SSD_HAVE_AVX512 0
+#endif
+
+
+/* Software prefetch of the rows a (batch row, head) task reads PF steps ahead: its slices of x, gy
+ * and the B / C row sit one time stride (about 1 KB) apart, a pattern the hardware prefetchers
+ * follow poorly, and each step's work is too short for out-of-order execution to hide a miss. */
+#define SSD_PF 6
+static inline void SS_FN(ssd_prefetch_row)(const real *v, int64_t len) {
+    for (int64_t i = 0; i < len; i += 64 / (int64_t)sizeof(real)) __builtin_prefetch(v + i);
+    __builtin_prefetch(v + len - 1);
+}
+
 typedef struct {
     int64_t sb, sl;
 } ssd_io; /* element strides of a (b, l, .) tensor's first two axes */
@@ -274,6 +411,11 @@ SSD_INLINE void SS_FN(ssd_fwd_task)(const real *x, const real *dt, const real *B
     for (int64_t t = 0; t < l; t++) {
         if (ckpt && t % q == 0)
             memcpy(ckpt + ((bi * h + hi) * nchunks + t / q) * n * p, S, sizeof(real) * (size_t)(n * p));
+        if (t + SSD_PF < l) {
+            SS_FN(ssd_prefetch_row)(x + bi * xs.sb + (t + SSD_PF) * xs.sl + hi * p, p);
+            SS_FN(ssd_prefetch_row)(B + bi * bs.sb + (t + SSD_PF) * bs.sl, n);
+            SS_FN(ssd_prefetch_row)(C + bi * cs.sb + (t + SSD_PF) * cs.sl, n);
+        }
         const real dtv = dt[bi * ds.sb + t * ds.sl + hi];
         SS_FN(ssd_step)(S, y + bi * ys.sb + t * ys.sl + hi * p, x + bi * xs.sb + t * xs.sl + hi * p,
                         B + bi * bs.sb + t * bs.sl, C + bi * cs.sb + t * cs.sl,
@@ -335,11 +477,23 @@ SSD_INLINE void SS_FN(ssd_bwd_task)(const real *x, const real *dt, const real *B
             memset(S, 0, sizeof(real) * (size_t)np);
         for (int64_t i = 0; i < tc; i++) { /* pass 1 */
             const int64_t t = t0 + i;
+            if (i + SSD_PF < tc) {
+                const int64_t tp = t + SSD_PF;
+                SS_FN(ssd_prefetch_row)(x + bi * xs.sb + tp * xs.sl + hi * p, p);
+                SS_FN(ssd_prefetch_row)(gy + bi * gys.sb + tp * gys.sl + hi * p, p);
+                SS_FN(ssd_prefetch_row)(B + bi * bs.sb + tp * bs.sl, n);
+                SS_FN(ssd_prefetch_row)(C + bi * cs.sb + tp * cs.sl, n);
+            }
             const real dtv = dt[bi * ds.sb + t * ds.sl + hi];
             const real *xt = x + bi * xs.sb + t * xs.sl + hi * p;
             const real *gyt = gy + bi * gys.sb + t * gys.sl + hi * p;
             const real *Bt = B + bi * bs.sb + t * bs.sl, *Ct = C + bi * cs.sb + t * cs.sl;
             decay[i] = SS_FN(ssd_exp)(dtv * Ah);
+#if SSD_HAVE_AVX512
+            if (p % 16 == 0)
+                ey[i] = ssd_bwd_state_step_avx512(S, xt, gyt, Bt, Ct, gC + t * n, decay[i], dtv, n, p);
+            else
+#endif
 #if SSD_HAVE_AVX2
             if (p % 8 == 0)
                 ey[i] = ssd_bwd_state_step_avx2(S, xt, gyt, Bt, Ct, gC + t * n, decay[i], dtv, n, p,
@@ -355,6 +509,11 @@ SSD_INLINE void SS_FN(ssd_bwd_task)(const real *x, const real *dt, const real *B
             const real *gyt = gy + bi * gys.sb + t * gys.sl + hi * p;
             const real *Bt = B + bi * bs.sb + t * bs.sl, *Ct = C + bi * cs.sb + t * cs.sl;
             real bdot;
+#if SSD_HAVE_AVX512
+            if (p % 16 == 0)
+                bdot = ssd_bwd_adjoint_step_avx512(G, xt, gyt, Bt, Ct, gB + t * n, a, dtv, n, p, gsum);
+            else
+#endif
 #if SSD_HAVE_AVX2
             if (p % 8 == 0)
                 bdot = ssd_bwd_adjoint_step_avx2(G, xt, gyt, Bt, Ct, gB + t * n, a, dtv, n, p, gsum,
