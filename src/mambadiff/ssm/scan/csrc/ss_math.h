@@ -20,6 +20,13 @@ typedef float real;
 #define SS_FN(name) name##_f32
 #endif
 
+/* Scratch for a kernel task, 64-byte aligned (free with free()): the vector loops read and write
+ * whole cache lines, and malloc's 16-byte alignment would make every 64-byte access of a scratch
+ * row straddle two lines. */
+static inline void *ss_alloc(size_t bytes) {
+    return aligned_alloc(64, (bytes + 63) / 64 * 64);
+}
+
 #define SS_LN2 ((real)0.69314718055994530942)
 /* torch.nn.functional.softplus(beta=1, threshold=20): above it softplus(x) = x, derivative 1. */
 #define SS_SOFTPLUS_THRESHOLD ((real)20)

@@ -434,7 +434,7 @@ int SS_FN(ssd_fwd)(const real *x, const real *dt, const real *A, const real *B, 
     (void)nthreads;
 #pragma omp parallel num_threads(nthreads)
     {
-        real *scratch = (real *)malloc(sizeof(real) * (size_t)(n * p + p));
+        real *scratch = (real *)ss_alloc(sizeof(real) * (size_t)(n * p + p));
         if (!scratch) {
 #pragma omp atomic write
             failed = 1;
@@ -452,101 +452,126 @@ int SS_FN(ssd_fwd)(const real *x, const real *dt, const real *A, const real *B, 
     return failed ? -1 : 0;
 }
 
-/* Backward of one (batch row, head): chunks last to first, two passes each (see above). */
-SSD_INLINE void SS_FN(ssd_bwd_task)(const real *x, const real *dt, const real *B, const real *C,
-                                    const real *gy, const real *ckpt, real *gx, real *gdt, real *gB,
-                                    real *gC, ssd_io xs, ssd_io ds, ssd_io bs, ssd_io cs,
-                                    ssd_io gys, ssd_io gxs, ssd_io gds, int64_t bi, int64_t hi,
-                                    int64_t l, int64_t h, int64_t p, int64_t n, int64_t q, real Ah,
-                                    real Dh, real *scratch, real *gA_out, real *gD_out) {
-    const int64_t np = n * p, nchunks = (l + q - 1) / q;
-    /* the state S and adjoint G (n, p), per-step vectors u / gsum (p), per-chunk decays and ey (q),
-     * lane partial sums (n, 8) and their totals (n) */
-    real *S = scratch, *G = S + np, *u = G + np, *gsum = u + p, *decay = gsum + p, *ey = decay + q,
-         *lanes = ey + q, *sums = lanes + 8 * n;
+/* One pass-1 step of one head, by the widest vector path that fits p. */
+SSD_INLINE real SS_FN(ssd_bwd_state_dispatch)(real *S, const real *xt, const real *gyt, const real *Bt,
+                                              const real *Ct, real *gCt, real a, real dt, int64_t n,
+                                              int64_t p, real *u, real *lanes, real *sums) {
     (void)lanes;
     (void)sums;
-    real gA = 0, gD = 0, ga_next = 0; /* ga_next: ga of the step after the current one (0 at the end) */
-    memset(G, 0, sizeof(real) * (size_t)np);
-    for (int64_t c = nchunks - 1; c >= 0; c--) {
-        const int64_t t0 = c * q, tc = (l - t0 < q) ? l - t0 : q;
-        const real *S0 = c == 0 ? NULL : ckpt + ((bi * h + hi) * nchunks + c) * np; /* S_{t0-1} */
-        if (S0)
-            memcpy(S, S0, sizeof(real) * (size_t)np);
-        else
-            memset(S, 0, sizeof(real) * (size_t)np);
-        for (int64_t i = 0; i < tc; i++) { /* pass 1 */
-            const int64_t t = t0 + i;
-            if (i + SSD_PF < tc) {
-                const int64_t tp = t + SSD_PF;
-                SS_FN(ssd_prefetch_row)(x + bi * xs.sb + tp * xs.sl + hi * p, p);
-                SS_FN(ssd_prefetch_row)(gy + bi * gys.sb + tp * gys.sl + hi * p, p);
-                SS_FN(ssd_prefetch_row)(B + bi * bs.sb + tp * bs.sl, n);
-                SS_FN(ssd_prefetch_row)(C + bi * cs.sb + tp * cs.sl, n);
-            }
-            const real dtv = dt[bi * ds.sb + t * ds.sl + hi];
-            const real *xt = x + bi * xs.sb + t * xs.sl + hi * p;
-            const real *gyt = gy + bi * gys.sb + t * gys.sl + hi * p;
-            const real *Bt = B + bi * bs.sb + t * bs.sl, *Ct = C + bi * cs.sb + t * cs.sl;
-            decay[i] = SS_FN(ssd_exp)(dtv * Ah);
 #if SSD_HAVE_AVX512
-            if (p % 16 == 0)
-                ey[i] = ssd_bwd_state_step_avx512(S, xt, gyt, Bt, Ct, gC + t * n, decay[i], dtv, n, p);
-            else
+    if (p % 16 == 0) return ssd_bwd_state_step_avx512(S, xt, gyt, Bt, Ct, gCt, a, dt, n, p);
 #endif
 #if SSD_HAVE_AVX2
-            if (p % 8 == 0)
-                ey[i] = ssd_bwd_state_step_avx2(S, xt, gyt, Bt, Ct, gC + t * n, decay[i], dtv, n, p,
-                                                lanes, sums);
-            else
+    if (p % 8 == 0) return ssd_bwd_state_step_avx2(S, xt, gyt, Bt, Ct, gCt, a, dt, n, p, lanes, sums);
 #endif
-                ey[i] = SS_FN(ssd_bwd_state_step)(S, xt, gyt, Bt, Ct, gC + t * n, decay[i], dtv, n, p, u);
+    return SS_FN(ssd_bwd_state_step)(S, xt, gyt, Bt, Ct, gCt, a, dt, n, p, u);
+}
+
+/* One pass-2 step of one head, by the widest vector path that fits p. */
+SSD_INLINE real SS_FN(ssd_bwd_adjoint_dispatch)(real *G, const real *xt, const real *gyt, const real *Bt,
+                                                const real *Ct, real *gBt, real a, real dt, int64_t n,
+                                                int64_t p, real *gsum, real *lanes, real *sums) {
+    (void)lanes;
+    (void)sums;
+#if SSD_HAVE_AVX512
+    if (p % 16 == 0) return ssd_bwd_adjoint_step_avx512(G, xt, gyt, Bt, Ct, gBt, a, dt, n, p, gsum);
+#endif
+#if SSD_HAVE_AVX2
+    if (p % 8 == 0)
+        return ssd_bwd_adjoint_step_avx2(G, xt, gyt, Bt, Ct, gBt, a, dt, n, p, gsum, lanes, sums);
+#endif
+    return SS_FN(ssd_bwd_adjoint_step)(G, xt, gyt, Bt, Ct, gBt, a, dt, n, p, gsum);
+}
+
+/* Per-thread scratch of the backward, in elements, for blocks of up to nh heads: the states S and
+ * adjoints G (nh, n, p), the vectors u, gsum (p), per-chunk decays and ey (q, nh), ga_next (nh), and
+ * the AVX2 path's lane partial sums (n, 8) and totals (n). */
+static inline int64_t SS_FN(ssd_bwd_scratch)(int64_t nh, int64_t n, int64_t p, int64_t q) {
+    return 2 * nh * n * p + 2 * p + 2 * q * nh + nh + 9 * n;
+}
+
+/* Backward of heads h0 .. h0+nh-1 of batch row bi: chunks last to first, two passes each (see
+ * above). Within a pass every step runs all nh heads before the next step, so the task walks its
+ * rows of x, B, C, gy and gx in memory order, whole rows at a time; one head at a time would read
+ * one head's slice (p values) of every row, a stride of a whole row, which the hardware prefetchers
+ * follow poorly. gA_out, gD_out (nh) receive the heads' sums over this row's steps. */
+SSD_INLINE void SS_FN(ssd_bwd_block)(const real *x, const real *dt, const real *A, const real *B,
+                                     const real *C, const real *D, const real *gy, const real *ckpt,
+                                     real *gx, real *gdt, real *gB, real *gC, ssd_io xs, ssd_io ds,
+                                     ssd_io bs, ssd_io cs, ssd_io gys, ssd_io gxs, ssd_io gds,
+                                     int64_t bi, int64_t h0, int64_t nh, int64_t l, int64_t h,
+                                     int64_t p, int64_t n, int64_t q, real *scratch, real *gA_out,
+                                     real *gD_out) {
+    const int64_t np = n * p, nchunks = (l + q - 1) / q;
+    real *S = scratch, *G = S + nh * np, *u = G + nh * np, *gsum = u + p, *decay = gsum + p,
+         *ey = decay + q * nh, *ga_next = ey + q * nh, *lanes = ga_next + nh, *sums = lanes + 8 * n;
+    for (int64_t hj = 0; hj < nh; hj++) gA_out[hj] = gD_out[hj] = ga_next[hj] = 0;
+    memset(G, 0, sizeof(real) * (size_t)(nh * np));
+    for (int64_t c = nchunks - 1; c >= 0; c--) {
+        const int64_t t0 = c * q, tc = (l - t0 < q) ? l - t0 : q;
+        for (int64_t hj = 0; hj < nh; hj++) { /* S_{t0-1} of every head */
+            if (c == 0)
+                memset(S + hj * np, 0, sizeof(real) * (size_t)np);
+            else
+                memcpy(S + hj * np, ckpt + ((bi * h + h0 + hj) * nchunks + c) * np, sizeof(real) * (size_t)np);
+        }
+        for (int64_t i = 0; i < tc; i++) { /* pass 1 */
+            const int64_t t = t0 + i;
+            const real *Bt = B + bi * bs.sb + t * bs.sl, *Ct = C + bi * cs.sb + t * cs.sl;
+            for (int64_t hj = 0; hj < nh; hj++) {
+                const int64_t hi = h0 + hj;
+                const real dtv = dt[bi * ds.sb + t * ds.sl + hi], a = SS_FN(ssd_exp)(dtv * A[hi]);
+                decay[i * nh + hj] = a;
+                ey[i * nh + hj] = SS_FN(ssd_bwd_state_dispatch)(
+                    S + hj * np, x + bi * xs.sb + t * xs.sl + hi * p, gy + bi * gys.sb + t * gys.sl + hi * p,
+                    Bt, Ct, gC + t * n, a, dtv, n, p, u, lanes, sums);
+            }
         }
         for (int64_t i = tc - 1; i >= 0; i--) { /* pass 2 */
             const int64_t t = t0 + i;
-            const real dtv = dt[bi * ds.sb + t * ds.sl + hi], a = decay[i];
-            const real *xt = x + bi * xs.sb + t * xs.sl + hi * p;
-            const real *gyt = gy + bi * gys.sb + t * gys.sl + hi * p;
             const real *Bt = B + bi * bs.sb + t * bs.sl, *Ct = C + bi * cs.sb + t * cs.sl;
-            real bdot;
-#if SSD_HAVE_AVX512
-            if (p % 16 == 0)
-                bdot = ssd_bwd_adjoint_step_avx512(G, xt, gyt, Bt, Ct, gB + t * n, a, dtv, n, p, gsum);
-            else
-#endif
-#if SSD_HAVE_AVX2
-            if (p % 8 == 0)
-                bdot = ssd_bwd_adjoint_step_avx2(G, xt, gyt, Bt, Ct, gB + t * n, a, dtv, n, p, gsum,
-                                                 lanes, sums);
-            else
-#endif
-                bdot = SS_FN(ssd_bwd_adjoint_step)(G, xt, gyt, Bt, Ct, gB + t * n, a, dtv, n, p, gsum);
-            real ga = ga_next + ey[i] - dtv * bdot; /* <G_t, a_t S_{t-1}> */
-            if (i == 0) { /* exactly, from the checkpoint: G now holds a_t G_t */
-                real dot = 0;
-                if (S0) {
+            for (int64_t hj = 0; hj < nh; hj++) {
+                const int64_t hi = h0 + hj;
+                const real dtv = dt[bi * ds.sb + t * ds.sl + hi], a = decay[i * nh + hj];
+                const real *xt = x + bi * xs.sb + t * xs.sl + hi * p;
+                const real *gyt = gy + bi * gys.sb + t * gys.sl + hi * p;
+                real *Gh = G + hj * np;
+                const real bdot = SS_FN(ssd_bwd_adjoint_dispatch)(Gh, xt, gyt, Bt, Ct, gB + t * n, a, dtv,
+                                                                  n, p, gsum, lanes, sums);
+                real ga = ga_next[hj] + ey[i * nh + hj] - dtv * bdot; /* <G_t, a_t S_{t-1}> */
+                if (i == 0) { /* exactly, from the checkpoint: G now holds a_t G_t */
+                    real dot = 0;
+                    if (c > 0) {
+                        const real *S0 = ckpt + ((bi * h + hi) * nchunks + c) * np;
 #pragma omp simd reduction(+ : dot)
-                    for (int64_t e = 0; e < np; e++) dot += G[e] * S0[e];
+                        for (int64_t e = 0; e < np; e++) dot += Gh[e] * S0[e];
+                    }
+                    ga = dot;
                 }
-                ga = dot;
-            }
-            ga_next = ga;
-            real *gxt = gx + bi * gxs.sb + t * gxs.sl + hi * p;
-            real gdot = 0, accD = 0;
+                ga_next[hj] = ga;
+                const real Dh = D ? D[hi] : (real)0;
+                real *gxt = gx + bi * gxs.sb + t * gxs.sl + hi * p;
+                real gdot = 0, accD = 0;
 #pragma omp simd reduction(+ : gdot, accD)
-            for (int64_t j = 0; j < p; j++) {
-                gdot += xt[j] * gsum[j];
-                accD += gyt[j] * xt[j];
-                gxt[j] = dtv * gsum[j] + Dh * gyt[j];
+                for (int64_t j = 0; j < p; j++) {
+                    gdot += xt[j] * gsum[j];
+                    accD += gyt[j] * xt[j];
+                    gxt[j] = dtv * gsum[j] + Dh * gyt[j];
+                }
+                gD_out[hj] += accD;
+                /* a = exp(dt A): da/ddt = A a, da/dA = dt a; ga has the factor a in it */
+                gdt[bi * gds.sb + t * gds.sl + hi] = gdot + ga * A[hi];
+                gA_out[hj] += ga * dtv;
             }
-            gD += accD;
-            /* a = exp(dt A): da/ddt = A a, da/dA = dt a; ga has the factor a in it */
-            gdt[bi * gds.sb + t * gds.sl + hi] = gdot + ga * Ah;
-            gA += ga * dtv;
         }
     }
-    *gA_out = gA;
-    *gD_out = gD;
+}
+
+/* Heads per block of the backward: as many as keep the block's states and adjoints within about
+ * 32 KB (L1), at least one. */
+static inline int64_t SS_FN(ssd_heads_per_block)(int64_t heads, int64_t n, int64_t p) {
+    const int64_t fit = (int64_t)(32768 / (2 * n * p * (int64_t)sizeof(real)));
+    return fit < 1 ? 1 : (fit < heads ? fit : heads);
 }
 
 int SS_FN(ssd_bwd)(const real *x, const real *dt, const real *A, const real *B, const real *C,
@@ -560,12 +585,13 @@ int SS_FN(ssd_bwd)(const real *x, const real *dt, const real *A, const real *B, 
                  gys = {strides[8], strides[9]}, gxs = {strides[10], strides[11]},
                  gds = {strides[12], strides[13]};
     if (l > q && !ckpt) return -2;
-    const int64_t heads_per_group = (h + g - 1) / g, np = n * p;
+    const int64_t heads_per_group = (h + g - 1) / g;
+    const int64_t hb = SS_FN(ssd_heads_per_block)(heads_per_group, n, p);
     int failed = 0;
     (void)nthreads;
 #pragma omp parallel num_threads(nthreads)
     {
-        real *scratch = (real *)malloc(sizeof(real) * (size_t)(2 * np + 2 * p + 2 * q + 9 * n));
+        real *scratch = (real *)ss_alloc(sizeof(real) * (size_t)(SS_FN(ssd_bwd_scratch)(hb, n, p, q) + 2 * hb));
         if (!scratch) {
 #pragma omp atomic write
             failed = 1;
@@ -576,14 +602,17 @@ int SS_FN(ssd_bwd)(const real *x, const real *dt, const real *A, const real *B, 
             const int64_t gi = task / b, bi = task % b;
             /* this task's heads all add into its own (l, n) slices of gB_part, gC_part */
             real *gB = gB_part + (gi * b + bi) * l * n, *gC = gC_part + (gi * b + bi) * l * n;
-            for (int64_t hi = gi * heads_per_group; hi < h && hi < (gi + 1) * heads_per_group; hi++) {
-                const real Ah = A[hi], Dh = D ? D[hi] : (real)0;
-                real gA, gD;
-                SSD_DISPATCH_P(p, SS_FN(ssd_bwd_task)(x, dt, B, C, gy, ckpt, gx, gdt, gB, gC, xs, ds,
-                                                      bs, cs, gys, gxs, gds, bi, hi, l, h, P_, n, q,
-                                                      Ah, Dh, scratch, &gA, &gD));
-                gA_part[bi * h + hi] = gA;
-                if (gD_part) gD_part[bi * h + hi] = gD;
+            real *gA = scratch + SS_FN(ssd_bwd_scratch)(hb, n, p, q), *gD = gA + hb;
+            const int64_t hend = (gi + 1) * heads_per_group < h ? (gi + 1) * heads_per_group : h;
+            for (int64_t h0 = gi * heads_per_group; h0 < hend; h0 += hb) {
+                const int64_t nh = hend - h0 < hb ? hend - h0 : hb;
+                SSD_DISPATCH_P(p, SS_FN(ssd_bwd_block)(x, dt, A, B, C, D, gy, ckpt, gx, gdt, gB, gC, xs, ds,
+                                                       bs, cs, gys, gxs, gds, bi, h0, nh, l, h, P_, n, q,
+                                                       scratch, gA, gD));
+                for (int64_t hj = 0; hj < nh; hj++) {
+                    gA_part[bi * h + h0 + hj] = gA[hj];
+                    if (gD_part) gD_part[bi * h + h0 + hj] = gD[hj];
+                }
             }
         }
         free(scratch);
