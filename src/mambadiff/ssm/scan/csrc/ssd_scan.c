@@ -341,6 +341,38 @@ SSD_INLINE float ssd_bwd_adjoint_step_avx512(float *restrict G, const float *res
     __m512 vbdot = _mm512_setzero_ps();
     for (int64_t j0 = 0; j0 < p; j0 += 16) _mm512_storeu_ps(gsum + j0, _mm512_setzero_ps());
     int64_t k0 = 0;
+    if (p <= 64) { /* the row's vectors, gy, x and two gsum chains per vector stay in registers */
+        __m512 gy[4], x[4], gs0[4], gs1[4];
+        const int64_t nv = p / 16;
+        for (int64_t v = 0; v < nv; v++) {
+            gy[v] = _mm512_loadu_ps(gyt + 16 * v);
+            x[v] = _mm512_loadu_ps(xt + 16 * v);
+            gs0[v] = gs1[v] = _mm512_setzero_ps();
+        }
+        for (; k0 + 16 <= n; k0 += 16) {
+            __m512 acc[16];
+#pragma GCC unroll 16
+            for (int kk = 0; kk < 16; kk++) {
+                float *Gk = G + (k0 + kk) * p;
+                const __m512 ck = _mm512_set1_ps(Ct[k0 + kk]), bk = _mm512_set1_ps(Bt[k0 + kk]);
+                __m512 dot = _mm512_setzero_ps();
+                for (int64_t v = 0; v < nv; v++) {
+                    const __m512 gk = _mm512_fmadd_ps(ck, gy[v], _mm512_loadu_ps(Gk + 16 * v));
+                    dot = _mm512_fmadd_ps(gk, x[v], dot);
+                    if (kk & 1)
+                        gs1[v] = _mm512_fmadd_ps(bk, gk, gs1[v]);
+                    else
+                        gs0[v] = _mm512_fmadd_ps(bk, gk, gs0[v]);
+                    _mm512_storeu_ps(Gk + 16 * v, _mm512_mul_ps(va, gk));
+                }
+                acc[kk] = dot;
+            }
+            const __m512 sums = ssd_hsum16(acc); /* lane kk: G_t[k0 + kk, :] . x_t */
+            _mm512_storeu_ps(gBt + k0, _mm512_fmadd_ps(vdt, sums, _mm512_loadu_ps(gBt + k0)));
+            vbdot = _mm512_fmadd_ps(_mm512_loadu_ps(Bt + k0), sums, vbdot);
+        }
+        for (int64_t v = 0; v < nv; v++) _mm512_storeu_ps(gsum + 16 * v, _mm512_add_ps(gs0[v], gs1[v]));
+    }
     for (; k0 + 16 <= n; k0 += 16) {
         __m512 acc[16];
 #pragma GCC unroll 16
@@ -484,10 +516,10 @@ SSD_INLINE real SS_FN(ssd_bwd_adjoint_dispatch)(real *G, const real *xt, const r
 }
 
 /* Per-thread scratch of the backward, in elements, for blocks of up to nh heads: the states S and
- * adjoints G (nh, n, p), the vectors u, gsum (p), per-chunk decays and ey (q, nh), ga_next (nh), and
- * the AVX2 path's lane partial sums (n, 8) and totals (n). */
+ * adjoints G (nh, n, p), the vectors u, gsum (p), per-chunk decays and ey (q, nh), ga_next (nh),
+ * the AVX2 path's lane partial sums (n, 8) and totals (n), and D's gradient per channel (nh, p). */
 static inline int64_t SS_FN(ssd_bwd_scratch)(int64_t nh, int64_t n, int64_t p, int64_t q) {
-    return 2 * nh * n * p + 2 * p + 2 * q * nh + nh + 9 * n;
+    return 2 * nh * n * p + 2 * p + 2 * q * nh + nh + 9 * n + nh * p;
 }
 
 /* Backward of heads h0 .. h0+nh-1 of batch row bi: chunks last to first, two passes each (see
@@ -504,9 +536,11 @@ SSD_INLINE void SS_FN(ssd_bwd_block)(const real *x, const real *dt, const real *
                                      real *gD_out) {
     const int64_t np = n * p, nchunks = (l + q - 1) / q;
     real *S = scratch, *G = S + nh * np, *u = G + nh * np, *gsum = u + p, *decay = gsum + p,
-         *ey = decay + q * nh, *ga_next = ey + q * nh, *lanes = ga_next + nh, *sums = lanes + 8 * n;
-    for (int64_t hj = 0; hj < nh; hj++) gA_out[hj] = gD_out[hj] = ga_next[hj] = 0;
+         *ey = decay + q * nh, *ga_next = ey + q * nh, *lanes = ga_next + nh, *sums = lanes + 8 * n,
+         *gDv = sums + n;
+    for (int64_t hj = 0; hj < nh; hj++) gA_out[hj] = ga_next[hj] = 0;
     memset(G, 0, sizeof(real) * (size_t)(nh * np));
+    memset(gDv, 0, sizeof(real) * (size_t)(nh * p));
     for (int64_t c = nchunks - 1; c >= 0; c--) {
         const int64_t t0 = c * q, tc = (l - t0 < q) ? l - t0 : q;
         for (int64_t hj = 0; hj < nh; hj++) { /* S_{t0-1} of every head */
@@ -550,20 +584,24 @@ SSD_INLINE void SS_FN(ssd_bwd_block)(const real *x, const real *dt, const real *
                 }
                 ga_next[hj] = ga;
                 const real Dh = D ? D[hi] : (real)0;
-                real *gxt = gx + bi * gxs.sb + t * gxs.sl + hi * p;
-                real gdot = 0, accD = 0;
-#pragma omp simd reduction(+ : gdot, accD)
+                real *gxt = gx + bi * gxs.sb + t * gxs.sl + hi * p, *gDh = gDv + hj * p;
+#pragma omp simd
                 for (int64_t j = 0; j < p; j++) {
-                    gdot += xt[j] * gsum[j];
-                    accD += gyt[j] * xt[j];
+                    gDh[j] += gyt[j] * xt[j]; /* summed over j once, at the end */
                     gxt[j] = dtv * gsum[j] + Dh * gyt[j];
                 }
-                gD_out[hj] += accD;
-                /* a = exp(dt A): da/ddt = A a, da/dA = dt a; ga has the factor a in it */
-                gdt[bi * gds.sb + t * gds.sl + hi] = gdot + ga * A[hi];
+                /* dL/ddt_t = <G_t, x_t B_t^T> + ga A = x_t . (G_t^T B_t) + ga A, and x_t . (G_t^T B_t)
+                 * = sum_k B_t[k] (G_t[k,:] . x_t) is bdot; a = exp(dt A): da/ddt = A a, da/dA = dt a,
+                 * and ga has the factor a in it */
+                gdt[bi * gds.sb + t * gds.sl + hi] = bdot + ga * A[hi];
                 gA_out[hj] += ga * dtv;
             }
         }
+    }
+    for (int64_t hj = 0; hj < nh; hj++) {
+        real acc = 0;
+        for (int64_t j = 0; j < p; j++) acc += gDv[hj * p + j];
+        gD_out[hj] = acc;
     }
 }
 
