@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .conv import causal_conv1d_silu
+from .linear import split_linear
 from .mamba import (
     _CONV_BACKEND,
     _check_dt_range,
@@ -139,12 +140,11 @@ class Mamba2(nn.Module):
         self.norm = RMSNorm(e, eps=cfg.norm_eps)
         self.out_proj = nn.Linear(e, cfg.d_model, bias=cfg.bias)  # e -> d
 
-    def _split_in_proj(self, zxbcdt: torch.Tensor, dim: int = -1):
-        """in_proj's output (.., 2e+2n+h) -> z (.., e), xBC (.., e+2n), dt (.., h); with dim=0 the
-        same split of its weight's rows or its bias."""
+    def _split_in_proj(self, zxbcdt: torch.Tensor):
+        """in_proj's output (.., 2e+2n+h) -> z (.., e), xBC (.., e+2n), dt (.., h)."""
         cfg = self.config
         e, n, h = cfg.d_inner, cfg.d_state, cfg.nheads
-        return torch.split(zxbcdt, [e, e + 2 * n, h], dim=dim)
+        return torch.split(zxbcdt, [e, e + 2 * n, h], dim=-1)
 
     # ------------------------------------------------------------------ parallel
 
@@ -165,14 +165,10 @@ class Mamba2(nn.Module):
         if mask is not None:
             x = x * mask.unsqueeze(-1).to(x.dtype)  # (b, l, d) padded inputs zeroed
 
-        # in_proj as three products (weight row slices): each output is contiguous and the backward
-        # needs no concatenation of the three gradients into one (b, l, 2e + 2n + h) tensor
-        w_z, w_xbc, w_dt = self._split_in_proj(self.in_proj.weight, 0)  # (e, d), (e+2n, d), (h, d)
-        b_z, b_xbc, b_dt = ((None,) * 3 if self.in_proj.bias is None
-                            else self._split_in_proj(self.in_proj.bias, 0))
-        z = F.linear(x, w_z, b_z)  # (b, l, e)
-        xBC = F.linear(x, w_xbc, b_xbc)  # (b, l, e+2n)
-        dt = F.linear(x, w_dt, b_dt)  # (b, l, h)
+        # in_proj as three products (weight row blocks), each output contiguous; split_linear's backward
+        # takes the three gradients as they come: no concatenation, no adds of three input gradients
+        z, xBC, dt = split_linear(x, self.in_proj.weight, self.in_proj.bias,
+                                  (e, e + 2 * n, h))  # (b, l, e), (b, l, e+2n), (b, l, h)
         # the oracle paths (reference SSD, reference / torch scans) keep to plain PyTorch
         if algorithm == "scan":
             conv_backend = _CONV_BACKEND.get(cfg.scan_backend, "auto")
