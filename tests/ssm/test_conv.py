@@ -123,3 +123,46 @@ def test_bad_input_raises_value_error(kwargs, match):
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         causal_conv1d_silu(**args)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("k", [1, 2, 3, 4, 5, 7])
+@pytest.mark.parametrize("e, chunk_elems", [(37, 3 * 37), (48, 5 * 48), (21, 64 * 21)])
+def test_float32_blocks_tails_and_seams(monkeypatch, k, reverse, e, chunk_elems):
+    """float32 (the AVX-512 path where the CPU has it, k <= 5; k = 7 takes the generic loops):
+    channel counts with a partial block of 16 lanes (37, 21) and whole blocks (48), a strided x,
+    time chunks of 3 and 5 steps (seams, neighbour steps and the step pairs of the interior loop
+    with odd lengths) and one chunk per row (l = 23 steps, odd)."""
+    import mambadiff.ssm.conv as conv
+    monkeypatch.setattr(conv, "SCRATCH_ELEMENTS", chunk_elems)
+    base, weight, bias = _inputs(3, 23, e, k, torch.float32, 7, True, True)
+    y, grads = _run(lambda x, w, bb: causal_conv1d_silu(x, w, bb, backend="cpu", reverse=reverse),
+                    base, weight, bias, e)
+    oracle = ((lambda x, w, bb: causal_conv1d_silu_torch(x.flip(1), w, bb).flip(1)) if reverse
+              else causal_conv1d_silu_torch)
+    b64, w64, bias64 = base.double(), weight.double(), bias.double()
+    y_ref, grads_ref = _run(oracle, b64, w64, bias64, e)
+    torch.testing.assert_close(y, y_ref.float(), rtol=1e-5, atol=1e-6)
+    for name, got, want in zip(("x", "weight", "bias"), grads, grads_ref):
+        torch.testing.assert_close(got, want.float(), rtol=1e-4, atol=2e-5,
+                                   msg=lambda m, n=name: f"grad {n}: {m}")
+    assert torch.count_nonzero(grads[0][..., e:]) == 0
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_two_threads_match_one(reverse):
+    """Enough work for two threads (b l e k >= 2 * MIN_WORK_PER_THREAD): same results as one."""
+    base, weight, bias = _inputs(8, 64, 136, 4, torch.float32, 3, True, True)
+    fn = lambda x, w, bb: causal_conv1d_silu(x, w, bb, backend="cpu", reverse=reverse)  # noqa: E731
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        y1, g1 = _run(fn, base, weight, bias, 136)
+        torch.set_num_threads(2)
+        y2, g2 = _run(fn, base, weight, bias, 136)
+    finally:
+        torch.set_num_threads(old)
+    torch.testing.assert_close(y2, y1, rtol=0, atol=0)
+    torch.testing.assert_close(g2[0], g1[0], rtol=0, atol=0)
+    for got, want in zip(g2[1:], g1[1:]):  # per-task partial sums: the task split can differ
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
