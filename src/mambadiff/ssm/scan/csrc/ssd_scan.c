@@ -419,40 +419,44 @@ SSD_INLINE float ssd_bwd_adjoint_step_avx512(float *restrict G, const float *res
 #endif
 
 
-/* Software prefetch of the rows a (batch row, head) task reads PF steps ahead: its slices of x, gy
- * and the B / C row sit one time stride (about 1 KB) apart, a pattern the hardware prefetchers
- * follow poorly, and each step's work is too short for out-of-order execution to hide a miss. */
-#define SSD_PF 6
-static inline void SS_FN(ssd_prefetch_row)(const real *v, int64_t len) {
-    for (int64_t i = 0; i < len; i += 64 / (int64_t)sizeof(real)) __builtin_prefetch(v + i);
-    __builtin_prefetch(v + len - 1);
-}
-
 typedef struct {
     int64_t sb, sl;
 } ssd_io; /* element strides of a (b, l, .) tensor's first two axes */
 
-/* Forward of one (batch row, head); S and u are the task's scratch. */
-SSD_INLINE void SS_FN(ssd_fwd_task)(const real *x, const real *dt, const real *B, const real *C,
-                                    real *y, real *ckpt, ssd_io xs, ssd_io ds, ssd_io bs, ssd_io cs,
-                                    ssd_io ys, int64_t bi, int64_t hi, int64_t l, int64_t h,
-                                    int64_t p, int64_t n, int64_t q, real Ah, real Dh, real *S,
-                                    real *u) {
-    const int64_t nchunks = (l + q - 1) / q;
-    memset(S, 0, sizeof(real) * (size_t)(n * p));
+/* Forward of heads h0 .. h0+nh-1 of batch row bi; S (nh, n, p) and u (p) are the task's scratch.
+ * Every step runs all nh heads before the next, so the task reads its rows of x, B, C and writes
+ * its rows of y in memory order (see ssd_bwd_block). */
+SSD_INLINE void SS_FN(ssd_fwd_block)(const real *x, const real *dt, const real *A, const real *B,
+                                     const real *C, const real *D, real *y, real *ckpt, ssd_io xs,
+                                     ssd_io ds, ssd_io bs, ssd_io cs, ssd_io ys, int64_t bi,
+                                     int64_t h0, int64_t nh, int64_t l, int64_t h, int64_t p,
+                                     int64_t n, int64_t q, real *S, real *u) {
+    const int64_t np = n * p, nchunks = (l + q - 1) / q;
+    memset(S, 0, sizeof(real) * (size_t)(nh * np));
     for (int64_t t = 0; t < l; t++) {
-        if (ckpt && t % q == 0)
-            memcpy(ckpt + ((bi * h + hi) * nchunks + t / q) * n * p, S, sizeof(real) * (size_t)(n * p));
-        if (t + SSD_PF < l) {
-            SS_FN(ssd_prefetch_row)(x + bi * xs.sb + (t + SSD_PF) * xs.sl + hi * p, p);
-            SS_FN(ssd_prefetch_row)(B + bi * bs.sb + (t + SSD_PF) * bs.sl, n);
-            SS_FN(ssd_prefetch_row)(C + bi * cs.sb + (t + SSD_PF) * cs.sl, n);
+        const real *Bt = B + bi * bs.sb + t * bs.sl, *Ct = C + bi * cs.sb + t * cs.sl;
+        for (int64_t hj = 0; hj < nh; hj++) {
+            const int64_t hi = h0 + hj;
+            real *Sh = S + hj * np;
+            if (ckpt && t % q == 0)
+                memcpy(ckpt + ((bi * h + hi) * nchunks + t / q) * np, Sh, sizeof(real) * (size_t)np);
+            const real dtv = dt[bi * ds.sb + t * ds.sl + hi];
+            SS_FN(ssd_step)(Sh, y + bi * ys.sb + t * ys.sl + hi * p, x + bi * xs.sb + t * xs.sl + hi * p,
+                            Bt, Ct, SS_FN(ssd_exp)(dtv * A[hi]), dtv, D ? D[hi] : (real)0, n, p, u);
         }
-        const real dtv = dt[bi * ds.sb + t * ds.sl + hi];
-        SS_FN(ssd_step)(S, y + bi * ys.sb + t * ys.sl + hi * p, x + bi * xs.sb + t * xs.sl + hi * p,
-                        B + bi * bs.sb + t * bs.sl, C + bi * cs.sb + t * cs.sl,
-                        SS_FN(ssd_exp)(dtv * Ah), dtv, Dh, n, p, u);
     }
+}
+
+/* Heads per block: as many as keep the block's states (nstates per head: S forward, S and G
+ * backward) within about 32 KB (L1), at least one, and at most ceil(heads / blocks) where blocks
+ * = ceil(2 nthreads / b), so that a small batch still gives every thread two tasks. */
+static inline int64_t SS_FN(ssd_heads_per_block)(int64_t heads, int64_t n, int64_t p, int64_t nstates,
+                                                 int64_t b, int nthreads) {
+    int64_t fit = (int64_t)(32768 / (nstates * n * p * (int64_t)sizeof(real)));
+    fit = fit < 1 ? 1 : (fit < heads ? fit : heads);
+    const int64_t blocks = (2 * (int64_t)nthreads + b - 1) / b;
+    const int64_t cap = (heads + blocks - 1) / blocks;
+    return fit < cap ? fit : cap;
 }
 
 int SS_FN(ssd_fwd)(const real *x, const real *dt, const real *A, const real *B, const real *C,
@@ -462,22 +466,23 @@ int SS_FN(ssd_fwd)(const real *x, const real *dt, const real *A, const real *B, 
     const ssd_io xs = {strides[0], strides[1]}, ds = {strides[2], strides[3]},
                  bs = {strides[4], strides[5]}, cs = {strides[6], strides[7]},
                  ys = {strides[8], strides[9]};
+    const int64_t hb = SS_FN(ssd_heads_per_block)(h, n, p, 1, b, nthreads), nblocks = (h + hb - 1) / hb;
     int failed = 0;
     (void)nthreads;
 #pragma omp parallel num_threads(nthreads)
     {
-        real *scratch = (real *)ss_alloc(sizeof(real) * (size_t)(n * p + p));
+        real *scratch = (real *)ss_alloc(sizeof(real) * (size_t)(hb * n * p + p));
         if (!scratch) {
 #pragma omp atomic write
             failed = 1;
         }
 #pragma omp for schedule(static)
-        for (int64_t task = 0; task < b * h; task++) {
+        for (int64_t task = 0; task < b * nblocks; task++) {
             if (!scratch) continue;
-            const int64_t bi = task / h, hi = task % h;
-            const real Ah = A[hi], Dh = D ? D[hi] : (real)0;
-            SSD_DISPATCH_P(p, SS_FN(ssd_fwd_task)(x, dt, B, C, y, ckpt, xs, ds, bs, cs, ys, bi, hi, l,
-                                                  h, P_, n, q, Ah, Dh, scratch, scratch + n * P_));
+            const int64_t bi = task / nblocks, h0 = (task % nblocks) * hb;
+            const int64_t nh = h - h0 < hb ? h - h0 : hb;
+            SSD_DISPATCH_P(p, SS_FN(ssd_fwd_block)(x, dt, A, B, C, D, y, ckpt, xs, ds, bs, cs, ys, bi, h0,
+                                                   nh, l, h, P_, n, q, scratch, scratch + hb * n * P_));
         }
         free(scratch);
     }
@@ -605,13 +610,6 @@ SSD_INLINE void SS_FN(ssd_bwd_block)(const real *x, const real *dt, const real *
     }
 }
 
-/* Heads per block of the backward: as many as keep the block's states and adjoints within about
- * 32 KB (L1), at least one. */
-static inline int64_t SS_FN(ssd_heads_per_block)(int64_t heads, int64_t n, int64_t p) {
-    const int64_t fit = (int64_t)(32768 / (2 * n * p * (int64_t)sizeof(real)));
-    return fit < 1 ? 1 : (fit < heads ? fit : heads);
-}
-
 int SS_FN(ssd_bwd)(const real *x, const real *dt, const real *A, const real *B, const real *C,
                    const real *D, const real *gy, const real *ckpt, real *gx, real *gdt,
                    real *gA_part, real *gB_part, real *gC_part, real *gD_part,
@@ -624,7 +622,7 @@ int SS_FN(ssd_bwd)(const real *x, const real *dt, const real *A, const real *B, 
                  gds = {strides[12], strides[13]};
     if (l > q && !ckpt) return -2;
     const int64_t heads_per_group = (h + g - 1) / g;
-    const int64_t hb = SS_FN(ssd_heads_per_block)(heads_per_group, n, p);
+    const int64_t hb = SS_FN(ssd_heads_per_block)(heads_per_group, n, p, 2, b, 1);
     int failed = 0;
     (void)nthreads;
 #pragma omp parallel num_threads(nthreads)
