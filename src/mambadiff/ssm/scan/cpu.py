@@ -14,6 +14,9 @@ The file name is a hash of the sources + compiler + flags + machine, so a change
 CPU gets a fresh build. The library is linked to a temporary name then ``os.replace``d into place, so
 processes racing to build it are safe. Flag sets are tried from fastest to most portable
 (``-march=native``, OpenMP); when none works the backend is simply unavailable.
+``$MAMBADIFF_CFLAGS`` replaces them with one set, the optimisation flags plus its words: e.g.
+``"-march=native -mno-avx512f -fopenmp"`` builds the AVX2 paths on an AVX-512 machine (the test suite
+checks the kernels built that way and without AVX at all, as other machines build them).
 
 The kernel is built without ``-ffast-math``: its inlined exp / log1p rely on exact IEEE evaluation,
 and linking a shared library with ``-ffast-math`` (gcc < 13) would add crtfastmath.o, which flips the
@@ -30,6 +33,7 @@ import ctypes
 import hashlib
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -56,6 +60,12 @@ FLAG_SETS = (
     ("-O2",),
 )
 COMMON_FLAGS = ("-fPIC", "-std=gnu11")
+
+
+def _flag_sets() -> tuple[tuple[str, ...], ...]:
+    """FLAG_SETS, or the single set that ``$MAMBADIFF_CFLAGS`` asks for (see the module docstring)."""
+    extra = os.environ.get("MAMBADIFF_CFLAGS", "").strip()
+    return ((*_FAST, *shlex.split(extra)),) if extra else FLAG_SETS
 TYPES = (("0", "f32"), ("1", "f64"))  # (-DSS_DOUBLE=, symbol suffix)
 
 _lock = threading.Lock()
@@ -186,7 +196,7 @@ def load() -> ctypes.CDLL | None:
         source = b"\0".join(path.read_bytes() for path in (*SOURCES, *HEADERS))
         version = _compiler_version(cc)
         errors = []
-        for flags in FLAG_SETS:
+        for flags in _flag_sets():
             key = hashlib.sha256(b"\0".join(
                 [source, cc.encode(), version.encode(), " ".join(flags + COMMON_FLAGS).encode(),
                  _machine_id().encode()])).hexdigest()[:20]

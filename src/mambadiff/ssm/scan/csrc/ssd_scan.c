@@ -17,12 +17,16 @@
  *   A, D           (h,)          gA_part, gD_part (b, h): summed over b by the caller
  *   ckpt           (b, h, nchunks, n, p)  the state entering every chunk of q steps
  * The inner loops run over the p channels of a head (contiguous in x, y and the state rows), which
- * the compiler vectorises; B_t[k], C_t[k] and a_t are scalars of the step.
+ * the compiler vectorises (the backward's steps also have AVX2 and AVX-512 versions); B_t[k], C_t[k]
+ * and a_t are scalars of the step.
  *
+ * Tasks: a task takes one batch row and a block of its heads (as many as keep their states within
+ * about 32 KB, L1) and runs every head of the block at step t before step t + 1, so it reads and
+ * writes its rows of x, B, C, y (gy, gx) in memory order, whole rows at a time.
  * Forward: stores no states except, when ckpt is given (a gradient will be needed), the state at
- * each chunk start. Backward per (b, head): chunks last to first, each in two passes from its
- * checkpoint that keep one state in scratch (see "backward" below). Every task owns its slices of
- * the outputs, so no two threads write the same address.
+ * each chunk start. Backward: chunks last to first, each in two passes from its checkpoint that keep
+ * one state and one adjoint per head in scratch (see "backward" below). Every task owns its slices
+ * of the outputs, so no two threads write the same address.
  */
 #include <math.h>
 #include "ss_math.h"
