@@ -77,12 +77,13 @@ def test_reads_strided_views_in_place():
     torch.testing.assert_close(g, g_ref, atol=1e-10, rtol=1e-10)
 
 
-@pytest.mark.parametrize("p, n", [(16, 16), (32, 16), (32, 20), (64, 32), (48, 35), (32, 5)])
+@pytest.mark.parametrize("p, n", [(16, 16), (32, 16), (32, 20), (64, 32), (48, 35), (32, 5), (80, 16)])
 @pytest.mark.parametrize("reverse", [False, True])
 def test_float32_vector_paths(p, n, reverse):
     """The backward's vector paths by shape: 16-row blocks of the state (n = 16, 32), blocks plus
     single-row tails (n = 20, 35) and tails only (n = 5), with p a multiple of 16 (AVX-512 where the
-    CPU has it, else AVX2) or of 8 only; float32 against the float64 oracle, across a chunk seam."""
+    CPU has it, else AVX2; p = 80 spans two channel groups of the AVX-512 adjoint) or of 8 only;
+    float32 against the float64 oracle, across a chunk seam."""
     b, l, h = 3, 70, 3
     g = torch.Generator().manual_seed(p * 100 + n)
     xbc = torch.randn(b, l, h * p + 2 * n, dtype=torch.float64, generator=g)  # (b, l, hp + 2n)

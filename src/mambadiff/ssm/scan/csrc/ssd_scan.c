@@ -334,9 +334,10 @@ SSD_INLINE float ssd_bwd_state_step_avx512(float *restrict S, const float *restr
     return ey;
 }
 
-/* ssd_bwd_adjoint_step for float32, p % 16 == 0, rows in blocks of 16 as above. gsum's running sum
- * over the rows of a block is split into two chains (even and odd rows), so its adds are not one
- * dependency chain of 16 fused multiply-adds. */
+/* ssd_bwd_adjoint_step for float32, p % 16 == 0, rows in blocks of 16 as above. The channels go in
+ * groups of up to 64 (4 vectors) whose gy, x and gsum chains stay in registers while the block's 16
+ * rows pass; gsum's running sum over the rows is split into two chains (even and odd rows), so its
+ * adds are not one dependency chain of 16 fused multiply-adds. */
 SSD_INLINE float ssd_bwd_adjoint_step_avx512(float *restrict G, const float *restrict xt,
                                              const float *restrict gyt, const float *restrict Bt,
                                              const float *restrict Ct, float *restrict gBt, float a,
@@ -345,57 +346,35 @@ SSD_INLINE float ssd_bwd_adjoint_step_avx512(float *restrict G, const float *res
     __m512 vbdot = _mm512_setzero_ps();
     for (int64_t j0 = 0; j0 < p; j0 += 16) _mm512_storeu_ps(gsum + j0, _mm512_setzero_ps());
     int64_t k0 = 0;
-    if (p <= 64) { /* the row's vectors, gy, x and two gsum chains per vector stay in registers */
-        __m512 gy[4], x[4], gs0[4], gs1[4];
-        const int64_t nv = p / 16;
-        for (int64_t v = 0; v < nv; v++) {
-            gy[v] = _mm512_loadu_ps(gyt + 16 * v);
-            x[v] = _mm512_loadu_ps(xt + 16 * v);
-            gs0[v] = gs1[v] = _mm512_setzero_ps();
-        }
-        for (; k0 + 16 <= n; k0 += 16) {
-            __m512 acc[16];
+    for (; k0 + 16 <= n; k0 += 16) {
+        __m512 acc[16];
+#pragma GCC unroll 16
+        for (int kk = 0; kk < 16; kk++) acc[kk] = _mm512_setzero_ps();
+        for (int64_t j0 = 0; j0 < p; j0 += 64) {
+            const int64_t nv = (p - j0 < 64 ? p - j0 : 64) / 16;
+            __m512 gy[4], x[4], gs0[4], gs1[4];
+            for (int64_t v = 0; v < nv; v++) {
+                gy[v] = _mm512_loadu_ps(gyt + j0 + 16 * v);
+                x[v] = _mm512_loadu_ps(xt + j0 + 16 * v);
+                gs0[v] = _mm512_loadu_ps(gsum + j0 + 16 * v);
+                gs1[v] = _mm512_setzero_ps();
+            }
 #pragma GCC unroll 16
             for (int kk = 0; kk < 16; kk++) {
-                float *Gk = G + (k0 + kk) * p;
+                float *Gk = G + (k0 + kk) * p + j0;
                 const __m512 ck = _mm512_set1_ps(Ct[k0 + kk]), bk = _mm512_set1_ps(Bt[k0 + kk]);
-                __m512 dot = _mm512_setzero_ps();
                 for (int64_t v = 0; v < nv; v++) {
                     const __m512 gk = _mm512_fmadd_ps(ck, gy[v], _mm512_loadu_ps(Gk + 16 * v));
-                    dot = _mm512_fmadd_ps(gk, x[v], dot);
+                    acc[kk] = _mm512_fmadd_ps(gk, x[v], acc[kk]);
                     if (kk & 1)
                         gs1[v] = _mm512_fmadd_ps(bk, gk, gs1[v]);
                     else
                         gs0[v] = _mm512_fmadd_ps(bk, gk, gs0[v]);
                     _mm512_storeu_ps(Gk + 16 * v, _mm512_mul_ps(va, gk));
                 }
-                acc[kk] = dot;
             }
-            const __m512 sums = ssd_hsum16(acc); /* lane kk: G_t[k0 + kk, :] . x_t */
-            _mm512_storeu_ps(gBt + k0, _mm512_fmadd_ps(vdt, sums, _mm512_loadu_ps(gBt + k0)));
-            vbdot = _mm512_fmadd_ps(_mm512_loadu_ps(Bt + k0), sums, vbdot);
-        }
-        for (int64_t v = 0; v < nv; v++) _mm512_storeu_ps(gsum + 16 * v, _mm512_add_ps(gs0[v], gs1[v]));
-    }
-    for (; k0 + 16 <= n; k0 += 16) {
-        __m512 acc[16];
-#pragma GCC unroll 16
-        for (int kk = 0; kk < 16; kk++) acc[kk] = _mm512_setzero_ps();
-        for (int64_t j0 = 0; j0 < p; j0 += 16) {
-            const __m512 gy = _mm512_loadu_ps(gyt + j0), x = _mm512_loadu_ps(xt + j0);
-            __m512 gs0 = _mm512_loadu_ps(gsum + j0), gs1 = _mm512_setzero_ps();
-#pragma GCC unroll 16
-            for (int kk = 0; kk < 16; kk++) {
-                float *Gk = G + (k0 + kk) * p + j0;
-                const __m512 gk = _mm512_fmadd_ps(_mm512_set1_ps(Ct[k0 + kk]), gy, _mm512_loadu_ps(Gk));
-                acc[kk] = _mm512_fmadd_ps(gk, x, acc[kk]);
-                if (kk & 1)
-                    gs1 = _mm512_fmadd_ps(_mm512_set1_ps(Bt[k0 + kk]), gk, gs1);
-                else
-                    gs0 = _mm512_fmadd_ps(_mm512_set1_ps(Bt[k0 + kk]), gk, gs0);
-                _mm512_storeu_ps(Gk, _mm512_mul_ps(va, gk));
-            }
-            _mm512_storeu_ps(gsum + j0, _mm512_add_ps(gs0, gs1));
+            for (int64_t v = 0; v < nv; v++)
+                _mm512_storeu_ps(gsum + j0 + 16 * v, _mm512_add_ps(gs0[v], gs1[v]));
         }
         const __m512 sums = ssd_hsum16(acc); /* lane kk: G_t[k0 + kk, :] . x_t */
         _mm512_storeu_ps(gBt + k0, _mm512_fmadd_ps(vdt, sums, _mm512_loadu_ps(gBt + k0)));
@@ -421,7 +400,6 @@ SSD_INLINE float ssd_bwd_adjoint_step_avx512(float *restrict G, const float *res
 #else
 #define SSD_HAVE_AVX512 0
 #endif
-
 
 typedef struct {
     int64_t sb, sl;
@@ -535,7 +513,8 @@ static inline int64_t SS_FN(ssd_bwd_scratch)(int64_t nh, int64_t n, int64_t p, i
  * above). Within a pass every step runs all nh heads before the next step, so the task walks its
  * rows of x, B, C, gy and gx in memory order, whole rows at a time; one head at a time would read
  * one head's slice (p values) of every row, a stride of a whole row, which the hardware prefetchers
- * follow poorly. gA_out, gD_out (nh) receive the heads' sums over this row's steps. */
+ * follow poorly. gA_out, gD_out (nh; gD_out may be NULL) receive the heads' sums over this row's
+ * steps. */
 SSD_INLINE void SS_FN(ssd_bwd_block)(const real *x, const real *dt, const real *A, const real *B,
                                      const real *C, const real *D, const real *gy, const real *ckpt,
                                      real *gx, real *gdt, real *gB, real *gC, ssd_io xs, ssd_io ds,
@@ -607,7 +586,7 @@ SSD_INLINE void SS_FN(ssd_bwd_block)(const real *x, const real *dt, const real *
             }
         }
     }
-    for (int64_t hj = 0; hj < nh; hj++) {
+    for (int64_t hj = 0; gD_out && hj < nh; hj++) {
         real acc = 0;
         for (int64_t j = 0; j < p; j++) acc += gDv[hj * p + j];
         gD_out[hj] = acc;
@@ -631,7 +610,7 @@ int SS_FN(ssd_bwd)(const real *x, const real *dt, const real *A, const real *B, 
     (void)nthreads;
 #pragma omp parallel num_threads(nthreads)
     {
-        real *scratch = (real *)ss_alloc(sizeof(real) * (size_t)(SS_FN(ssd_bwd_scratch)(hb, n, p, q) + 2 * hb));
+        real *scratch = (real *)ss_alloc(sizeof(real) * (size_t)SS_FN(ssd_bwd_scratch)(hb, n, p, q));
         if (!scratch) {
 #pragma omp atomic write
             failed = 1;
@@ -642,17 +621,13 @@ int SS_FN(ssd_bwd)(const real *x, const real *dt, const real *A, const real *B, 
             const int64_t gi = task / b, bi = task % b;
             /* this task's heads all add into its own (l, n) slices of gB_part, gC_part */
             real *gB = gB_part + (gi * b + bi) * l * n, *gC = gC_part + (gi * b + bi) * l * n;
-            real *gA = scratch + SS_FN(ssd_bwd_scratch)(hb, n, p, q), *gD = gA + hb;
             const int64_t hend = (gi + 1) * heads_per_group < h ? (gi + 1) * heads_per_group : h;
             for (int64_t h0 = gi * heads_per_group; h0 < hend; h0 += hb) {
                 const int64_t nh = hend - h0 < hb ? hend - h0 : hb;
                 SSD_DISPATCH_P(p, SS_FN(ssd_bwd_block)(x, dt, A, B, C, D, gy, ckpt, gx, gdt, gB, gC, xs, ds,
                                                        bs, cs, gys, gxs, gds, bi, h0, nh, l, h, P_, n, q,
-                                                       scratch, gA, gD));
-                for (int64_t hj = 0; hj < nh; hj++) {
-                    gA_part[bi * h + h0 + hj] = gA[hj];
-                    if (gD_part) gD_part[bi * h + h0 + hj] = gD[hj];
-                }
+                                                       scratch, gA_part + bi * h + h0,
+                                                       gD_part ? gD_part + bi * h + h0 : NULL));
             }
         }
         free(scratch);
