@@ -30,7 +30,8 @@ def test_matches_linear_then_split(with_bias, used):
     g = torch.Generator().manual_seed(1)
     weights = [torch.randn(r.shape, dtype=r.dtype, generator=g) for r in refs]  # (b, l, o_g)
     for out, ref in zip(outs, refs):
-        torch.testing.assert_close(out, ref, atol=0, rtol=0)
+        # Three GEMMs over row slices and one GEMM may block their sums differently: equal to rounding.
+        torch.testing.assert_close(out, ref, atol=1e-12, rtol=1e-12)
     loss = sum((outs[i] * weights[i]).sum() for i in used)
     loss_ref = sum((refs[i] * weights[i]).sum() for i in used)
     grads = torch.autograd.grad(loss, leaves)
