@@ -54,7 +54,7 @@ def mean_flat(x: torch.Tensor) -> torch.Tensor:
     return x.mean(dim=tuple(range(1, x.dim())))
 
 
-def _check_ids_and_mask(input_ids, input_mask, attention_mask, who: str) -> None:
+def check_ids_and_mask(input_ids, input_mask, attention_mask, who: str) -> None:
     if not torch.is_tensor(input_ids) or input_ids.dim() != 2:
         raise ValueError(f"{who}: input_ids must be a (b, l) tensor, got {getattr(input_ids, 'shape', type(input_ids))}")
     if input_ids.dtype not in (torch.long, torch.int32, torch.int64):
@@ -137,7 +137,7 @@ class GaussianDiffusion:
             raise ValueError(f"q_sample: x0 must be (b, l, e), got shape {tuple(x0.shape)}")
         self._check_t(t, x0.shape[0], "q_sample")
         if noise is None:
-            noise = _randn(x0.shape, generator, x0)
+            noise = randn_like_generator(x0.shape, generator, x0)
         if noise.shape != x0.shape:
             raise ValueError(f"q_sample: noise shape {tuple(noise.shape)} != x0 shape {tuple(x0.shape)}")
         s = self.schedule
@@ -207,7 +207,7 @@ class GaussianDiffusion:
         without autograd (cheaper; right when it is only logged, as in DiffuSeq); ``with_nll=False``
         leaves ``nll`` out altogether (a step whose metrics nobody reads).
         """
-        _check_ids_and_mask(input_ids, input_mask, attention_mask, "training_losses")
+        check_ids_and_mask(input_ids, input_mask, attention_mask, "training_losses")
         self._check_t(t, input_ids.shape[0], "training_losses")
         s = self.schedule
         x_start_mean = model.embed(input_ids)  # (b, l, e)
@@ -251,7 +251,7 @@ class GaussianDiffusion:
         return losses
 
 
-def _randn(shape, generator: torch.Generator | None, like: torch.Tensor) -> torch.Tensor:
+def randn_like_generator(shape, generator: torch.Generator | None, like: torch.Tensor) -> torch.Tensor:
     """Standard normal noise of ``shape`` in ``like``'s dtype/device, from ``generator`` if given."""
     if generator is None:
         return torch.randn(shape, dtype=like.dtype, device=like.device)

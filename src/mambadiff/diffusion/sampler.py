@@ -45,7 +45,8 @@ from typing import NamedTuple
 
 import torch
 
-from .process import GaussianDiffusion, _check_ids_and_mask, _randn
+from ..progress import progress_bar
+from .process import GaussianDiffusion, check_ids_and_mask, randn_like_generator
 from .schedule import NoiseSchedule, space_timesteps
 
 CLAMP_CHOICES = ("round", "logits", None)
@@ -105,7 +106,7 @@ def _step_coefficients(
 def _validate(diffusion, model, input_ids, input_mask, attention_mask, clamp, variance, who):
     if not isinstance(diffusion, GaussianDiffusion):
         raise ValueError(f"{who}: diffusion must be a GaussianDiffusion, got {type(diffusion).__name__}")
-    _check_ids_and_mask(input_ids, input_mask, attention_mask, who)
+    check_ids_and_mask(input_ids, input_mask, attention_mask, who)
     if clamp not in CLAMP_CHOICES and clamp != "none":
         raise ValueError(f"{who}: clamp must be one of {CLAMP_CHOICES} (or 'none'), got {clamp!r}")
     if variance not in VARIANCE_CHOICES:
@@ -131,15 +132,12 @@ def _reverse_loop(
     x_src = model.embed(input_ids)  # (b, l, e) clean embeddings (the anchor for the source side)
     b = x_src.shape[0]
     target = input_mask.to(device=x_src.device).bool().unsqueeze(-1)  # (b, l, 1)
-    x = torch.where(target, _randn(x_src.shape, generator, x_src), x_src)  # (b, l, e)
+    x = torch.where(target, randn_like_generator(x_src.shape, generator, x_src), x_src)  # (b, l, e)
     vocab_weight = embedding_matrix(model) if clamp in ("round", "logits") else None  # (v, e)
 
     kept = schedule.timesteps.tolist()  # original timestep of each kept index
     order = range(len(kept) - 1, -1, -1)
-    if progress:
-        from tqdm.auto import tqdm
-
-        order = tqdm(order, desc="diffusion sampling", total=len(kept))
+    bar = progress_bar(len(kept), "diffusion sampling", enabled=progress)
     for j in order:
         t = torch.full((b,), kept[j], dtype=torch.long, device=x.device)  # (b,) ORIGINAL step
         x0_hat = model(x, t, mask=attention_mask)  # (b, l, e)
@@ -150,8 +148,10 @@ def _reverse_loop(
         c_x0, c_xt, std = _step_coefficients(schedule, j, eta, variance)
         x = c_x0 * x0_hat + c_xt * x  # (b, l, e) mean of p(x_s | x_t)
         if j > 0 and std > 0.0:
-            x = x + std * _randn(x.shape, generator, x)
+            x = x + std * randn_like_generator(x.shape, generator, x)
         x = torch.where(target, x, x_src)  # re-anchor the source side
+        bar.update(1)
+    bar.close()
     token_ids = model.logits(x).argmax(dim=-1)  # (b, l)
     return SampleOutput(x, token_ids)
 

@@ -22,7 +22,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .mamba import validate_sequence
+from .checks import validate_sequence
 
 __all__ = ["Bidirectional", "reverse_index", "reverse_padded"]
 

@@ -23,9 +23,13 @@ from torch.autograd.function import once_differentiable
 
 from .scan import cpu as cpu_kernels
 
-__all__ = ["CONV_BACKENDS", "causal_conv1d_silu", "causal_conv1d_silu_torch"]
+__all__ = ["CONV_BACKENDS", "CONV_BACKEND_FOR_SCAN", "causal_conv1d_silu", "causal_conv1d_silu_torch"]
 
 CONV_BACKENDS = ("auto", "cpu", "torch")
+
+# Conv backend per selective-scan backend: the reference and torch scans pair with the plain PyTorch
+# conv, so those paths stay free of compiled code.
+CONV_BACKEND_FOR_SCAN = {"reference": "torch", "torch": "torch", "cpu": "cpu"}
 
 # About this many (step, channel) elements per task, in equal time chunks: the AVX-512 kernel walks
 # each block of 16 channels down the task's steps, and with ~32 kB per tensor the rows of x, gy and

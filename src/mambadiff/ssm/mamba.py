@@ -15,8 +15,8 @@ Data flow of ``Mamba.forward`` (x (b, l, d) -> (b, l, d)):
 ``step`` runs the same computation for one token with an explicit ``MambaState``
 (conv_state (b, e, k-1) holding the last k-1 conv inputs, ssm_state (b, e, n)).
 
-This module also holds the input checks shared by every mixer in ``mambadiff.ssm``
-(``validate_sequence``, ``validate_token``, ``validate_state_tensor``) and ``param_groups``.
+This module also holds ``param_groups``; the input checks shared by every mixer live in
+``mambadiff.ssm.checks`` (re-exported here).
 """
 from __future__ import annotations
 
@@ -26,12 +26,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .conv import causal_conv1d_silu
+from .checks import (at_least_f32, check_dt_range, check_positive_int, validate_sequence,
+                     validate_state_tensor, validate_token)
+from .conv import CONV_BACKEND_FOR_SCAN, causal_conv1d_silu
 from .scan import BACKENDS, selective_scan
 
-# Conv backend per scan backend: the reference and torch scans pair with the plain PyTorch conv, so
-# those paths stay free of compiled code.
-_CONV_BACKEND = {"reference": "torch", "torch": "torch", "cpu": "cpu"}
 
 __all__ = [
     "MambaConfig",
@@ -46,80 +45,7 @@ __all__ = [
 ]
 
 
-# --------------------------------------------------------------------------- input checks
-
-
-def _param_dtype(module: nn.Module) -> torch.dtype | None:
-    for p in module.parameters():
-        return p.dtype
-    return None
-
-
-def _check_dtype(name: str, t: torch.Tensor, module: nn.Module) -> None:
-    if not t.is_floating_point():
-        raise ValueError(f"{name} must be a floating-point tensor, got dtype {t.dtype}")
-    want = _param_dtype(module)
-    # Under autocast the parameters stay float32 while activations may be half: allowed.
-    if want is not None and t.dtype != want and not torch.is_autocast_enabled(t.device.type):
-        raise ValueError(
-            f"{name} has dtype {t.dtype} but {type(module).__name__}'s parameters are {want}; "
-            f"convert one of them (e.g. module.to({t.dtype}))"
-        )
-
-
-def validate_sequence(module: nn.Module, x: torch.Tensor, mask: torch.Tensor | None,
-                      d_model: int) -> None:
-    """Check ``x`` (b, l, d_model) and the optional right-padded bool ``mask`` (b, l).
-
-    Raises ValueError naming the argument and the expected shape.
-    """
-    if not isinstance(x, torch.Tensor):
-        raise ValueError(f"x must be a torch.Tensor of shape (b, l, d_model={d_model}), "
-                         f"got {type(x).__name__}")
-    if x.ndim != 3 or x.shape[-1] != d_model:
-        raise ValueError(f"x must have shape (b, l, d_model={d_model}), got {tuple(x.shape)}")
-    _check_dtype("x", x, module)
-    if mask is None:
-        return
-    b, l = x.shape[:2]
-    if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
-        got = mask.dtype if isinstance(mask, torch.Tensor) else type(mask).__name__
-        raise ValueError(f"mask must be a bool tensor of shape (b, l)=({b}, {l}) "
-                         f"(True at real tokens), got {got}")
-    if tuple(mask.shape) != (b, l):
-        raise ValueError(f"mask must have shape (b, l)=({b}, {l}) matching x, "
-                         f"got {tuple(mask.shape)}")
-    if mask.device != x.device:
-        raise ValueError(f"mask is on {mask.device} but x is on {x.device}")
-    if l > 1 and bool((mask[:, 1:] & ~mask[:, :-1]).any()):
-        raise ValueError("mask must be right-padded: True at the real tokens of each row, "
-                         "then only False (padding at the end)")
-
-
-def validate_token(module: nn.Module, x_t: torch.Tensor, d_model: int) -> None:
-    """Check one step's input ``x_t`` (b, d_model)."""
-    if not isinstance(x_t, torch.Tensor):
-        raise ValueError(f"x_t must be a torch.Tensor of shape (b, d_model={d_model}), "
-                         f"got {type(x_t).__name__}")
-    if x_t.ndim != 2 or x_t.shape[-1] != d_model:
-        raise ValueError(f"x_t must have shape (b, d_model={d_model}), got {tuple(x_t.shape)}")
-    _check_dtype("x_t", x_t, module)
-
-
-def validate_state_tensor(name: str, t: torch.Tensor, shape: tuple[int, ...]) -> None:
-    """Check one tensor of a recurrent state against its expected shape."""
-    if not isinstance(t, torch.Tensor) or tuple(t.shape) != tuple(shape):
-        got = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
-        raise ValueError(f"state.{name} must have shape {tuple(shape)}, got {got}; "
-                         f"build it with allocate_state(batch_size)")
-
-
 # --------------------------------------------------------------------------- shared init
-
-
-def at_least_f32(t: torch.Tensor) -> torch.Tensor:
-    """Upcast half-precision tensors to float32 (state-space parameters need the range)."""
-    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
 
 
 def init_dt_bias(size: int, dt_min: float, dt_max: float, dt_init_floor: float,
@@ -132,19 +58,6 @@ def init_dt_bias(size: int, dt_min: float, dt_max: float, dt_init_floor: float,
     dt = torch.exp(u * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))  # (size,)
     dt = dt.clamp(min=dt_init_floor)  # (size,)
     return (dt + torch.log(-torch.expm1(-dt))).float()  # (size,)
-
-
-def _check_dt_range(dt_min: float, dt_max: float, dt_init_floor: float) -> None:
-    if not (0 < dt_min <= dt_max):
-        raise ValueError(f"dt_min/dt_max must satisfy 0 < dt_min <= dt_max, "
-                         f"got dt_min={dt_min}, dt_max={dt_max}")
-    if dt_init_floor <= 0:
-        raise ValueError(f"dt_init_floor must be > 0, got {dt_init_floor}")
-
-
-def _check_positive_int(name: str, value) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
 
 
 # --------------------------------------------------------------------------- optimizer groups
@@ -209,11 +122,11 @@ class MambaConfig:
 
     def __post_init__(self):
         for name in ("d_model", "d_state", "d_conv", "expand"):
-            _check_positive_int(name, getattr(self, name))
+            check_positive_int(name, getattr(self, name))
         if self.dt_rank == "auto":
             self.dt_rank = math.ceil(self.d_model / 16)
-        _check_positive_int("dt_rank", self.dt_rank)
-        _check_dt_range(self.dt_min, self.dt_max, self.dt_init_floor)
+        check_positive_int("dt_rank", self.dt_rank)
+        check_dt_range(self.dt_min, self.dt_max, self.dt_init_floor)
         if self.dt_init not in ("random", "constant"):
             raise ValueError(f"dt_init must be 'random' or 'constant', got {self.dt_init!r}")
         if self.scan_backend not in BACKENDS:
@@ -293,7 +206,7 @@ class Mamba(nn.Module):
         xs = F.linear(x, w_x, b_x)  # (b, l, e)
         z = F.linear(x, w_z, b_z)  # (b, l, e)
         xs = causal_conv1d_silu(xs, self.conv1d.weight[:, 0, :], self.conv1d.bias,
-                                backend=_CONV_BACKEND.get(cfg.scan_backend, "auto"))  # (b, l, e)
+                                backend=CONV_BACKEND_FOR_SCAN.get(cfg.scan_backend, "auto"))  # (b, l, e)
 
         x_dbl = self.x_proj(xs)  # (b, l, r + 2n)
         dt, B, C = torch.split(x_dbl, [r, n, n], dim=-1)  # (b, l, r), (b, l, n), (b, l, n)
@@ -314,7 +227,7 @@ class Mamba(nn.Module):
     # ------------------------------------------------------------------ recurrent
 
     def allocate_state(self, batch_size: int, device=None, dtype=None) -> MambaState:
-        _check_positive_int("batch_size", batch_size)
+        check_positive_int("batch_size", batch_size)
         ref = self.A_log
         device = ref.device if device is None else device
         dtype = ref.dtype if dtype is None else dtype

@@ -29,18 +29,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .conv import causal_conv1d_silu
+from .conv import CONV_BACKEND_FOR_SCAN, causal_conv1d_silu
 from .linear import split_linear
-from .mamba import (
-    _CONV_BACKEND,
-    _check_dt_range,
-    _check_positive_int,
+from .checks import (
     at_least_f32,
-    init_dt_bias,
+    check_dt_range,
+    check_positive_int,
     validate_sequence,
     validate_state_tensor,
     validate_token,
 )
+from .mamba import init_dt_bias
 from .norm import RMSNorm
 from .scan import BACKENDS, selective_scan
 from .ssd import (SSD_ALGORITHMS, resolve_algorithm, segsum, ssd, ssd_chunked, ssd_reference,
@@ -76,11 +75,11 @@ class Mamba2Config:
 
     def __post_init__(self):
         for name in ("d_model", "d_state", "d_conv", "expand", "headdim", "chunk_size"):
-            _check_positive_int(name, getattr(self, name))
+            check_positive_int(name, getattr(self, name))
         if self.d_inner % self.headdim != 0:
             raise ValueError(f"headdim must divide d_inner = expand * d_model = {self.d_inner}, "
                              f"got headdim={self.headdim}")
-        _check_dt_range(self.dt_min, self.dt_max, self.dt_init_floor)
+        check_dt_range(self.dt_min, self.dt_max, self.dt_init_floor)
         lo, hi = self.A_init_range
         if not (0 < lo <= hi):
             raise ValueError(f"A_init_range must satisfy 0 < low <= high, got {self.A_init_range}")
@@ -171,7 +170,7 @@ class Mamba2(nn.Module):
                                   (e, e + 2 * n, h))  # (b, l, e), (b, l, e+2n), (b, l, h)
         # the oracle paths (reference SSD, reference / torch scans) keep to plain PyTorch
         if algorithm == "scan":
-            conv_backend = _CONV_BACKEND.get(cfg.scan_backend, "auto")
+            conv_backend = CONV_BACKEND_FOR_SCAN.get(cfg.scan_backend, "auto")
         else:
             conv_backend = "torch" if algorithm == "reference" else "auto"
         xBC = causal_conv1d_silu(xBC, self.conv1d.weight[:, 0, :], self.conv1d.bias,
@@ -205,7 +204,7 @@ class Mamba2(nn.Module):
     # ------------------------------------------------------------------ recurrent
 
     def allocate_state(self, batch_size: int, device=None, dtype=None) -> Mamba2State:
-        _check_positive_int("batch_size", batch_size)
+        check_positive_int("batch_size", batch_size)
         cfg = self.config
         device = self.A_log.device if device is None else device
         dtype = self.A_log.dtype if dtype is None else dtype

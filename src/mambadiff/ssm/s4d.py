@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .mamba import _check_positive_int, validate_sequence, validate_state_tensor, validate_token
+from .checks import check_positive_int, validate_sequence, validate_state_tensor, validate_token
 
 __all__ = ["S4DConfig", "S4DState", "S4D", "s4d_init_imag", "fft_causal_conv"]
 
@@ -74,7 +74,7 @@ class S4DConfig:
 
     def __post_init__(self):
         for name in ("d_model", "d_state", "expand"):
-            _check_positive_int(name, getattr(self, name))
+            check_positive_int(name, getattr(self, name))
         if self.d_state % 2 != 0:
             raise ValueError(f"d_state must be even (n/2 complex modes), got {self.d_state}")
         if self.init not in INITS:
@@ -188,7 +188,7 @@ class S4D(nn.Module):
 
     def allocate_state(self, batch_size: int, device=None, dtype=None) -> S4DState:
         """Complex zeros (b, e, m); ``dtype`` is the real dtype (complex64 for float32 etc.)."""
-        _check_positive_int("batch_size", batch_size)
+        check_positive_int("batch_size", batch_size)
         device = self.log_dt.device if device is None else device
         dtype = self._work_dtype() if dtype is None else dtype
         cdtype = dtype if dtype.is_complex else _complex_dtype(dtype)

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from .mamba import _check_positive_int, at_least_f32
+from .checks import at_least_f32, check_positive_int
 from .scan import cpu as cpu_kernels
 
 __all__ = ["SSD_ALGORITHMS", "resolve_algorithm", "ssd", "ssd_chunked", "ssd_reference", "ssd_scan_cpu",
@@ -101,7 +101,7 @@ def ssd_chunked(
     are computed in float32 and y is returned in x's dtype.
     """
     _check_ssd_inputs(x, dt, A, B, C, D, initial_state)
-    _check_positive_int("chunk_size", chunk_size)
+    check_positive_int("chunk_size", chunk_size)
     out_dtype = x.dtype
     x, dt, A, B, C = (at_least_f32(t) for t in (x, dt, A, B, C))
     b, l, h, p = x.shape

@@ -16,7 +16,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from mambadiff.config import from_dict, to_dict
 from mambadiff.data.seq2seq import Seq2SeqDataset, load_seq2seq_split, read_seq2seq_jsonl, resolve_split_path
@@ -24,6 +23,7 @@ from mambadiff.data.tokenizer import TextTokenizer, build_tokenizer, load_tokeni
 from mambadiff.diffusion import GaussianDiffusion, create_timestep_sampler, sample_ancestral, sample_respaced
 from mambadiff.models.backbones import BACKBONES
 from mambadiff.models.denoiser import Denoiser, DenoiserConfig
+from mambadiff.progress import progress_bar
 from mambadiff.train import StepContext, TrainConfig
 from mambadiff.train.checkpoint import load_state, read_json, resolve_checkpoint, run_config
 
@@ -345,7 +345,7 @@ def generate(model: Denoiser, tok: TextTokenizer, cfg: Seq2SeqConfig, dataset: S
         sources.append(_decode_source(tok, data["input_ids"][i], data["input_mask"][i]))
         references.append(_decode_target(tok, data["input_ids"][i], data["input_mask"][i]))
     n_batches = math.ceil(n / batch_size)
-    bar = tqdm(total=n_batches * samples, desc=f"sample ({steps or cfg.diffusion.steps} steps)", disable=not progress)
+    bar = progress_bar(n_batches * samples, f"sample ({steps or cfg.diffusion.steps} steps)", enabled=progress)
     for s in range(samples):
         g = torch.Generator(device=device).manual_seed(seed + 1000 * s)
         for i in range(0, n, batch_size):

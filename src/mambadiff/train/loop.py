@@ -23,8 +23,8 @@ from typing import Any, Callable, Protocol
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
+from ..progress import progress_bar
 from . import checkpoint as ckpt_io
 from .distributed import DistInfo, all_reduce_mean, barrier
 from .ema import EMA
@@ -372,8 +372,8 @@ class Trainer:
         cfg = self.cfg
         start = time.perf_counter()
         deadline = start + cfg.max_minutes * 60 if cfg.max_minutes > 0 else math.inf
-        bar = tqdm(total=cfg.steps, initial=self.step, disable=not (cfg.progress and self.dist.is_main),
-                   dynamic_ncols=True, desc="train")
+        bar = progress_bar(cfg.steps, "train", initial=self.step,
+                           enabled=bool(cfg.progress and self.dist.is_main))
         window_tokens, window_t0 = 0, time.perf_counter()
         total_tokens, tok_s = 0, 0.0
         interrupted = False
