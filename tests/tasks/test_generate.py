@@ -130,10 +130,12 @@ def test_text_and_stdin_sources_print_one_line_each(tiny_run):
     (["--batch-size", "-4"], "--batch-size"),
     (["--steps", "5000"], "the maximum is 100"),
 ])
-def test_bad_sampling_arguments_are_errors(tiny_run, args, message):
-    r = gen(tiny_run, "--data", tiny_run / "data" / "valid.jsonl", "--limit", "2", *args)
+def test_bad_sampling_arguments_are_errors(tiny_run, tmp_path, args, message):
+    out = tmp_path / "out.jsonl"
+    r = gen(tiny_run, "--data", tiny_run / "data" / "valid.jsonl", "--limit", "2", "--out", out, *args)
     assert r.exit_code != 0 and isinstance(r.exception, SystemExit), r.exception
     assert message in r.output and "Traceback" not in r.output
+    assert not out.exists()
 
 
 def test_truncated_weights_name_the_file(tiny_run, tmp_path):
@@ -144,8 +146,11 @@ def test_truncated_weights_name_the_file(tiny_run, tmp_path):
     for name in ("model.safetensors", "ema.safetensors"):
         data = (ckpt / name).read_bytes()
         (ckpt / name).write_bytes(data[:len(data) * 2 // 3])
-    r = CliRunner().invoke(main, ["generate", "--checkpoint", str(ckpt), "--text", "a question"])
+    args = ["generate", "--checkpoint", str(ckpt), "--data", str(tiny_run / "data" / "valid.jsonl"),
+            "--out", str(tmp_path / "out.jsonl")]
+    r = CliRunner().invoke(main, args)
     assert r.exit_code != 0 and isinstance(r.exception, SystemExit), r.exception
     assert "ema.safetensors" in r.output and "truncated" in r.output
-    r = CliRunner().invoke(main, ["generate", "--checkpoint", str(ckpt), "--text", "a question", "--no-ema"])
+    r = CliRunner().invoke(main, [*args, "--no-ema"])
     assert r.exit_code != 0 and "model.safetensors" in r.output
+    assert not (tmp_path / "out.jsonl").exists()
