@@ -154,3 +154,30 @@ def test_truncated_weights_name_the_file(tiny_run, tmp_path):
     r = CliRunner().invoke(main, [*args, "--no-ema"])
     assert r.exit_code != 0 and "model.safetensors" in r.output
     assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_jsonl_rows_are_read_strictly_and_lazily():
+    import io
+
+    from mambadiff.data.errors import DataError
+    from mambadiff.tasks.generation_io import iter_jsonl_rows, iter_text_rows
+
+    def rows(data: bytes):
+        return list(iter_jsonl_rows(io.BytesIO(data), "in.jsonl"))
+
+    got = rows(b'\xef\xbb\xbf{"src": " a b ", "trg": "c"}\n{"src": "d", "extra": 1}\n\n\n')
+    assert [(r.source, r.reference, r.line) for r in got] == [("a b", "c", 1), ("d", None, 2)]
+    for data, where in [(b'{"src": "a"}\n\n{"src": "b"}\n', "line 2"),
+                        (b'{"src": "a"}\n{"src": 3}\n', "line 2, field 'src'"),
+                        (b'{"trg": "a"}\n', "line 1, field 'src'"),
+                        (b'{"src": "a", "trg": " "}\n', "line 1, field 'trg'"),
+                        (b'{"src": "a", "trg": null}\n', "line 1, field 'trg'"),
+                        (b'{"src": "\xff"}\n', "line 1"), (b'[1]\n', "line 1"), (b'{"src": \n', "line 1"),
+                        (b'', "empty"), (b'\n\n', "empty")]:
+        with pytest.raises(DataError, match=where):
+            rows(data)
+    lazy = iter_jsonl_rows(io.BytesIO(b'{"src": "a"}\nnot json\n'), "in.jsonl")
+    assert next(lazy).source == "a"  # rows before a bad line are handed out as they are read
+    assert [r.source for r in iter_text_rows([" x \n", "y"], "<stdin>")] == ["x", "y"]
+    with pytest.raises(DataError, match="<stdin>, line 2"):
+        list(iter_text_rows(["x\n", "\n"], "<stdin>"))

@@ -82,11 +82,15 @@ def load_examples(data_path, split, tok, cfg, limit):
 @click.option("--no-ema", is_flag=True, help="Use the raw weights instead of the EMA weights.")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False),
               help="Output jsonl (rows appended batch by batch). Default: print the outputs to stdout.")
-@click.option("--resume", is_flag=True, help="Keep the rows --out already holds (same settings) and add the rest.")
+@click.option("--resume", is_flag=True,
+              help="Keep the complete rows --out already holds (same checkpoint and settings) and add the rest.")
 def generate_command(checkpoint, data_path, texts, split, steps, samples, mbr, eta, clamp, limit, batch_size, seed,
                      device, no_ema, out_path, resume):
     """Sample targets: jsonl rows with source, reference (when the input has one), recover and samples,
-    or one output line per source on stdout."""
+    or one output line per source on stdout.
+
+    Rows are written batch by batch. The same --seed and --batch-size (and settings) give the same rows,
+    whether in one run or resumed after a crash with --resume."""
     from mambadiff.data.errors import DataError
     from mambadiff.tasks.paraphrase import Paraphraser
     from mambadiff.train.checkpoint import resolve_checkpoint
@@ -130,7 +134,7 @@ def generate_command(checkpoint, data_path, texts, split, steps, samples, mbr, e
                     click.echo(r["recover"])
                 sys.stdout.flush()
         if output is not None and output.rows > seen.n:
-            raise ValueError(f"{out_path}: holds {output.rows} rows but the input has only {seen.n}; "
+            raise ValueError(f"{out_path}: holds {output.rows} rows but this run covers only {seen.n} input rows; "
                              "was it generated from other data? Run without --resume to start over")
     except KeyboardInterrupt:
         if output is not None:
