@@ -181,3 +181,16 @@ def test_jsonl_rows_are_read_strictly_and_lazily():
     assert [r.source for r in iter_text_rows([" x \n", "y"], "<stdin>")] == ["x", "y"]
     with pytest.raises(DataError, match="<stdin>, line 2"):
         list(iter_text_rows(["x\n", "\n"], "<stdin>"))
+
+
+def test_weights_that_do_not_fit_the_config_name_the_file(tiny_run, tmp_path):
+    import shutil
+
+    from mambadiff.tasks.seq2seq import load_seq2seq_model
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(sorted((tiny_run / "checkpoints").glob("step_*"))[-1], ckpt)
+    cfg = json.loads((ckpt / "config.json").read_text())
+    cfg["model"]["emb_dim"] = 16
+    (ckpt / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match=r"ema.safetensors: the weights do not fit .*shape"):
+        load_seq2seq_model(ckpt)
