@@ -186,3 +186,46 @@ def test_copy_source_on_qqp_valid_matches_diffuseq(shared_data, tmp_path):
     # merely lower-cased text scores ~0.0015 lower: the round trip is what reproduces DiffuSeq
     lower = sum(g.sentence_bleu(r["src"].lower(), r["trg"].lower()) for r in rows) / len(rows)
     assert res["copy_source"]["bleu"] - lower > 1e-3
+
+
+# ---- repeated adjacent tokens ----------------------------------------------------------------------
+@pytest.mark.parametrize("text, repeats", [
+    ("", 0), ("a", 0), ("a b a b", 0), ("the the cat", 1), ("a a a b", 2), ("x  x", 1), ("The the", 0),
+    ("b a a b b", 2),
+])
+def test_repeated_tokens_counts_equal_neighbours(text, repeats):
+    assert g.repeated_tokens(text) == repeats
+
+
+def test_repeat_rates_share_of_outputs_and_pooled_tokens():
+    outputs = ["the the cat", "a b c d", "x x x", ""]
+    rates = g.repeat_rates(outputs)
+    assert rates["repeat_rate"] == pytest.approx(2 / 4)
+    assert rates["repeat_token_rate"] == pytest.approx((1 + 0 + 2) / (3 + 4 + 3 + 0))
+    assert g.repeat_rates([""]) == {"repeat_rate": 0.0, "repeat_token_rate": 0.0}
+    assert g.repeat_rates([]) == {"repeat_rate": 0.0, "repeat_token_rate": 0.0}
+    with pytest.raises(ValueError, match="single string"):
+        g.repeat_rates("a a")
+    m = g.generation_metrics(outputs[:3], ["the cat", "a b c d", "x"])
+    assert m["repeat_rate"] == pytest.approx(2 / 3)
+    assert m["repeat_token_rate"] == pytest.approx(3 / 10)
+
+
+def test_evaluate_reports_repeat_rates_in_table_and_json(tmp_path):
+    from click.testing import CliRunner
+
+    from mambadiff.metrics.cli import evaluate_command
+    path = tmp_path / "pred.jsonl"
+    rows = [("how do i learn python", "what is the best way to learn python", "how how do i learn python"),
+            ("why is the sky blue", "what makes the sky blue", "what makes the sky blue"),
+            ("is it is", "what is it", "is it is")]
+    path.write_text("".join(json.dumps({"source": s, "reference": r, "recover": o}) + "\n" for s, r, o in rows))
+    out = tmp_path / "r.json"
+    r = CliRunner().invoke(evaluate_command, ["--predictions", str(path), "--json", str(out), "--no-bertscore"])
+    assert r.exit_code == 0, r.output
+    header = r.stdout.splitlines()[0]
+    assert "repeats (outputs)" in header and "repeats (tokens)" in header
+    res = json.loads(out.read_text())
+    assert res["model"]["repeat_rate"] == pytest.approx(1 / 3)
+    assert res["model"]["repeat_token_rate"] == pytest.approx(1 / (6 + 5 + 3))
+    assert res["copy_source"]["repeat_rate"] == 0.0

@@ -1,7 +1,7 @@
 """`mambadiff train`, `mambadiff generate` and `mambadiff demo`."""
 from __future__ import annotations
 
-import json
+import itertools
 import sys
 import time
 from pathlib import Path
@@ -43,11 +43,6 @@ def train_command(config, resume, overrides):
     click.echo(msg)
 
 
-def write_jsonl(path: str | Path, records: list[dict]) -> None:
-    from mambadiff.train.checkpoint import atomic_write_text
-    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-
-
 def checkpoint_and_data_options(command):
     """--checkpoint and --data, as every command that runs a trained model over examples takes them."""
     command = click.option("--data", "data_path", required=True, type=click.Path(exists=True),
@@ -65,36 +60,151 @@ def load_examples(data_path, split, tok, cfg, limit):
 
 
 @click.command("generate")
-@checkpoint_and_data_options
+@click.option("--checkpoint", required=True, type=click.Path(exists=True, file_okay=False),
+              help="A run folder (its latest checkpoint) or a checkpoint folder.")
+@click.option("--data", "data_path", type=click.Path(exists=True, allow_dash=True),
+              help="A jsonl file of {src[, trg]}, a DiffuSeq folder (then --split), or - for jsonl on stdin.")
+@click.option("--text", "texts", multiple=True,
+              help="A source sentence (repeatable); - reads one sentence per line from stdin.")
 @click.option("--split", default="test", show_default=True)
-@click.option("--steps", type=int, default=None, help="Sampling steps K (respaced); 0 = all T. Default: config.")
-@click.option("--samples", type=int, default=None, help="Samples per example S.")
+@click.option("--steps", type=click.IntRange(min=0), default=None,
+              help="Sampling steps K (respaced), at most the model's T; 0 = all T. Default: config.")
+@click.option("--samples", type=click.IntRange(min=1), default=None, help="Samples per example S.")
 @click.option("--mbr/--no-mbr", default=None, help="MBR-select the output among the S samples.")
-@click.option("--eta", type=float, default=None, help="Respaced sampler eta (0 deterministic DDIM).")
+@click.option("--eta", type=click.FloatRange(0.0, 1.0), default=None, help="Respaced sampler eta (0 deterministic DDIM).")
 @click.option("--clamp", type=click.Choice(["round", "logits", "none"]), default=None,
               help="Clamp x0 each step: round (nearest embedding, DiffuSeq), logits (head argmax), none.")
-@click.option("--limit", type=int, default=None, help="Only the first N examples.")
-@click.option("--batch-size", type=int, default=None)
-@click.option("--seed", type=int, default=None)
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N examples.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+              help="Examples per batch (with --seed, decides the random draws: keep it to reproduce a file).")
+@click.option("--seed", type=click.IntRange(min=0), default=None)
+@click.option("--device", default="cpu", show_default=True, help="torch device, e.g. cuda.")
 @click.option("--no-ema", is_flag=True, help="Use the raw weights instead of the EMA weights.")
-@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="Output jsonl.")
-def generate_command(checkpoint, data_path, split, steps, samples, mbr, eta, clamp, limit, batch_size, seed, no_ema,
-                     out_path):
-    """Sample targets; writes jsonl with source, reference, recover (+ samples)."""
+@click.option("--out", "out_path", type=click.Path(dir_okay=False),
+              help="Output jsonl (rows appended batch by batch). Default: print the outputs to stdout.")
+@click.option("--resume", is_flag=True,
+              help="Keep the complete rows --out already holds (same checkpoint and settings) and add the rest.")
+def generate_command(checkpoint, data_path, texts, split, steps, samples, mbr, eta, clamp, limit, batch_size, seed,
+                     device, no_ema, out_path, resume):
+    """Sample targets: jsonl rows with source, reference (when the input has one), recover and samples,
+    or one output line per source on stdout.
+
+    Rows are written batch by batch. The same --seed and --batch-size (and settings) give the same rows,
+    whether in one run or resumed after a crash with --resume."""
     from mambadiff.data.errors import DataError
-    from mambadiff.tasks.seq2seq import generate, load_seq2seq_model
+    from mambadiff.tasks.paraphrase import Paraphraser
+    from mambadiff.train.checkpoint import resolve_checkpoint
+
+    if (data_path is None) == (not texts):
+        raise click.UsageError("give the sources with either --data or --text")
+    if texts and "-" in texts and len(texts) > 1:
+        raise click.UsageError("--text - reads every source from stdin: give it alone")
+    if resume and not out_path:
+        raise click.UsageError("--resume needs --out (the file to continue)")
     try:
-        model, tok, cfg = load_seq2seq_model(checkpoint, ema=not no_ema)
-        if clamp:
-            cfg.sample.clamp = clamp
-        ds = load_examples(data_path, split, tok, cfg, limit)
-        t0 = time.perf_counter()
-        records = generate(model, tok, cfg, ds, steps=steps, samples=samples, mbr=mbr, eta=eta,
-                           batch_size=batch_size, seed=seed)
-    except (DataError, ValueError, FileNotFoundError) as e:
+        para = Paraphraser.from_pretrained(checkpoint, device=device, ema=not no_ema)
+        settings = para.settings(steps=steps, samples=samples, mbr=mbr, eta=eta, clamp=clamp,
+                                 batch_size=batch_size, seed=seed)
+        open_rows = _source_rows(data_path, texts, split)
+        total = None
+        if open_rows is not None:  # a file: read it once up front, so bad input fails before any sampling
+            total = _check_sources(para, open_rows(), limit, settings.batch_size)
+            rows = open_rows()
+        else:
+            rows = _stdin_rows(data_path)
+        rows = itertools.islice(rows, limit)
+        output = None
+        done = 0
+        if out_path:
+            run = {"checkpoint": str(resolve_checkpoint(checkpoint).resolve()), "ema": not no_ema,
+                   "device": para.device.type, "settings": settings.to_dict()}
+            output = _open_output(out_path, run, resume)
+            done = output.rows
+    except (DataError, ValueError, FileNotFoundError, OSError) as e:
         _fail(e)
-    write_jsonl(out_path, records)
-    click.echo(f"wrote {len(records)} rows to {out_path} in {time.perf_counter() - t0:.1f}s")
+    seen = _Counter(rows)
+    t0 = time.perf_counter()
+    try:
+        for records in para.generate_rows(seen, settings, skip=done, progress=True, total=total,
+                                          on_skipped=output.check_skipped if output else None):
+            if output is not None:
+                output.write(records)
+            else:
+                for r in records:
+                    click.echo(r["recover"])
+                sys.stdout.flush()
+        if output is not None and output.rows > seen.n:
+            raise ValueError(f"{out_path}: holds {output.rows} rows but this run covers only {seen.n} input rows; "
+                             "was it generated from other data? Run without --resume to start over")
+    except KeyboardInterrupt:
+        if output is not None:
+            click.echo(f"interrupted: {output.rows} rows in {out_path}; continue with --resume", err=True)
+        sys.exit(130)
+    except (DataError, ValueError, OSError) as e:
+        _fail(e)
+    finally:
+        if output is not None:
+            output.close()
+    if output is not None:
+        kept = f" ({done} kept from before)" if done else ""
+        click.echo(f"wrote {output.rows} rows to {out_path}{kept} in {time.perf_counter() - t0:.1f}s", err=True)
+
+
+class _Counter:
+    """Counts the rows an iterator hands out."""
+
+    def __init__(self, rows):
+        self.rows, self.n = iter(rows), 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        row = next(self.rows)
+        self.n += 1
+        return row
+
+
+def _source_rows(data_path, texts, split):
+    """A function that opens the sources afresh (None for stdin, which can be read only once)."""
+    from mambadiff.data.seq2seq import resolve_split_path
+    from mambadiff.tasks.generation_io import iter_jsonl_rows, iter_text_rows
+    if texts:
+        if texts == ("-",):
+            return None
+        return lambda: iter_text_rows(texts, "--text")
+    if data_path == "-":
+        return None
+    path = resolve_split_path(data_path, split if Path(data_path).is_dir() else None)
+
+    def rows():
+        with open(path, "rb") as f:
+            yield from iter_jsonl_rows(f, str(path))
+    return rows
+
+
+def _stdin_rows(data_path):
+    from mambadiff.tasks.generation_io import iter_jsonl_rows, iter_text_rows
+    if data_path == "-":
+        return iter_jsonl_rows(sys.stdin.buffer, "<stdin>")
+    return iter_text_rows(sys.stdin, "<stdin>")
+
+
+def _check_sources(para, rows, limit, batch_size) -> int:
+    """Lays out every source (tokenizer and length checks) without sampling; returns how many there are."""
+    from mambadiff.tasks.paraphrase import batches
+    n = 0
+    for _, batch in batches(itertools.islice(rows, limit), batch_size):
+        para.layout(batch)
+        n += len(batch)
+    return n
+
+
+def _open_output(out_path, run, resume):
+    from mambadiff.tasks.generation_io import GenerationOutput
+    output = GenerationOutput(out_path, run)
+    output.open(resume)
+    return output
 
 
 @click.command("copy-accuracy")

@@ -2,7 +2,7 @@
 
 Public API:
     generation: sentence_bleu, rouge_l, dist_n, length_diffuseq, length_words, self_bleu, div_n,
-                mbr_select, copy_rate, corpus_sacrebleu, generation_metrics, diversity_metrics,
+                mbr_select, copy_rate, repeat_rates, corpus_sacrebleu, generation_metrics, diversity_metrics,
                 evaluate_predictions, results_table, results_markdown
     bertscore:  bertscore_f1, resolve_model, BertScoreUnavailableError
     classification: accuracy, macro_f1, confusion_matrix, per_class_scores, classification_metrics
@@ -13,15 +13,15 @@ from mambadiff.metrics.classification import (accuracy, classification_metrics, 
                                               per_class_scores)
 from mambadiff.metrics.generation import (copy_rate, corpus_sacrebleu, dist_n, div_n, diversity_metrics,
                                           evaluate_predictions, generation_metrics, length_diffuseq,
-                                          length_words, mbr_select, results_markdown, results_table,
-                                          rouge_l, self_bleu, sentence_bleu)
+                                          length_words, mbr_select, repeat_rates, results_markdown,
+                                          results_table, rouge_l, self_bleu, sentence_bleu)
 from mambadiff.metrics.io import (PredictionFileError, atomic_write_json, atomic_write_text, bert_roundtrip,
                                   read_prediction_files, read_predictions)
 
 __all__ = [
     "accuracy", "classification_metrics", "confusion_matrix", "macro_f1", "per_class_scores",
     "copy_rate", "corpus_sacrebleu", "dist_n", "div_n", "diversity_metrics", "evaluate_predictions",
-    "generation_metrics", "length_diffuseq", "length_words", "mbr_select", "results_markdown",
+    "generation_metrics", "length_diffuseq", "length_words", "mbr_select", "repeat_rates", "results_markdown",
     "results_table", "rouge_l", "self_bleu", "sentence_bleu",
     "PredictionFileError", "atomic_write_json", "atomic_write_text", "bert_roundtrip",
     "read_prediction_files", "read_predictions",

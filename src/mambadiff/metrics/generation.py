@@ -21,6 +21,9 @@ All inputs are strings already cleaned of special tokens (see `mambadiff.metrics
   - (1-alpha)*BLEU(out, src) (sentence-level, then averaged), copy rate = share of outputs equal to
   their source after lower-casing and collapsing whitespace.
 - sacreBLEU: corpus-level BLEU from `sacrebleu` (its default 13a tokenisation), on its 0-100 scale.
+- Repeats (a degenerate-decoding check, not in DiffuSeq): on whitespace tokens, a token is a repeat
+  when it equals the token right before it ("the the"). `repeat_rate` = share of outputs with at
+  least one repeat; `repeat_token_rate` = repeats / tokens, pooled over all outputs (0 with no tokens).
 """
 from __future__ import annotations
 
@@ -35,7 +38,7 @@ import numpy as np
 __all__ = [
     "sentence_bleu", "rouge_l", "dist_n", "distinct_n_pooled", "length_diffuseq", "length_words",
     "self_bleu", "div_n", "mbr_select", "normalize_for_copy", "copy_rate", "corpus_sacrebleu",
-    "generation_metrics", "diversity_metrics", "evaluate_predictions", "results_table",
+    "repeated_tokens", "repeat_rates", "generation_metrics", "diversity_metrics", "evaluate_predictions", "results_table",
     "results_markdown", "METRIC_LABELS", "SCHEMA",
 ]
 
@@ -51,6 +54,8 @@ METRIC_LABELS: dict[str, tuple[str, bool | None]] = {
     "bleu_src": ("BLEU vs src", False),
     "ibleu": ("iBLEU", True),
     "copy_rate": ("copy rate", False),
+    "repeat_rate": ("repeats (outputs)", False),
+    "repeat_token_rate": ("repeats (tokens)", False),
     "self_bleu": ("self-BLEU", False),
     "div4": ("div-4", True),
 }
@@ -165,6 +170,23 @@ def copy_rate(outputs: Sequence[str], sources: Sequence[str]) -> float:
     return sum(normalize_for_copy(o) == normalize_for_copy(s) for o, s in zip(outputs, sources)) / len(outputs)
 
 
+def repeated_tokens(text: str) -> int:
+    """Whitespace tokens of ``text`` equal to the token right before them ("a a a b" has 2)."""
+    tokens = text.split()
+    return sum(a == b for a, b in zip(tokens, tokens[1:]))
+
+
+def repeat_rates(outputs: Sequence[str]) -> dict[str, float]:
+    """``repeat_rate``: share of outputs with a repeated adjacent token; ``repeat_token_rate``: repeated
+    tokens / tokens over all outputs (0 when there are none)."""
+    if isinstance(outputs, str):
+        raise ValueError("outputs: expected a list of strings, got a single string")
+    repeats = [repeated_tokens(o) for o in outputs]
+    tokens = sum(length_words(o) for o in outputs)
+    return {"repeat_rate": sum(r > 0 for r in repeats) / len(outputs) if outputs else 0.0,
+            "repeat_token_rate": sum(repeats) / tokens if tokens else 0.0}
+
+
 def corpus_sacrebleu(outputs: Sequence[str], references: Sequence[str]) -> float:
     """Corpus BLEU from sacrebleu (13a tokenisation, 0-100)."""
     sacrebleu = _require("sacrebleu")
@@ -206,6 +228,7 @@ def generation_metrics(outputs: Sequence[str], references: Sequence[str],
         "len_diffuseq": float(np.mean(len_ds)),
         "len_words": float(np.mean(len_w)),
         "sacrebleu": corpus_sacrebleu(outputs, references),
+        **repeat_rates(outputs),
     }
     per = {"bleu": bleu, "rouge_l": rouge, "dist1": dist1, "len_diffuseq": len_ds, "len_words": len_w}
     if sources is not None:
@@ -249,7 +272,8 @@ def diversity_metrics(candidates: Sequence[Sequence[str]], n: int = 4) -> dict:
 #   "seconds": float
 # }
 # {metrics} has "n", "bleu", "rouge_l", "dist1", "len_diffuseq", "len_words", "sacrebleu", "bleu_src",
-# "ibleu", "copy_rate" and, unless BERTScore is off, "bertscore_f1" (all means over examples).
+# "ibleu", "copy_rate", "repeat_rate", "repeat_token_rate" (pooled over tokens) and, unless BERTScore is
+# off, "bertscore_f1" (the others means over examples).
 SCHEMA = "mambadiff.evaluate/1"
 
 
@@ -382,7 +406,9 @@ def results_markdown(result: dict, title: str = "Generation metrics") -> str:
         "(sentence BLEU-4 with nltk smoothing 4, ROUGE-L F1, means over sentences; 'len (DiffuSeq)' counts "
         "`split(' ')` pieces including spaces left by removed [PAD] tokens). sacreBLEU is corpus-level, 0-100. "
         "'BLEU vs src' is the output's BLEU against its source; iBLEU = alpha*BLEU - (1-alpha)*BLEU vs src; "
-        "copy rate = share of outputs equal to the source (lower-cased, whitespace collapsed).",
+        "copy rate = share of outputs equal to the source (lower-cased, whitespace collapsed). "
+        "'repeats (outputs)' = share of outputs holding the same word twice in a row; 'repeats (tokens)' = "
+        "such repeated words / words, over all outputs.",
         "",
     ]
     return "\n".join(lines)

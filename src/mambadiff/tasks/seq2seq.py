@@ -1,4 +1,4 @@
-"""Diffusion seq2seq (MambaDiff / DiffuSeq) as a task of the shared training loop, plus generation.
+"""Diffusion seq2seq (MambaDiff / DiffuSeq) as a task of the shared training loop (generation: tasks/paraphrase.py).
 
 Glossary: b batch, l length, e embedding width, v vocab, t diffusion step, s samples per example.
 
@@ -12,7 +12,6 @@ import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
@@ -20,12 +19,13 @@ from torch import nn
 from mambadiff.config import from_dict, to_dict
 from mambadiff.data.seq2seq import Seq2SeqDataset, load_seq2seq_split, read_seq2seq_jsonl, resolve_split_path
 from mambadiff.data.tokenizer import TextTokenizer, build_tokenizer, load_tokenizer
-from mambadiff.diffusion import GaussianDiffusion, create_timestep_sampler, sample_ancestral, sample_respaced
+from mambadiff.diffusion import GaussianDiffusion, create_timestep_sampler
 from mambadiff.models.backbones import BACKBONES
 from mambadiff.models.denoiser import Denoiser, DenoiserConfig
-from mambadiff.progress import progress_bar
 from mambadiff.train import StepContext, TrainConfig
 from mambadiff.train.checkpoint import load_state, read_json, resolve_checkpoint, run_config
+
+from .paraphrase import generate  # noqa: F401  (generation lives in tasks/paraphrase.py)
 
 log = logging.getLogger(__name__)
 
@@ -254,8 +254,30 @@ def load_seq2seq_model(path: str | Path, ema: bool = True, device: str = "cpu"):
     cfg = from_dict(Seq2SeqConfig, read_json(folder / "config.json"))
     tok = load_tokenizer(folder / "tokenizer")
     model = Denoiser(cfg.model)
-    model.load_state_dict(load_state(folder, ema=ema))
+    model.load_state_dict(read_weights(folder, ema=ema, model=model))
     return model.to(device).eval(), tok, cfg
+
+
+def read_weights(folder: Path, ema: bool, model: nn.Module) -> dict[str, torch.Tensor]:
+    """The checkpoint's weights, checked against ``model``: a truncated or foreign weights file is a
+    ValueError naming the file, not a deep safetensors / load_state_dict trace."""
+    path = folder / ("ema.safetensors" if ema and (folder / "ema.safetensors").exists() else "model.safetensors")
+    try:
+        state = load_state(folder, ema=ema)
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # safetensors raises its own SafetensorError (not an OSError) on a damaged file
+        raise ValueError(f"{path}: cannot read the weights ({' '.join(str(e).split())}); the file is truncated "
+                         "or not a safetensors file") from None
+    expected = model.state_dict()
+    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(state) if tuple(state[k].shape) != tuple(expected[k].shape))
+    if missing or unexpected or wrong:
+        what = (f"missing {', '.join(missing[:3])}" if missing else
+                f"unexpected {', '.join(unexpected[:3])}" if unexpected else
+                f"{wrong[0]} has shape {tuple(state[wrong[0]].shape)}, the config needs {tuple(expected[wrong[0]].shape)}")
+        raise ValueError(f"{path}: the weights do not fit the checkpoint's config.json ({what})")
+    return state
 
 
 # ---- diagnostics ---------------------------------------------------------------------------------
@@ -301,72 +323,6 @@ def x0_token_accuracy(model: Denoiser, dataset: Seq2SeqDataset, diffusion: Gauss
             "n_copy": counts["copy"], "n_novel": counts["novel"],
         }
     return result
-
-
-# ---- generation ----------------------------------------------------------------------------------
-def _decode_target(tok: TextTokenizer, ids: torch.Tensor, input_mask: torch.Tensor) -> str:
-    """Text of the target span: the generated positions up to the first [SEP], specials removed."""
-    span = ids[input_mask.bool()].tolist()
-    if span and span[0] == tok.cls_id:
-        span = span[1:]
-    if tok.sep_id in span:
-        span = span[:span.index(tok.sep_id)]
-    return tok.decode(span, skip_special=True)
-
-
-def _decode_source(tok: TextTokenizer, ids: torch.Tensor, input_mask: torch.Tensor) -> str:
-    span = ids[~input_mask.bool()].tolist()
-    return tok.decode([i for i in span if i not in (tok.cls_id, tok.sep_id, tok.pad_id)], skip_special=True)
-
-
-@torch.no_grad()
-def generate(model: Denoiser, tok: TextTokenizer, cfg: Seq2SeqConfig, dataset: Seq2SeqDataset,
-             steps: int | None = None, samples: int | None = None, mbr: bool | None = None,
-             eta: float | None = None, batch_size: int | None = None, limit: int | None = None,
-             seed: int | None = None, progress: bool = True) -> list[dict[str, Any]]:
-    """Sample targets for every example: records with ``source``, ``reference``, ``recover`` (the
-    output DiffuSeq's evaluation reads; the MBR pick when S > 1) and ``samples`` (all S outputs)."""
-    sc = cfg.sample
-    steps = sc.steps if steps is None else steps
-    samples = sc.samples if samples is None else samples
-    mbr = sc.mbr if mbr is None else mbr
-    eta = sc.eta if eta is None else eta
-    batch_size = batch_size or sc.batch_size
-    limit = sc.limit if limit is None else limit
-    seed = sc.seed if seed is None else seed
-    diffusion = GaussianDiffusion.from_name(cfg.diffusion.schedule, cfg.diffusion.steps)
-    device = next(model.parameters()).device
-    data = dataset.tensors()
-    n = data["input_ids"].shape[0] if not limit else min(limit, data["input_ids"].shape[0])
-    clamp = None if sc.clamp == "none" else sc.clamp
-    outputs: list[list[str]] = [[] for _ in range(n)]
-    sources, references = [], []
-    for i in range(n):
-        sources.append(_decode_source(tok, data["input_ids"][i], data["input_mask"][i]))
-        references.append(_decode_target(tok, data["input_ids"][i], data["input_mask"][i]))
-    n_batches = math.ceil(n / batch_size)
-    bar = progress_bar(n_batches * samples, f"sample ({steps or cfg.diffusion.steps} steps)", enabled=progress)
-    for s in range(samples):
-        g = torch.Generator(device=device).manual_seed(seed + 1000 * s)
-        for i in range(0, n, batch_size):
-            ids = data["input_ids"][i:min(n, i + batch_size)].to(device)  # (b, l)
-            imask = data["input_mask"][i:min(n, i + batch_size)].to(device)  # (b, l)
-            # DiffuSeq gives the denoiser no padding mask while sampling: the target length is unknown
-            if steps and steps < cfg.diffusion.steps:
-                out = sample_respaced(diffusion, model, ids, imask, None, steps=steps, eta=eta, clamp=clamp, generator=g)
-            else:
-                out = sample_ancestral(diffusion, model, ids, imask, None, clamp=clamp, generator=g)
-            for j in range(ids.shape[0]):
-                outputs[i + j].append(_decode_target(tok, out.token_ids[j].cpu(), imask[j].cpu()))
-            bar.update(1)
-    bar.close()
-    if samples > 1 and mbr:
-        from mambadiff.diffusion.mbr import mbr_select
-        picks = mbr_select(outputs)
-    else:
-        picks = [0] * n
-    return [{"source": sources[i], "reference": references[i], "recover": outputs[i][picks[i]],
-             "samples": outputs[i]} for i in range(n)]
 
 
 # ---- training entry point ------------------------------------------------------------------------

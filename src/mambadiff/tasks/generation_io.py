@@ -1,0 +1,189 @@
+"""Where `mambadiff generate` reads its sources and writes its rows, one batch at a time.
+
+Inputs (read lazily, so memory does not grow with the file):
+
+* jsonl (a file, or ``-`` for stdin): one ``{"src": ..., "trg": ...}`` object per line, checked as
+  strictly as training data (UTF-8, JSON object, ``src`` a non-empty string; blank lines only at the
+  end). ``trg`` is optional here: a row without it is generated with no reference.
+* plain text (``--text`` values, or lines of stdin): one source sentence per line.
+
+Output: a jsonl file that grows by one batch at a time (each batch written in one ``write``, flushed
+and fsynced), next to a settings file ``<out>.generate.json`` recording the checkpoint and the
+sampling settings. ``resume`` keeps the complete rows of an earlier run with the same checkpoint and
+settings (each row is checked: a JSON object with string ``source`` / ``recover`` and ``samples`` of
+the right count, whose source is that input row's), drops a partial last line, and appends the rest.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import IO, Any, Iterable, Iterator
+
+from mambadiff.data.errors import DataError
+from mambadiff.fileio import atomic_write_json
+
+from .paraphrase import SourceRow
+
+__all__ = ["SETTINGS_SCHEMA", "GenerationOutput", "iter_jsonl_rows", "iter_text_rows", "settings_path"]
+
+SETTINGS_SCHEMA = "mambadiff.generate/1"
+
+
+# ---- inputs --------------------------------------------------------------------------------------
+def iter_jsonl_rows(stream: IO[bytes], name: str) -> Iterator[SourceRow]:
+    """Rows of a jsonl byte stream (see the module docstring); DataError names ``name``, line, field."""
+    blank_since = None  # first line of a run of blank lines: an error unless the file ends there
+    n_rows = 0
+    for lineno, raw in enumerate(stream, start=1):
+        if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):  # UTF-8 byte order mark
+            raw = raw[3:]
+        if not raw.strip():
+            blank_since = blank_since or lineno
+            continue
+        if blank_since is not None:
+            raise DataError("blank line (expected a JSON object)", file=name, line=blank_since)
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise DataError(f"bytes are not valid UTF-8 (byte {e.start + 1} of the line)", file=name,
+                            line=lineno) from None
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise DataError(f"malformed JSON ({e.msg} at column {e.colno})", file=name, line=lineno) from None
+        if not isinstance(obj, dict):
+            raise DataError(f"expected a JSON object with 'src' (and optionally 'trg'), got {type(obj).__name__}",
+                            file=name, line=lineno)
+        values: dict[str, str | None] = {}
+        for key in ("src", "trg"):
+            if key == "trg" and key not in obj:
+                values[key] = None
+                continue
+            v = obj.get(key)
+            if key not in obj:
+                raise DataError(f"missing key (keys present: {sorted(obj)})", file=name, line=lineno, field=key)
+            if not isinstance(v, str):
+                raise DataError(f"expected a string, got {type(v).__name__}", file=name, line=lineno, field=key)
+            if not v.strip():
+                raise DataError("empty string", file=name, line=lineno, field=key)
+            values[key] = v.strip()
+        n_rows += 1
+        yield SourceRow(values["src"], values["trg"], name, lineno)
+    if not n_rows:
+        raise DataError("file is empty (expected one {\"src\": ...} object per line)", file=name, line=1)
+
+
+def iter_text_rows(lines: Iterable[str], name: str) -> Iterator[SourceRow]:
+    """One source per line (surrounding whitespace stripped); an empty line is a DataError."""
+    for lineno, line in enumerate(lines, start=1):
+        text = line.strip()
+        if not text:
+            raise DataError("empty line (expected one source sentence per line)", file=name, line=lineno)
+        yield SourceRow(text, None, name, lineno)
+
+
+# ---- output --------------------------------------------------------------------------------------
+def settings_path(out: str | Path) -> Path:
+    out = Path(out)
+    return out.with_name(out.name + ".generate.json")
+
+
+class GenerationOutput:
+    """The output jsonl of one generation run; see the module docstring.
+
+    ``open(resume)`` returns how many rows are already done; ``check_skipped(first_row, sources)`` is
+    the ``on_skipped`` callback of `Paraphraser.generate_rows`; ``write(records)`` appends a batch.
+    """
+
+    def __init__(self, path: str | Path, run: dict[str, Any]):
+        self.path = Path(path)
+        self.run = {"schema": SETTINGS_SCHEMA, **run}  # checkpoint, ema, sampling settings
+        self._file: IO[bytes] | None = None
+        self._existing: IO[bytes] | None = None  # the kept rows, read again while their batches are skipped
+        self._done = 0
+
+    def open(self, resume: bool) -> int:
+        if resume and self.path.exists():
+            self._done = self._check_existing()
+        else:
+            self._done = 0
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.write_bytes(b"")
+        atomic_write_json(settings_path(self.path), self.run)
+        if self._done:
+            self._existing = self.path.open("rb")
+        self._file = self.path.open("ab")
+        return self._done
+
+    def _check_existing(self) -> int:
+        """Rows kept from an earlier run: checks its settings and every complete row, cuts a partial last line."""
+        where = settings_path(self.path)
+        if not where.exists():
+            raise ValueError(f"{self.path}: cannot resume, {where.name} (the settings it was generated with) is "
+                             "missing; run without --resume to start over")
+        try:
+            before = json.loads(where.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"{where}: unreadable ({e}); run without --resume to start over") from None
+        changed = [k for k in sorted(set(before) | set(self.run)) if before.get(k) != self.run.get(k)]
+        if changed:
+            diff = "; ".join(f"{k}: {before.get(k)!r} then, {self.run.get(k)!r} now" for k in changed)
+            raise ValueError(f"{self.path}: cannot resume, it was generated with other settings ({diff}); "
+                             "give the same ones, or run without --resume to start over")
+        samples = self.run["settings"]["samples"]
+        rows, keep = 0, 0  # complete rows, bytes they take
+        with self.path.open("rb") as f:
+            for lineno, raw in enumerate(f, start=1):
+                if not raw.endswith(b"\n"):
+                    break  # the last line, cut short by the crash: dropped and written again
+                _check_row(raw, self.path, lineno, samples)
+                rows, keep = rows + 1, keep + len(raw)
+        if keep != self.path.stat().st_size:
+            os.truncate(self.path, keep)
+        return rows
+
+    def check_skipped(self, first: int, sources: list[str]) -> None:
+        """The kept rows ``first, first + 1, ...`` must hold these sources (the same input as before)."""
+        assert self._existing is not None
+        for j, source in enumerate(sources):
+            row = json.loads(self._existing.readline())
+            if row["source"] != source:
+                raise ValueError(f"{self.path}, line {first + j + 1}: cannot resume, its source {row['source']!r:.80} "
+                                 f"is not input row {first + j + 1} ({source!r:.80}); was it generated from other "
+                                 "data? Run without --resume to start over")
+
+    def write(self, records: list[dict[str, Any]]) -> None:
+        assert self._file is not None
+        self._file.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8"))
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._done += len(records)
+
+    @property
+    def rows(self) -> int:
+        return self._done
+
+    def close(self) -> None:
+        for f in (self._file, self._existing):
+            if f is not None:
+                f.close()
+        self._file = self._existing = None
+
+
+def _check_row(raw: bytes, path: Path, lineno: int, samples: int) -> None:
+    def bad(msg: str, field: str | None = None):
+        return ValueError(f"{path}, line {lineno}{f', field {field!r}' if field else ''}: cannot resume, {msg}; "
+                          "run without --resume to start over")
+    try:
+        row = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise bad("not a JSON line") from None
+    if not isinstance(row, dict):
+        raise bad(f"expected a JSON object, got {type(row).__name__}")
+    for key in ("source", "recover"):
+        if not isinstance(row.get(key), str):
+            raise bad("missing or not a string", key)
+    cands = row.get("samples")
+    if not isinstance(cands, list) or len(cands) != samples or not all(isinstance(c, str) for c in cands):
+        raise bad(f"expected a list of {samples} strings", "samples")

@@ -1,0 +1,296 @@
+"""Paraphrasing with a trained diffusion seq2seq model: the `Paraphraser` API, and the batch-by-batch
+generation behind `mambadiff generate`.
+
+Glossary: b batch, l length, s samples per example.
+
+    from mambadiff import Paraphraser
+    p = Paraphraser.from_pretrained("runs/qqp")          # a run folder or one checkpoint folder
+    p(["how do i learn python?"], steps=20, samples=4, mbr=True)   # -> ["...", ...]
+
+Randomness rule (reproducible and resumable). The examples are cut, in input order, into batches of
+``batch_size`` rows; sample ``s`` of batch ``k`` draws all its noise from one generator seeded with
+``numpy.random.SeedSequence((seed, k, s))``. The outputs of a row therefore depend on the seed, the
+sampling settings, ``batch_size``, the rows of its own batch and the device (CPU and CUDA generators
+differ), and on nothing else: not on how many rows came before a run's first row, nor on where a run
+stopped. A run resumed after a crash writes exactly the rows an uninterrupted run writes. Changing
+``batch_size`` changes the draws.
+
+Every batch is complete (all S samples drawn, the MBR pick made) before its rows are handed out, so a
+caller can write them and forget them: memory stays constant for any number of examples.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, NamedTuple, Sequence
+
+import numpy as np
+import torch
+
+from mambadiff.data.errors import DataError
+from mambadiff.data.seq2seq import build_example
+from mambadiff.diffusion import GaussianDiffusion, sample_ancestral, sample_respaced
+from mambadiff.diffusion.mbr import mbr_select
+from mambadiff.progress import progress_bar
+from mambadiff.ssm.checks import check_positive_int
+
+if TYPE_CHECKING:
+    from mambadiff.data.seq2seq import Seq2SeqDataset
+    from mambadiff.data.tokenizer import TextTokenizer
+    from mambadiff.models.denoiser import Denoiser
+    from mambadiff.tasks.seq2seq import Seq2SeqConfig
+
+__all__ = ["CLAMPS", "GenerationSettings", "Paraphraser", "SourceRow", "batch_generator", "batches", "generate"]
+
+CLAMPS = ("round", "logits", "none")
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """Everything that decides the sampled outputs besides the model and the inputs."""
+
+    steps: int        # K respaced steps; 0 (or T) = all T steps with the ancestral sampler
+    samples: int      # S samples per example
+    mbr: bool         # pick one of the S samples by MBR (DiffuSeq's rule) when S > 1
+    eta: float        # respaced sampler: 1 ancestral on the respaced chain, 0 deterministic DDIM
+    clamp: str        # round | logits | none (see SampleConfig)
+    batch_size: int   # rows per batch (part of the randomness rule above)
+    seed: int         # >= 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+class SourceRow(NamedTuple):
+    """One input example: the source text, the reference (None when unknown) and where it came from."""
+
+    source: str
+    reference: str | None = None
+    file: str | None = None
+    line: int | None = None
+
+
+def batch_generator(seed: int, batch_index: int, sample: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """The generator of sample ``sample`` of batch ``batch_index`` (the module's randomness rule)."""
+    state = np.random.SeedSequence((seed, batch_index, sample)).generate_state(2, dtype=np.uint32)
+    return torch.Generator(device=device).manual_seed(int(state[0]) << 32 | int(state[1]))
+
+
+def _decode_target(tok: TextTokenizer, ids: torch.Tensor, input_mask: torch.Tensor) -> str:
+    """Text of the target span: the generated positions up to the first [SEP], specials removed."""
+    span = ids[input_mask.bool()].tolist()
+    if span and span[0] == tok.cls_id:
+        span = span[1:]
+    if tok.sep_id in span:
+        span = span[:span.index(tok.sep_id)]
+    return tok.decode(span, skip_special=True)
+
+
+def _decode_source(tok: TextTokenizer, ids: torch.Tensor, input_mask: torch.Tensor) -> str:
+    span = ids[~input_mask.bool()].tolist()
+    return tok.decode([i for i in span if i not in (tok.cls_id, tok.sep_id, tok.pad_id)], skip_special=True)
+
+
+class LaidOutBatch(NamedTuple):
+    input_ids: torch.Tensor  # (b, l)
+    input_mask: torch.Tensor  # (b, l) 1 = generated (target side)
+    references: list[str | None]  # per row: the decoded (possibly truncated) reference, or None
+
+
+class Paraphraser:
+    """A trained diffusion seq2seq model ready to sample: ``p(texts, steps=..., samples=..., mbr=...)``."""
+
+    def __init__(self, model: Denoiser, tokenizer: TextTokenizer, cfg: Seq2SeqConfig):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.cfg = cfg
+        self.diffusion = GaussianDiffusion.from_name(cfg.diffusion.schedule, cfg.diffusion.steps)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, *, device: str | torch.device = "cpu", ema: bool = True) -> Paraphraser:
+        """Load a run folder (its latest checkpoint) or a checkpoint folder; ``ema=False`` takes the raw weights."""
+        from mambadiff.tasks.seq2seq import load_seq2seq_model
+        model, tok, cfg = load_seq2seq_model(path, ema=ema, device=str(device))
+        return cls(model, tok, cfg)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def max_steps(self) -> int:
+        """T, the diffusion steps the model was trained with (the most sampling steps there are)."""
+        return self.diffusion.num_timesteps
+
+    # ---- settings ------------------------------------------------------------------------------
+    def settings(self, *, steps: int | None = None, samples: int | None = None, mbr: bool | None = None,
+                 eta: float | None = None, clamp: str | None = None, batch_size: int | None = None,
+                 seed: int | None = None) -> GenerationSettings:
+        """The checkpoint's ``sample`` config with the given values replacing it, checked."""
+        sc = self.cfg.sample
+        pick = lambda value, default: default if value is None else value  # noqa: E731
+        s = GenerationSettings(steps=pick(steps, sc.steps), samples=pick(samples, sc.samples),
+                               mbr=bool(pick(mbr, sc.mbr)), eta=pick(eta, sc.eta), clamp=pick(clamp, sc.clamp),
+                               batch_size=pick(batch_size, sc.batch_size), seed=pick(seed, sc.seed))
+        t_max = self.max_steps
+        if not isinstance(s.steps, int) or isinstance(s.steps, bool) or s.steps < 0:
+            raise ValueError(f"steps must be an int in [0, {t_max}] (0 = all {t_max}), got {s.steps!r}")
+        if s.steps > t_max:
+            raise ValueError(f"steps: {s.steps} is more than this model's {t_max} diffusion steps; "
+                             f"the maximum is {t_max} (0 also means all {t_max})")
+        check_positive_int("samples", s.samples)
+        check_positive_int("batch_size", s.batch_size)
+        if isinstance(s.eta, bool) or not isinstance(s.eta, (int, float)) or not 0.0 <= s.eta <= 1.0:
+            raise ValueError(f"eta must be a number in [0, 1], got {s.eta!r}")
+        if s.clamp not in CLAMPS:
+            raise ValueError(f"clamp must be one of {', '.join(CLAMPS)}, got {s.clamp!r}")
+        if not isinstance(s.seed, int) or isinstance(s.seed, bool) or s.seed < 0:
+            raise ValueError(f"seed must be an int >= 0, got {s.seed!r}")
+        return dataclasses.replace(s, eta=float(s.eta))
+
+    # ---- one batch -----------------------------------------------------------------------------
+    def layout(self, rows: Sequence[SourceRow]) -> LaidOutBatch:
+        """Tokenize and lay out rows as the model trained (a row without reference gets an empty target,
+        so the source has the whole length budget)."""
+        tok, d = self.tokenizer, self.cfg.data
+        sources = tok.encode_batch([r.source for r in rows])
+        targets = tok.encode_batch([r.reference if r.reference is not None else "" for r in rows])
+        ids, masks = [], []
+        for row, src_ids, trg_ids in zip(rows, sources, targets):
+            for field, text, tokens in (("src", row.source, src_ids), ("trg", row.reference, trg_ids)):
+                if text is not None and not tokens:
+                    raise DataError("text has no tokens after tokenization", file=row.file, line=row.line, field=field)
+            ex = build_example(src_ids, trg_ids, tok, d.seq_len, d.layout, d.on_overflow,
+                               where={"file": row.file, "line": row.line})
+            ids.append(ex.input_ids)
+            masks.append(ex.input_mask)
+        input_ids = torch.tensor(ids, dtype=torch.long)  # (b, l)
+        input_mask = torch.tensor(masks, dtype=torch.long)  # (b, l)
+        refs = [_decode_target(tok, input_ids[i], input_mask[i]) if r.reference is not None else None
+                for i, r in enumerate(rows)]
+        return LaidOutBatch(input_ids, input_mask, refs)
+
+    def sample_targets(self, input_ids: torch.Tensor, input_mask: torch.Tensor, settings: GenerationSettings,
+                       generator: torch.Generator) -> torch.Tensor:
+        """One draw of the target tokens (b, l) for a laid-out batch: the one call into the sampler."""
+        clamp = None if settings.clamp == "none" else settings.clamp
+        # DiffuSeq gives the denoiser no padding mask while sampling: the target length is unknown
+        if settings.steps and settings.steps < self.max_steps:
+            out = sample_respaced(self.diffusion, self.model, input_ids, input_mask, None, steps=settings.steps,
+                                  eta=settings.eta, clamp=clamp, generator=generator)
+        else:
+            out = sample_ancestral(self.diffusion, self.model, input_ids, input_mask, None, clamp=clamp,
+                                   generator=generator)
+        return out.token_ids  # (b, l)
+
+    @torch.no_grad()
+    def sample_batch(self, input_ids: torch.Tensor, input_mask: torch.Tensor, settings: GenerationSettings,
+                     batch_index: int) -> tuple[list[str], list[str], list[list[str]]]:
+        """(sources, outputs, samples) of batch ``batch_index``: the decoded sources, the output of each row
+        (the MBR pick of its S samples, or its first sample) and all S samples per row."""
+        tok, device = self.tokenizer, self.device
+        ids, imask = input_ids.to(device), input_mask.to(device)  # (b, l) each
+        samples: list[list[str]] = [[] for _ in range(ids.shape[0])]
+        for s in range(settings.samples):
+            token_ids = self.sample_targets(ids, imask, settings, batch_generator(settings.seed, batch_index, s, device))
+            token_ids = token_ids.cpu()  # (b, l)
+            for j in range(ids.shape[0]):
+                samples[j].append(_decode_target(tok, token_ids[j], input_mask[j]))
+        picks = mbr_select(samples) if settings.samples > 1 and settings.mbr else [0] * len(samples)
+        sources = [_decode_source(tok, input_ids[j], input_mask[j]) for j in range(ids.shape[0])]
+        return sources, [c[k] for c, k in zip(samples, picks)], samples
+
+    # ---- many rows -----------------------------------------------------------------------------
+    def generate_rows(self, rows: Iterable[SourceRow], settings: GenerationSettings, *, skip: int = 0,
+                      progress: bool = False, total: int | None = None,
+                      on_skipped=None) -> Iterator[list[dict[str, Any]]]:
+        """Sample ``rows`` batch by batch; yields each batch's records (``source``, ``reference`` when the
+        row has one, ``recover``, ``samples``) once all its samples are drawn.
+
+        The first ``skip`` rows are laid out but not sampled (resuming): batches wholly inside them
+        are passed to ``on_skipped(first_row, sources)`` so a caller can check them against rows it
+        already holds; the batch that straddles ``skip`` is sampled whole and only its rows from
+        ``skip`` on are yielded (the randomness rule makes them what the first run drew).
+        """
+        bar = progress_bar(total, f"sample ({settings.steps or self.max_steps} steps, {settings.samples} "
+                                  f"sample{'s' * (settings.samples > 1)})", initial=min(skip, total or skip),
+                           enabled=progress)
+        try:
+            for k, (first, batch) in enumerate(batches(rows, settings.batch_size)):
+                laid = self.layout(batch)
+                if first + len(batch) <= skip:
+                    if on_skipped is not None:
+                        on_skipped(first, [_decode_source(self.tokenizer, laid.input_ids[j], laid.input_mask[j])
+                                           for j in range(len(batch))])
+                    continue
+                sources, outputs, samples = self.sample_batch(laid.input_ids, laid.input_mask, settings, k)
+                records = []
+                for j in range(max(0, skip - first), len(batch)):
+                    rec: dict[str, Any] = {"source": sources[j]}
+                    if laid.references[j] is not None:
+                        rec["reference"] = laid.references[j]
+                    rec["recover"] = outputs[j]
+                    rec["samples"] = samples[j]
+                    records.append(rec)
+                yield records
+                bar.update(len(records))
+        finally:
+            bar.close()
+
+    def __call__(self, texts: str | Sequence[str], *, steps: int | None = None, samples: int | None = None,
+                 mbr: bool | None = None, eta: float | None = None, clamp: str | None = None,
+                 batch_size: int | None = None, seed: int | None = None, progress: bool = False) -> list[str]:
+        """Paraphrase each text; returns one string per text (the MBR pick of ``samples`` draws when
+        ``mbr``). Unset arguments come from the checkpoint's ``sample`` config."""
+        if isinstance(texts, str):
+            raise ValueError("texts: expected a list of strings, got a single string (wrap it in a list)")
+        rows = []
+        for i, t in enumerate(texts):
+            if not isinstance(t, str) or not t.strip():
+                raise ValueError(f"texts[{i}]: expected a non-empty string, got {t!r:.80}")
+            rows.append(SourceRow(t.strip(), None, "texts", i + 1))
+        settings = self.settings(steps=steps, samples=samples, mbr=mbr, eta=eta, clamp=clamp,
+                                 batch_size=batch_size, seed=seed)
+        return [r["recover"] for batch in self.generate_rows(rows, settings, progress=progress, total=len(rows))
+                for r in batch]
+
+
+def batches(rows: Iterable[SourceRow], size: int) -> Iterator[tuple[int, list[SourceRow]]]:
+    """(index of the first row, rows) for consecutive batches of ``size`` rows."""
+    batch: list[SourceRow] = []
+    first = 0
+    for row in rows:
+        batch.append(row)
+        if len(batch) == size:
+            yield first, batch
+            first += size
+            batch = []
+    if batch:
+        yield first, batch
+
+
+def generate(model: Denoiser, tok: TextTokenizer, cfg: Seq2SeqConfig, dataset: Seq2SeqDataset,
+             steps: int | None = None, samples: int | None = None, mbr: bool | None = None,
+             eta: float | None = None, batch_size: int | None = None, limit: int | None = None,
+             seed: int | None = None, progress: bool = True) -> list[dict[str, Any]]:
+    """Sample targets for the examples of a laid-out dataset: records with ``source``, ``reference``,
+    ``recover`` (the output DiffuSeq's evaluation reads; the MBR pick when S > 1) and ``samples`` (all S
+    outputs), drawn by the module's randomness rule (the same rows as `mambadiff generate` writes)."""
+    para = Paraphraser(model, tok, cfg)
+    settings = para.settings(steps=steps, samples=samples, mbr=mbr, eta=eta, batch_size=batch_size, seed=seed)
+    limit = cfg.sample.limit if limit is None else limit
+    data = dataset.tensors()
+    n = data["input_ids"].shape[0] if not limit else min(limit, data["input_ids"].shape[0])
+    bar = progress_bar(n, f"sample ({settings.steps or para.max_steps} steps)", enabled=progress)
+    records = []
+    for k, first in enumerate(range(0, n, settings.batch_size)):
+        ids = data["input_ids"][first:min(n, first + settings.batch_size)]  # (b, l)
+        imask = data["input_mask"][first:min(n, first + settings.batch_size)]  # (b, l)
+        sources, outputs, samples_ = para.sample_batch(ids, imask, settings, k)
+        for j in range(ids.shape[0]):
+            records.append({"source": sources[j], "reference": _decode_target(tok, ids[j], imask[j]),
+                            "recover": outputs[j], "samples": samples_[j]})
+        bar.update(ids.shape[0])
+    bar.close()
+    return records
