@@ -6,7 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from mambadiff.data import DataError
-from mambadiff.data.cli import data_group
+from mambadiff.commands.data import data_group
 from mambadiff.data.qqp import convert_qqp
 from mambadiff.data.seq2seq import read_seq2seq_jsonl
 

@@ -5,7 +5,7 @@ import pytest
 from click.testing import CliRunner
 
 from mambadiff.metrics import evaluate_predictions, generation as g
-from mambadiff.metrics.cli import evaluate_command
+from mambadiff.commands.metrics import evaluate_command
 
 ROWS = [
     ("how do i learn python", "what is the best way to learn python"),

@@ -7,7 +7,7 @@ from click.testing import CliRunner
 from mambadiff.metrics import evaluate_predictions
 from mambadiff.metrics.io import atomic_write_json
 from mambadiff.report import build_report, load_metrics_log
-from mambadiff.report.cli import report_command
+from mambadiff.commands.report import report_command
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
