@@ -16,7 +16,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from mambadiff.data import classification as cls_mod
+from mambadiff.data.classification import loaders as cls_mod
 from mambadiff.data.classification import (
     ClassificationDataset,
     LengthBucketBatchSampler,

@@ -101,7 +101,7 @@ __all__ = [
     "FORMATS",
 ]
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("mambadiff.data.classification")
 
 Example = tuple[str, int]
 OnBadRow = Literal["raise", "skip"]

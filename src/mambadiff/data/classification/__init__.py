@@ -1,0 +1,38 @@
+"""Text-classification data: loaders, encoding into a torch Dataset, stratified splits."""
+from .loaders import (
+    FORMATS,
+    SENTIMENT140_COLUMNS,
+    SENTIMENT140_COLUMNS_2,
+    ClassificationData,
+    ClassificationDataset,
+    LengthBucketBatchSampler,
+    collate_classification,
+    detect_format,
+    load_classification,
+    load_csv,
+    load_imdb,
+    load_jsonl,
+    load_sentiment140,
+    load_sst2,
+    resolve_splits,
+    stratified_split,
+)
+
+__all__ = [
+    "ClassificationData",
+    "ClassificationDataset",
+    "LengthBucketBatchSampler",
+    "collate_classification",
+    "detect_format",
+    "load_classification",
+    "load_sentiment140",
+    "load_sst2",
+    "load_imdb",
+    "load_csv",
+    "load_jsonl",
+    "stratified_split",
+    "resolve_splits",
+    "SENTIMENT140_COLUMNS",
+    "SENTIMENT140_COLUMNS_2",
+    "FORMATS",
+]
