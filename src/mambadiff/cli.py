@@ -9,6 +9,8 @@ import importlib
 
 import click
 
+from mambadiff.commands.bench import BENCH_COMMANDS
+
 # name -> ("module", "attribute", "one-line help")
 _COMMANDS = {
     "demo": ("mambadiff.commands.seq2seq", "demo_command", "Train MambaDiff on the built-in corpus, sample, score vs copy-source."),
@@ -19,8 +21,8 @@ _COMMANDS = {
     "params": ("mambadiff.commands.seq2seq", "params_command", "Parameter counts of the diffusion configs."),
     "evaluate": ("mambadiff.commands.metrics", "evaluate_command", "Score generated jsonl files (DiffuSeq metrics)."),
     "report": ("mambadiff.commands.report", "report_command", "Plots and a Markdown summary of a run folder."),
-    "data": ("mambadiff.commands.data", "data_group", "Prepare data folders (QQP converter, built-in corpus)."),
-    "bench": ("mambadiff.commands.bench", "bench_group", "Benchmarks: scan, layers, synthetic, classify."),
+    "data": ("mambadiff.commands.data", "data_group", "Prepare data folders: qqp (QQP converter), builtin (built-in corpus)."),
+    "bench": ("mambadiff.commands.bench", "bench_group", "Benchmarks: " + ", ".join(sorted(BENCH_COMMANDS)) + "."),
     "classify": ("mambadiff.commands.classify", "classify_group", "Sequence classification: train, eval."),
 }
 
