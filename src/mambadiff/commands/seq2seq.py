@@ -28,7 +28,11 @@ def _load_cfg(config, overrides):
 @click.option("--resume", is_flag=True, help="Continue the run folder's latest checkpoint.")
 @click.argument("overrides", nargs=-1)
 def train_command(config, resume, overrides):
-    """Train a diffusion seq2seq model. OVERRIDES are key=value, e.g. train.steps=500 run_dir=runs/x."""
+    """Train a diffusion seq2seq model. OVERRIDES are key=value, e.g. train.steps=500 run_dir=runs/x.
+
+    Pairs longer than data.seq_len are truncated by DiffuSeq's rule (the longer side loses its last
+    tokens; see mambadiff.data.seq2seq) and a warning gives their count per file;
+    data.on_overflow=error refuses them instead."""
     from mambadiff.data.errors import DataError
     from mambadiff.tasks.seq2seq import train_seq2seq
     cfg = _load_cfg(config, overrides)
@@ -80,7 +84,9 @@ def load_examples(data_path, split, tok, cfg, limit):
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="Output jsonl.")
 def generate_command(checkpoint, data_path, split, steps, samples, mbr, eta, clamp, limit, batch_size, seed, no_ema,
                      out_path):
-    """Sample targets; writes jsonl with source, reference, recover (+ samples)."""
+    """Sample targets; writes jsonl with source, reference, recover (+ samples).
+
+    Examples longer than the model's seq_len are truncated as in training (a warning gives their count)."""
     from mambadiff.data.errors import DataError
     from mambadiff.tasks.seq2seq import generate, load_seq2seq_model
     try:

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import logging
 import re
-import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Literal, Sequence
 
 from mambadiff.data.errors import DataError
+from mambadiff.data.errors import notify as notify_user
 from mambadiff.data.text_clean import TextCleanConfig, clean_text
 
 from .labels import is_int_like, label_key
@@ -74,10 +74,7 @@ def as_examples(examples: ClassificationData | Sequence[Example]) -> Sequence[Ex
 
 def notify(message: str, verbose: bool) -> None:
     """Report a count to the user: through logging when it is configured, else on stderr."""
-    if logger.hasHandlers():
-        logger.warning(message)
-    elif verbose:
-        print(message, file=sys.stderr)
+    notify_user(logger, message, verbose)
 
 
 def has_escaped_byte(value: str) -> bool:
