@@ -82,7 +82,10 @@ def csv_records(text: str, path: str, delimiter: str, quoting: bool) -> Iterator
         except StopIteration:
             return
         except csv.Error as e:
-            raise DataError(f"CSV parse error: {e}", file=path, line=reader.line_num) from None
+            # Name the line where the record starts: an unclosed quote makes the reader run on far past it.
+            hint = " (an unclosed quote?)" if "field larger than field limit" in str(e) else ""
+            raise DataError(f"CSV parse error in the record starting here: {e}{hint}",
+                            file=path, line=prev_end + 1) from None
         start = prev_end + 1
         prev_end = reader.line_num
         if not fields or (len(fields) == 1 and not fields[0].strip()):
