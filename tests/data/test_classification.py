@@ -183,9 +183,9 @@ def test_generic_csv_line_numbers_after_multiline_record(tmp_path):
     assert (e.value.line, e.value.field) == (4, "text")
 
 
-def test_generic_jsonl_string_labels(tmp_path):
+def test_generic_jsonl_string_labels(tmp_path, write_jsonl):
     lines = [{"review": "fine", "stars": "pos"}, {"review": "awful", "stars": "neg"}, {"review": "ok", "stars": "pos"}]
-    path = _write(tmp_path / "d.jsonl", "\n".join(json.dumps(r) for r in lines) + "\n")
+    path = write_jsonl(tmp_path / "d.jsonl", lines)
     data = load_classification(path, text_column="review", label_column="stars")
     assert data.format == "jsonl"
     assert data.label_names == ["neg", "pos"]

