@@ -19,10 +19,7 @@ from mambadiff.data.text_clean import TextCleanConfig, clean_text
 
 from .labels import is_int_like, label_key
 
-__all__ = [
-    "Example", "OnBadRow", "ClassificationData", "as_examples", "RawRow", "RowChecker", "notify",
-    "has_escaped_byte", "ESCAPED_BYTE",
-]
+__all__ = ["Example", "OnBadRow", "ClassificationData", "as_examples", "RawRow", "RowChecker", "notify"]
 
 # Counts (skipped, dropped, latin-1 rows) are reported on the package's logger.
 logger = logging.getLogger("mambadiff.data.classification")
@@ -31,7 +28,7 @@ Example = tuple[str, int]
 OnBadRow = Literal["raise", "skip"]
 
 # surrogateescape turns each undecodable byte 0xXY into the lone surrogate U+DCXY.
-ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
+_ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
 
 
 @dataclass
@@ -77,20 +74,15 @@ def notify(message: str, verbose: bool) -> None:
     notify_user(logger, message, verbose)
 
 
-def has_escaped_byte(value: str) -> bool:
-    """Whether `value` holds a byte that did not decode (see `ESCAPED_BYTE`)."""
-    return ESCAPED_BYTE.search(value) is not None
-
-
 def _format_escaped(value: str) -> str:
-    bad = ESCAPED_BYTE.search(value)
+    bad = _ESCAPED_BYTE.search(value)
     assert bad is not None
     return f"byte 0x{ord(bad.group()) - 0xDC00:02x} at character {bad.start()}"
 
 
 def _latin1_fallback(value: str) -> str:
     """Escaped bytes (U+DC80..U+DCFF) -> the latin-1 character with that byte value."""
-    return ESCAPED_BYTE.sub(lambda m: chr(ord(m.group()) - 0xDC00), value)
+    return _ESCAPED_BYTE.sub(lambda m: chr(ord(m.group()) - 0xDC00), value)
 
 
 @dataclass
@@ -141,7 +133,7 @@ class RowChecker:
             self.first_skip = str(err)
 
     def _decoded(self, value: str, row: RawRow, column: str) -> str | None:
-        if not has_escaped_byte(value):
+        if not _ESCAPED_BYTE.search(value):
             return value
         if self.auto_encoding:
             return _latin1_fallback(value)
