@@ -9,6 +9,8 @@ import importlib
 
 import click
 
+from mambadiff.commands.bench import BENCH_COMMANDS
+
 # name -> ("module", "attribute", "one-line help")
 _COMMANDS = {
     "demo": ("mambadiff.commands.seq2seq", "demo_command", "Train MambaDiff on the built-in corpus, sample, score vs copy-source."),
@@ -17,10 +19,10 @@ _COMMANDS = {
     "copy-accuracy": ("mambadiff.commands.seq2seq", "copy_accuracy_command",
                       "Denoiser word recovery at fixed noise: source words (copy) vs new words."),
     "params": ("mambadiff.commands.seq2seq", "params_command", "Parameter counts of the diffusion configs."),
-    "evaluate": ("mambadiff.metrics.cli", "evaluate_command", "Score generated jsonl files (DiffuSeq metrics)."),
-    "report": ("mambadiff.report.cli", "report_command", "Plots and a Markdown summary of a run folder."),
-    "data": ("mambadiff.data.cli", "data_group", "Prepare data folders (QQP converter, built-in corpus)."),
-    "bench": ("mambadiff.bench.cli", "bench_group", "Benchmarks: scan, layers, synthetic, classify."),
+    "evaluate": ("mambadiff.commands.metrics", "evaluate_command", "Score generated jsonl files (DiffuSeq metrics)."),
+    "report": ("mambadiff.commands.report", "report_command", "Plots and a Markdown summary of a run folder."),
+    "data": ("mambadiff.commands.data", "data_group", "Prepare data folders: qqp (QQP converter), builtin (built-in corpus)."),
+    "bench": ("mambadiff.commands.bench", "bench_group", "Benchmarks: " + ", ".join(sorted(BENCH_COMMANDS)) + "."),
     "classify": ("mambadiff.commands.classify", "classify_group", "Sequence classification: train, eval."),
 }
 

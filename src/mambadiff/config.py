@@ -35,41 +35,125 @@ def resolve_config_path(name_or_path: str | Path) -> Path:
                       f"(shipped: {', '.join(names)})")
 
 
-def _describe(err: OmegaConfBaseException) -> str:
-    key = getattr(err, "full_key", None)
+def _describe(err: OmegaConfBaseException, key: str | None = None) -> str:
+    key = getattr(err, "full_key", None) or key
     msg = str(err).splitlines()[0]
     return f"key {key!r}: {msg}" if key else msg
+
+
+def _key_lines(node: yaml.Node, source: str, prefix: str = "") -> dict[str, int]:
+    """Dotted key (OmegaConf's ``full_key`` form: ``a.b``, ``a.list[0]``) -> 1-based line of every key
+    in a composed YAML document. A key given twice in one mapping is refused (YAML would keep the last
+    silently)."""
+    lines: dict[str, int] = {}
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            name = str(key_node.value)
+            line = key_node.start_mark.line + 1
+            key = f"{prefix}.{name}" if prefix else name
+            if name in seen:
+                raise ConfigError(f"{source} line {line}, key {key!r}: given twice (first on line {seen[name]})")
+            seen[name] = line
+            lines[key] = line
+            lines.update(_key_lines(value_node, source, key))
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            key = f"{prefix}[{i}]"
+            lines[key] = item.start_mark.line + 1
+            lines.update(_key_lines(item, source, key))
+    return lines
+
+
+def _read_yaml(source: str) -> tuple[dict, dict[str, int]]:
+    """The mapping in a YAML (or JSON) file and the line of each of its keys."""
+    try:
+        with open(source, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise ConfigError(f"{source}: cannot read ({e.strerror or e})") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise ConfigError(f"{source} line {line}: not valid UTF-8 (byte 0x{raw[e.start]:02x})") from None
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{source}{where}: invalid YAML ({getattr(e, 'problem', None) or e})") from None
+    if data is None:
+        return {}, {}
+    if not isinstance(data, dict):
+        line = node.start_mark.line + 1 if node is not None else 1
+        raise ConfigError(f"{source} line {line}: the top level must be a mapping of keys to values, "
+                          f"got {type(data).__name__}")
+    return data, _key_lines(node, source)
+
+
+def _nested(path: tuple[str, ...], value: Any) -> dict:
+    for name in reversed(path):
+        value = {name: value}
+    return value
+
+
+def _failing_key(cfg: Any, data: dict, prefix: tuple[str, ...] = ()) -> str | None:
+    """The dotted key of `data` that does not merge into `cfg` (for errors OmegaConf does not locate)."""
+    for name, value in data.items():
+        path = (*prefix, str(name))
+        try:
+            OmegaConf.merge(cfg, OmegaConf.create(_nested(path, value)))
+        except OmegaConfBaseException:
+            if isinstance(value, dict) and value:
+                return _failing_key(cfg, value, path) or ".".join(path)
+            return ".".join(path)
+    return None
+
+
+def _line_of(key: str | None, lines: dict[str, int]) -> int | None:
+    """The line of `key`, or of its nearest enclosing key that the file has."""
+    while key:
+        if key in lines:
+            return lines[key]
+        cut = max(key.rfind("."), key.rfind("["))
+        key = key[:cut] if cut > 0 else None
+    return None
 
 
 def load_config(schema: type[T], path: str | Path | None = None, overrides: Sequence[str] = ()) -> T:
     """Build ``schema`` (a dataclass) from its defaults, then a YAML file, then ``a.b=value`` overrides.
 
-    Unknown keys and values of the wrong type raise ``ConfigError`` naming the source and the key.
+    Bad input raises ``ConfigError`` naming where it is: ``FILE line N, key 'a.b': ...`` for a file
+    (unknown key, wrong type, a key given twice, malformed YAML), ``override 'a.b=v': key 'a.b': ...``
+    for an override.
     """
     cfg = OmegaConf.structured(schema)
-    source = "defaults"
-    try:
-        if path is not None:
-            source = str(resolve_config_path(path))
-            with open(source, encoding="utf-8") as f:
-                try:
-                    data = yaml.safe_load(f) or {}
-                except yaml.YAMLError as e:
-                    mark = getattr(e, "problem_mark", None)
-                    where = f" line {mark.line + 1}" if mark is not None else ""
-                    raise ConfigError(f"{source}{where}: invalid YAML ({getattr(e, 'problem', e)})") from None
-            if not isinstance(data, dict):
-                raise ConfigError(f"{source}: the top level must be a mapping of keys to values")
+    if path is not None:
+        source = str(resolve_config_path(path))
+        data, lines = _read_yaml(source)
+        try:
             cfg = OmegaConf.merge(cfg, OmegaConf.create(data))
-        source = "overrides"
-        for item in overrides:
-            if "=" not in item:
-                raise ConfigError(f"override {item!r}: expected key=value")
-        if overrides:
-            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
+        except OmegaConfBaseException as e:
+            key = getattr(e, "full_key", None) or _failing_key(OmegaConf.structured(schema), data)
+            line = _line_of(key, lines)
+            where = f"{source} line {line}" if line is not None else source
+            raise ConfigError(f"{where}, {_describe(e, key)}") from None
+    for item in overrides:
+        if "=" not in item or not item.split("=", 1)[0].strip():
+            raise ConfigError(f"override {item!r}: expected key=value")
+        try:
+            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([item]))
+        except OmegaConfBaseException as e:
+            raise ConfigError(f"override {item!r}: {_describe(e, item.split('=', 1)[0].strip())}") from None
+        except yaml.YAMLError as e:  # the value is parsed as YAML
+            problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+            raise ConfigError(f"override {item!r}: invalid value ({problem})") from None
+    try:
         obj = OmegaConf.to_object(cfg)
     except OmegaConfBaseException as e:
-        raise ConfigError(f"{source}: {_describe(e)}") from None
+        raise ConfigError(f"{source if path is not None else 'config'}: {_describe(e)}") from None
     validate = getattr(obj, "validate", None)
     if callable(validate):
         validate()

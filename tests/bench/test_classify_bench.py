@@ -2,10 +2,8 @@
 import json
 
 import pytest
-from click.testing import CliRunner
 
 from mambadiff.bench.classify import DEFAULT_MODELS, run_classify_benchmark
-from mambadiff.cli import main
 
 KEYS = {"model", "seq_len", "batch", "seconds", "tokens_per_s", "params", "non_embedding_params",
         "peak_mem_mb", "speedup_vs_transformer"}
@@ -31,14 +29,14 @@ def test_records_are_well_formed(tmp_path, capsys):
     assert "speedup_vs_transformer" in table and "lstm" in table
 
 
-def test_cli(tmp_path):
+def test_cli(tmp_path, run_cli):
     out = tmp_path / "b.json"
-    r = CliRunner().invoke(main, ["bench", "classify", "--model", "mamba", "--model", "transformer",
-                                  "--seq-lens", "8,32", "--batch", "1", "--repeats", "1", "--warmup", "0",
-                                  "--d-model", "16", "--json", str(out)])
+    r = run_cli("bench", "classify", "--model", "mamba", "--model", "transformer",
+                "--seq-lens", "8,32", "--batch", "1", "--repeats", "1", "--warmup", "0",
+                "--d-model", "16", "--json", str(out))
     assert r.exit_code == 0, r.output
     recs = json.loads(out.read_text())
     assert {(x["model"], x["seq_len"]) for x in recs} == {("mamba", 8), ("mamba", 32), ("transformer", 8),
                                                           ("transformer", 32)}
-    r = CliRunner().invoke(main, ["bench", "classify", "--seq-lens", "8,x"])
+    r = run_cli("bench", "classify", "--seq-lens", "8,x")
     assert r.exit_code != 0 and "expected comma-separated lengths" in r.output

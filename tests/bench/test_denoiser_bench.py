@@ -3,9 +3,7 @@ import json
 import statistics
 
 import torch
-from click.testing import CliRunner
 
-from mambadiff.cli import main
 from mambadiff.config import load_config
 from mambadiff.tasks.seq2seq import Seq2SeqConfig, build_seq2seq_trainer
 
@@ -14,12 +12,12 @@ TINY = ("data.builtin_train=200 data.builtin_valid=20 data.builtin_test=20 data.
         "train.batch_size=8 diffusion.steps=100")
 
 
-def test_records_and_ratios(tmp_path):
+def test_records_and_ratios(tmp_path, run_cli):
     out = tmp_path / "bench.json"
     specs = [f"demo model.backbone.name=transformer {TINY}", f"demo model.backbone.name=mamba2 {TINY}"]
-    res = CliRunner().invoke(main, ["bench", "denoiser", "--config", specs[0], "--config", specs[1],
-                                    "--steps", "2", "--rounds", "2", "--warmup", "1",
-                                    "--train-pairs", "64", "--json", str(out)])
+    res = run_cli("bench", "denoiser", "--config", specs[0], "--config", specs[1],
+                  "--steps", "2", "--rounds", "2", "--warmup", "1",
+                  "--train-pairs", "64", "--json", str(out))
     assert res.exit_code == 0, res.output
     records = json.loads(out.read_text())
     assert [r["config"] for r in records] == specs
@@ -54,8 +52,8 @@ def test_train_step_is_the_training_loops_step(tmp_path):
     assert any(not torch.equal(a, p) for a, p in zip(before, trainer.model.parameters()))
 
 
-def test_bad_config_and_options_fail_clearly(tmp_path):
-    res = CliRunner().invoke(main, ["bench", "denoiser", "--config", f"demo model.no_such_key=1 {TINY}"])
+def test_bad_config_and_options_fail_clearly(tmp_path, run_cli):
+    res = run_cli("bench", "denoiser", "--config", f"demo model.no_such_key=1 {TINY}")
     assert res.exit_code != 0 and "no_such_key" in res.output
-    res = CliRunner().invoke(main, ["bench", "denoiser", "--config", "demo", "--rounds", "0"])
+    res = run_cli("bench", "denoiser", "--config", "demo", "--rounds", "0")
     assert res.exit_code != 0 and "--rounds" in res.output

@@ -6,10 +6,9 @@ import json
 
 import pytest
 import torch
-from click.testing import CliRunner
 from torch import nn
 
-from mambadiff.bench.synthetic import RECORD_FIELDS, run_synthetic_benchmark, synthetic_command
+from mambadiff.bench.synthetic import RECORD_FIELDS, run_synthetic_benchmark
 from mambadiff.models.backbones import BackboneConfig
 from mambadiff.tasks.synthetic import SyntheticTask, SyntheticTaskConfig
 
@@ -108,13 +107,13 @@ def test_bad_arguments_raise_value_error():
         run_synthetic_benchmark(steps=0, progress=False)
 
 
-def test_command(tmp_path):
+def test_command(tmp_path, run_cli):
     out = tmp_path / "s.json"
-    res = CliRunner().invoke(synthetic_command, ["--task", "induction", "--model", "lstm", "--d-model", "8",
-                                                 "--layers", "1", "--steps", "2", "--seq-len", "12",
-                                                 "--json", str(out)])
+    res = run_cli("bench", "synthetic", "--task", "induction", "--model", "lstm", "--d-model", "8",
+                  "--layers", "1", "--steps", "2", "--seq-len", "12",
+                  "--json", str(out))
     assert res.exit_code == 0, res.output
     assert "induction" in res.output and "lstm" in res.output
     assert [r["model"] for r in json.loads(out.read_text())["results"]] == ["lstm"]
-    bad = CliRunner().invoke(synthetic_command, ["--model", "nope"])
+    bad = run_cli("bench", "synthetic", "--model", "nope")
     assert bad.exit_code == 2 and "nope" in bad.output

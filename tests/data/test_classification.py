@@ -6,6 +6,7 @@ the tests marked ``shared_data``.
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 import logging
@@ -16,7 +17,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from mambadiff.data import classification as cls_mod
+from mambadiff.data.classification import labels as labels_mod
+from mambadiff.data.classification import rows as rows_mod
 from mambadiff.data.classification import (
     ClassificationDataset,
     LengthBucketBatchSampler,
@@ -32,7 +34,7 @@ from mambadiff.data.classification import (
     stratified_split,
 )
 from mambadiff.data.errors import DataError
-from mambadiff.data.text_clean import TextCleanConfig, TextCleaner, clean_text
+from mambadiff.data.text_clean import CleanConfig, TextCleanConfig, TextCleaner, clean_text
 
 
 def _write(path: Path, content: str | bytes) -> Path:
@@ -181,9 +183,9 @@ def test_generic_csv_line_numbers_after_multiline_record(tmp_path):
     assert (e.value.line, e.value.field) == (4, "text")
 
 
-def test_generic_jsonl_string_labels(tmp_path):
+def test_generic_jsonl_string_labels(tmp_path, write_jsonl):
     lines = [{"review": "fine", "stars": "pos"}, {"review": "awful", "stars": "neg"}, {"review": "ok", "stars": "pos"}]
-    path = _write(tmp_path / "d.jsonl", "\n".join(json.dumps(r) for r in lines) + "\n")
+    path = write_jsonl(tmp_path / "d.jsonl", lines)
     data = load_classification(path, text_column="review", label_column="stars")
     assert data.format == "jsonl"
     assert data.label_names == ["neg", "pos"]
@@ -197,10 +199,10 @@ def test_generic_jsonl_string_labels(tmp_path):
 
 def test_label_map_validation():
     with pytest.raises(ValueError, match="cover 0..2"):
-        cls_mod._normalise_label_spec({"a": 0, "b": 2}, None)
+        labels_mod.normalise_label_spec({"a": 0, "b": 2}, None)
     with pytest.raises(ValueError, match="both"):
-        cls_mod._normalise_label_spec({4: 0, "4": 1}, None)
-    mapping, names = cls_mod._normalise_label_spec({0: 0, "4.0": 1}, None)
+        labels_mod.normalise_label_spec({4: 0, "4": 1}, None)
+    mapping, names = labels_mod.normalise_label_spec({0: 0, "4.0": 1}, None)
     assert mapping == {"0": 0, "4": 1} and names == ["0", "4"]
 
 
@@ -266,7 +268,7 @@ def test_skip_policy_counts_per_reason_and_prints_without_logging(tmp_path, monk
     # No logging configured (isolated logger without handlers): the summary goes to stderr.
     quiet = logging.getLogger("mambadiff.test.classification.isolated")
     quiet.propagate = False
-    monkeypatch.setattr(cls_mod, "logger", quiet)
+    monkeypatch.setattr(rows_mod, "logger", quiet)
     data = load_csv(path, label_map=["neg", "pos"], on_bad_row="skip")
     assert data.examples == [("good", 1), ("also good", 0)]
     assert data.skipped == {"empty text": 2, "unknown label": 1, "ragged row": 1, "encoding": 1}
@@ -322,6 +324,16 @@ ALL_OFF = TextCleanConfig.none()
 def test_clean_all_steps_default():
     assert clean_text(TWEET) == "check & now 'ok' me@mail.com"
     assert TextCleaner()(TWEET) == clean_text(TWEET, TextCleanConfig())
+
+
+def test_clean_config_is_text_clean_config_with_a_switch():
+    # The config-file form lists every cleaning step of TextCleanConfig, with the same defaults.
+    steps = [f.name for f in dataclasses.fields(TextCleanConfig)]
+    assert [f.name for f in dataclasses.fields(CleanConfig)] == ["enabled", *steps]
+    assert CleanConfig().to_text_clean() == TextCleanConfig()
+    partial = CleanConfig(lowercase=False, remove_html_tags=False)
+    assert partial.to_text_clean() == TextCleanConfig(lowercase=False, remove_html_tags=False)
+    assert CleanConfig(enabled=False).to_text_clean() is None
 
 
 def test_clean_all_off_is_identity():

@@ -3,10 +3,8 @@ import json
 import random
 
 import pytest
-from click.testing import CliRunner
 
 from mambadiff.data import DataError
-from mambadiff.data.cli import data_group
 from mambadiff.data.qqp import convert_qqp
 from mambadiff.data.seq2seq import read_seq2seq_jsonl
 
@@ -133,12 +131,11 @@ def test_bad_arguments(tmp_path):
         convert_qqp(one, tmp_path / "o", valid_fraction=0.1, test_fraction=0.1)
 
 
-def test_cli_qqp(tmp_path):
+def test_cli_qqp(tmp_path, run_cli):
     src = tmp_path / "quora_duplicate_questions.tsv"
     expected = make_tsv(src, n=60)
-    runner = CliRunner()
-    r = runner.invoke(data_group, ["qqp", str(src), "--out", str(tmp_path / "d"), "--valid-fraction", "0.1",
-                                   "--test-fraction", "0.1", "--seed", "3"])
+    r = run_cli("data", "qqp", str(src), "--out", str(tmp_path / "d"), "--valid-fraction", "0.1",
+                "--test-fraction", "0.1", "--seed", "3")
     assert r.exit_code == 0, r.output
     assert "duplicate pairs" in r.output and "train.jsonl" in r.output
     total = sum(len(read_seq2seq_jsonl(tmp_path / "d" / f"{k}.jsonl")) for k in ("train", "valid", "test"))
@@ -146,17 +143,17 @@ def test_cli_qqp(tmp_path):
 
     bad = tmp_path / "glue_test.tsv"
     bad.write_text("id\tquestion1\tquestion2\n0\ta?\tb?\n", encoding="utf-8")
-    r = runner.invoke(data_group, ["qqp", str(bad), "--out", str(tmp_path / "e")])
+    r = run_cli("data", "qqp", str(bad), "--out", str(tmp_path / "e"))
     assert r.exit_code == 1
     assert r.output.startswith("Error: ") and "glue_test.tsv, line 1, field 'is_duplicate'" in r.output
     assert "Traceback" not in r.output and len(r.output.strip().splitlines()) == 1
 
 
-def test_cli_builtin(tmp_path):
-    r = CliRunner().invoke(data_group, ["builtin", "--out", str(tmp_path / "b"), "--n-train", "100",
-                                        "--n-valid", "10", "--n-test", "10", "--seed", "4"])
+def test_cli_builtin(tmp_path, run_cli):
+    r = run_cli("data", "builtin", "--out", str(tmp_path / "b"), "--n-train", "100",
+                "--n-valid", "10", "--n-test", "10", "--seed", "4")
     assert r.exit_code == 0, r.output
     rows = [json.loads(x) for x in (tmp_path / "b" / "train.jsonl").read_text().splitlines()]
     assert len(rows) == 100 and all(set(x) == {"src", "trg"} for x in rows)
-    r = CliRunner().invoke(data_group, ["builtin", "--out", str(tmp_path / "c"), "--n-train", "-5"])
+    r = run_cli("data", "builtin", "--out", str(tmp_path / "c"), "--n-train", "-5")
     assert r.exit_code == 1 and r.output.startswith("Error: ") and "n_train" in r.output

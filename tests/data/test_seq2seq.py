@@ -1,5 +1,4 @@
 """DiffuSeq jsonl reading, sequence layout, truncation, dataset/collate."""
-import json
 
 import pytest
 import torch
@@ -18,16 +17,6 @@ from mambadiff.data.seq2seq import (
     truncated_lengths,
 )
 from mambadiff.data.tokenizer import bert_tokenizer
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return bert_tokenizer()
-
-
-def write_jsonl(path, rows):
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
 
 
 # ------------------------------------------------------------------------------------------
@@ -125,7 +114,7 @@ def test_layout_invariants(src, trg, seq_len, layout):
 _TOK = bert_tokenizer()
 
 
-def test_on_overflow_error(tmp_path, tok):
+def test_on_overflow_error(tmp_path, tok, write_jsonl):
     f = write_jsonl(tmp_path / "train.jsonl", [
         {"src": "short one", "trg": "short two"},
         {"src": "this source sentence is far too long for a tiny sequence length", "trg": "ok"},
@@ -137,6 +126,35 @@ def test_on_overflow_error(tmp_path, tok):
     assert e.value.line == 2 and e.value.field == "src"
     ds = load_seq2seq_split(tmp_path, "train", tok, seq_len=10)  # default: truncate
     assert ds.n_truncated == 1 and len(ds) == 2
+
+
+LONG_ROWS = [
+    {"src": "this source sentence is far too long for a tiny sequence length", "trg": "ok"},
+    {"src": "short one", "trg": "short two"},
+    {"src": "fine", "trg": "and this target is also much longer than ten tokens allow"},
+]
+NOTICE = "2 of 3 pairs are longer than seq_len=10 and were truncated (DiffuSeq's rule; on_overflow='error' refuses them)"
+
+
+def test_truncation_is_one_warning_per_file_with_the_count(tmp_path, tok, write_jsonl, caplog):
+    train = write_jsonl(tmp_path / "train.jsonl", LONG_ROWS)
+    valid = write_jsonl(tmp_path / "valid.jsonl", LONG_ROWS[1:2])
+    with caplog.at_level("WARNING", logger="mambadiff.data.seq2seq"):
+        assert load_seq2seq_split(tmp_path, "train", tok, seq_len=10).n_truncated == 2
+        assert load_seq2seq_split(tmp_path, "valid", tok, seq_len=10).n_truncated == 0
+    notices = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "mambadiff.data.seq2seq"]
+    assert notices == [("WARNING", f"{train}: {NOTICE}")]
+    assert str(valid) not in caplog.text
+
+
+def test_truncation_warning_reaches_stderr_without_logging(tmp_path, tok, write_jsonl, monkeypatch, capsys):
+    import logging
+
+    from mambadiff.data import seq2seq
+    monkeypatch.setattr(seq2seq, "log", logging.Logger("isolated"))  # no handlers: nothing configured logging
+    path = write_jsonl(tmp_path / "train.jsonl", LONG_ROWS)
+    load_seq2seq_split(path, None, tok, seq_len=10)
+    assert capsys.readouterr().err == f"{path}: {NOTICE}\n"
 
 
 def test_bad_options(tok):
@@ -189,7 +207,7 @@ def test_bad_input_raises_data_error_with_location(tmp_path, case):
     assert isinstance(e.value, ValueError)
 
 
-def test_text_without_tokens_is_an_error(tmp_path, tok):
+def test_text_without_tokens_is_an_error(tmp_path, tok, write_jsonl):
     f = write_jsonl(tmp_path / "test.jsonl", [{"src": "ok", "trg": "fine"}, {"src": "a", "trg": "\u200b"}])
     with pytest.raises(DataError) as e:
         load_seq2seq_split(f, None, tok, seq_len=16)
@@ -207,7 +225,7 @@ def test_reading_details(tmp_path):
         read_seq2seq_jsonl(tmp_path / "nope.jsonl")
 
 
-def test_missing_split_file(tmp_path, tok):
+def test_missing_split_file(tmp_path, tok, write_jsonl):
     write_jsonl(tmp_path / "train.jsonl", [{"src": "a", "trg": "b"}])
     with pytest.raises(DataError, match="no valid.jsonl"):
         load_seq2seq_split(tmp_path, "valid", tok)
@@ -225,7 +243,7 @@ ROWS = [
 ]
 
 
-def test_dataset_folder_and_file(tmp_path, tok):
+def test_dataset_folder_and_file(tmp_path, tok, write_jsonl):
     write_jsonl(tmp_path / "train.jsonl", ROWS)
     ds = load_seq2seq_split(tmp_path, "train", tok, seq_len=32)
     ds_file = load_seq2seq_split(tmp_path / "train.jsonl", None, tok, seq_len=32)

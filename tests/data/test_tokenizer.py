@@ -30,11 +30,6 @@ SENTENCES = [
 
 
 @pytest.fixture(scope="module")
-def tok():
-    return bert_tokenizer()
-
-
-@pytest.fixture(scope="module")
 def hf():
     transformers = pytest.importorskip("transformers")
     with warnings.catch_warnings():

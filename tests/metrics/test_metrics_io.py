@@ -7,21 +7,15 @@ from mambadiff.metrics.io import (PredictionFileError, atomic_write_json, clean_
                                   clean_source, read_prediction_files, read_predictions)
 
 
-def _write(path, lines, raw=False):
-    data = b"".join(l if raw else (json.dumps(l) + "\n").encode() for l in lines)
-    path.write_bytes(data)
-    return path
-
-
 ROW = {"source": "how are you", "reference": "how do you do", "recover": "how are you doing"}
 
 
-def test_reads_mambadiff_and_diffuseq_files(tmp_path):
-    ours = _write(tmp_path / "ours.jsonl", [{**ROW, "extra": 1}])
+def test_reads_mambadiff_and_diffuseq_files(tmp_path, write_jsonl):
+    ours = write_jsonl(tmp_path / "ours.jsonl", [{**ROW, "extra": 1}])
     recs = read_predictions(ours)
     assert (recs[0].source, recs[0].reference, recs[0].recover, recs[0].samples) == (
         "how are you", "how do you do", "how are you doing", None)
-    ds = _write(tmp_path / "seed1.json", [{"source": "[CLS] how are you [SEP]", "reference": "how do you do [SEP]",
+    ds = write_jsonl(tmp_path / "seed1.json", [{"source": "[CLS] how are you [SEP]", "reference": "how do you do [SEP]",
                                            "recover": "[CLS] how are you doing [SEP] [PAD] [PAD]"}])
     r = read_predictions(ds)[0]
     assert r.source.split() == ["how", "are", "you"]
@@ -36,8 +30,8 @@ def test_field_specific_cleaning_as_diffuseq():
     assert clean_output("[CLS] a [SEP] [PAD]") == " a  "
 
 
-def test_samples_are_candidates(tmp_path):
-    p = _write(tmp_path / "s.jsonl", [{**ROW, "samples": ["x [PAD]", "y"]}, {**ROW, "samples": ["z"]}])
+def test_samples_are_candidates(tmp_path, write_jsonl):
+    p = write_jsonl(tmp_path / "s.jsonl", [{**ROW, "samples": ["x [PAD]", "y"]}, {**ROW, "samples": ["z"]}])
     recs = read_predictions(p)
     assert recs[0].candidates == ("x ", "y")
     assert recs[1].candidates == ("z",)
@@ -51,8 +45,8 @@ def test_samples_are_candidates(tmp_path):
     ([ROW, {**ROW, "samples": []}], 2, "samples", "non-empty list"),
     ([{**ROW, "samples": ["a"]}, ROW], 2, "samples", "present on some lines"),
 ])
-def test_bad_records(tmp_path, lines, line, field, msg):
-    p = _write(tmp_path / "bad.jsonl", lines)
+def test_bad_records(tmp_path, lines, line, field, msg, write_jsonl):
+    p = write_jsonl(tmp_path / "bad.jsonl", lines)
     with pytest.raises(PredictionFileError, match=msg) as e:
         read_predictions(p)
     assert isinstance(e.value, ValueError)
@@ -89,17 +83,17 @@ def test_empty_and_missing_files(tmp_path):
     assert len(read_predictions(tmp_path / "crlf.jsonl")) == 2
 
 
-def test_sample_files_must_line_up(tmp_path):
-    a = _write(tmp_path / "a.jsonl", [ROW, ROW])
-    b = _write(tmp_path / "b.jsonl", [ROW])
+def test_sample_files_must_line_up(tmp_path, write_jsonl):
+    a = write_jsonl(tmp_path / "a.jsonl", [ROW, ROW])
+    b = write_jsonl(tmp_path / "b.jsonl", [ROW])
     with pytest.raises(PredictionFileError, match="has 1 lines but") as e:
         read_prediction_files([a, b])
     assert "b.jsonl" in str(e.value)
-    c = _write(tmp_path / "c.jsonl", [ROW, {**ROW, "source": "something else"}])
+    c = write_jsonl(tmp_path / "c.jsonl", [ROW, {**ROW, "source": "something else"}])
     with pytest.raises(PredictionFileError, match="not aligned") as e:
         read_prediction_files([a, c])
     assert (e.value.line, e.value.field) == (2, "source")
-    d = _write(tmp_path / "d.jsonl", [ROW, {**ROW, "recover": "other"}])
+    d = write_jsonl(tmp_path / "d.jsonl", [ROW, {**ROW, "recover": "other"}])
     s = read_prediction_files([a, d])
     assert s.candidates()[1] == ["how are you doing", "other"]
 

@@ -28,7 +28,11 @@ def _load_cfg(config, overrides):
 @click.option("--resume", is_flag=True, help="Continue the run folder's latest checkpoint.")
 @click.argument("overrides", nargs=-1)
 def train_command(config, resume, overrides):
-    """Train a diffusion seq2seq model. OVERRIDES are key=value, e.g. train.steps=500 run_dir=runs/x."""
+    """Train a diffusion seq2seq model. OVERRIDES are key=value, e.g. train.steps=500 run_dir=runs/x.
+
+    Pairs longer than data.seq_len are truncated by DiffuSeq's rule (the longer side loses its last
+    tokens; see mambadiff.data.seq2seq) and a warning gives their count per file;
+    data.on_overflow=error refuses them instead."""
     from mambadiff.data.errors import DataError
     from mambadiff.tasks.seq2seq import train_seq2seq
     cfg = _load_cfg(config, overrides)
@@ -90,7 +94,8 @@ def generate_command(checkpoint, data_path, texts, split, steps, samples, mbr, e
     or one output line per source on stdout.
 
     Rows are written batch by batch. The same --seed and --batch-size (and settings) give the same rows,
-    whether in one run or resumed after a crash with --resume."""
+    whether in one run or resumed after a crash with --resume. Examples longer than the model's seq_len
+    are truncated as in training (a warning gives their count)."""
     from mambadiff.data.errors import DataError
     from mambadiff.tasks.paraphrase import Paraphraser
     from mambadiff.train.checkpoint import resolve_checkpoint

@@ -8,12 +8,17 @@ loaders). The message is one line and always starts with the location, so a CLI 
 
 Any of ``file``, ``line``, ``field`` may be ``None`` when it does not apply (an empty file has no
 line; a bad header row has no field).
+
+`notify` reports what a reader did to the data without failing (rows skipped, pairs truncated):
+through logging when the application configured it, else on stderr, so it is never lost.
 """
 from __future__ import annotations
 
+import logging
 import os
+import sys
 
-__all__ = ["DataError"]
+__all__ = ["DataError", "notify"]
 
 
 class DataError(ValueError):
@@ -52,3 +57,13 @@ class DataError(ValueError):
 
 def _rebuild(reason, file, line, field):
     return DataError(reason, file=file, line=line, field=field)
+
+
+def notify(logger: logging.Logger, message: str, verbose: bool = True) -> None:
+    """Warn the user: on `logger` when logging is configured (a handler on it or an ancestor), else
+    on stderr (unless ``verbose=False``). A library that never configures logging still gets its
+    notices seen."""
+    if logger.hasHandlers():
+        logger.warning(message)
+    elif verbose:
+        print(message, file=sys.stderr)

@@ -34,7 +34,9 @@ DiffuSeq pops the last token of the longer body, or of both when they are equal.
 * else both sides are cut to ``budget // 2`` (so one position may stay unused when ``budget``
   is odd).
 
-Tokens are cut from the *end* of each side. ``on_overflow="error"`` raises `DataError` instead
+Tokens are cut from the *end* of each side. `Seq2SeqDataset` warns once per file with the number
+of pairs it truncated (`mambadiff.data.errors.notify`: on the ``mambadiff.data.seq2seq`` logger
+when logging is configured, else on stderr). ``on_overflow="error"`` raises `DataError` instead
 (naming the line and the field that would be cut; ``"src"``, ``"trg"`` or ``"src,trg"``).
 """
 from __future__ import annotations
@@ -50,7 +52,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .errors import DataError
+from .errors import DataError, notify
 from .tokenizer import TextTokenizer
 
 __all__ = [
@@ -253,7 +255,8 @@ class Seq2SeqDataset(Dataset):
     long, ``attention_mask`` (l,) long, ``index`` () long (row in ``pairs``).
 
     ``pairs`` keeps the stripped texts (references for metrics), ``n_truncated`` counts pairs
-    that were cut, ``path`` is the file they came from (None when built from memory).
+    that were cut (by the truncation rule of the module docstring; a warning gives the count),
+    ``path`` is the file they came from (None when built from memory).
     """
 
     def __init__(
@@ -296,7 +299,8 @@ class Seq2SeqDataset(Dataset):
         self._input_mask = torch.from_numpy(np.asarray(rows_mask, dtype=np.uint8))  # (N, l)
         self._attention_mask = torch.from_numpy(np.asarray(rows_attn, dtype=np.uint8))  # (N, l)
         if self.n_truncated:
-            log.info("%s: %d of %d pairs truncated to seq_len=%d", self.path or "pairs", self.n_truncated, len(self.pairs), seq_len)
+            notify(log, f"{self.path or 'pairs'}: {self.n_truncated} of {len(self.pairs)} pairs are longer than "
+                        f"seq_len={seq_len} and were truncated (DiffuSeq's rule; on_overflow='error' refuses them)")
 
     def __len__(self) -> int:
         return len(self.pairs)

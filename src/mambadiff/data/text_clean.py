@@ -23,11 +23,13 @@ caller (`mambadiff.data.classification`) applies its ``on_bad_row`` policy to it
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import re
+import typing
 from dataclasses import dataclass
 
-__all__ = ["TextCleanConfig", "clean_text", "TextCleaner"]
+__all__ = ["TextCleanConfig", "CleanConfig", "clean_text", "TextCleaner"]
 
 # Scheme URLs and www-prefixed hosts, up to the next whitespace. Bare domains ("twitpic.com/x")
 # are not matched: too many ordinary tokens ("e.g.", "a.m.") look like them.
@@ -65,6 +67,28 @@ class TextCleanConfig:
             unescape_html=False,
             remove_html_tags=False,
         )
+
+
+def _to_text_clean(self) -> TextCleanConfig | None:
+    """The cleaning steps as a `TextCleanConfig`, or ``None`` when cleaning is switched off."""
+    if not self.enabled:
+        return None
+    return TextCleanConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(TextCleanConfig)})
+
+
+# The config-file form of `TextCleanConfig`: ``enabled`` first, then every step of TextCleanConfig
+# with its default, so a new step appears in configs without being listed twice. A plain (mutable)
+# dataclass, as the config loader fills it key by key; TextCleanConfig stays frozen.
+CleanConfig = dataclasses.make_dataclass(
+    "CleanConfig",
+    [("enabled", bool, True)]
+    + [(f.name, typing.get_type_hints(TextCleanConfig)[f.name], f.default) for f in dataclasses.fields(TextCleanConfig)],
+    namespace={
+        "__doc__": "Text cleaning (``mambadiff.data.text_clean``); ``enabled: false`` passes text through.",
+        "to_text_clean": _to_text_clean,
+    },
+)
+CleanConfig.__module__ = __name__
 
 
 def clean_text(text: str, config: TextCleanConfig | None = None) -> str:

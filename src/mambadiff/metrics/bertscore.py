@@ -104,7 +104,9 @@ def _scorer(model: BertScoreModel, batch_size: int, device: str):
 def bertscore_f1(candidates: Sequence[str], references: Sequence[str], model_path: str | Path | None = None,
                  num_layers: int | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
                  device: str = "cpu") -> tuple[np.ndarray, BertScoreModel]:
-    """Per-pair BERTScore F1 (float64 array of len(candidates)) and the model that produced it."""
+    """Per-pair BERTScore F1 (float64 array of len(candidates)) and the model that produced it.
+
+    A pair whose candidate or reference is empty (or only whitespace) scores 0."""
     if isinstance(candidates, str) or isinstance(references, str):
         raise ValueError("candidates/references: expected lists of strings, got a single string")
     if len(candidates) != len(references):
@@ -112,8 +114,13 @@ def bertscore_f1(candidates: Sequence[str], references: Sequence[str], model_pat
     if batch_size < 1:
         raise ValueError(f"batch_size: expected a positive integer, got {batch_size}")
     model = resolve_model(model_path, num_layers)
-    if len(candidates) == 0:
-        return np.zeros(0), model
+    f1 = np.zeros(len(candidates))
+    # An empty text has no tokens to match: its pair scores 0 (bert_score's own convention, which
+    # current transformers versions break with an exception inside the tokenizer).
+    scored = [i for i, (c, r) in enumerate(zip(candidates, references)) if c.strip() and r.strip()]
+    if not scored:
+        return f1, model
     scorer = _scorer(model, batch_size, device)
-    _, _, f1 = scorer.score(list(candidates), list(references), batch_size=batch_size)
-    return f1.double().numpy(), model
+    _, _, part = scorer.score([candidates[i] for i in scored], [references[i] for i in scored], batch_size=batch_size)
+    f1[scored] = part.double().numpy()
+    return f1, model

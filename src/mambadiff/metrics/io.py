@@ -9,20 +9,28 @@ scripts/eval_seq2seq.py does before scoring (see `clean_source` & co.). Clean te
 those functions unchanged.
 
 Reading is strict: an empty line, bytes that are not UTF-8, invalid JSON, a line that is not an
-object, a missing or mistyped field, or files of several seeds that do not line up raise
-`PredictionFileError` (a ValueError) naming the file, the line and the field. A partly bad file is
-never scored.
+object, a missing or mistyped field, a `source` or `reference` that is empty (after the cleaning
+below), or files of several seeds that do not line up raise `PredictionFileError` (a `DataError`)
+naming the file, the line and the field. A partly bad file is never scored.
+
+An empty `recover` (or sample) is not an error: a model may generate nothing (all padding). It is
+scored as the empty output (BLEU 0, BERTScore F1 0) and each file with such rows gets one warning
+with their count and the first line (`mambadiff.data.errors.notify`).
 """
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from mambadiff.data.errors import DataError, notify
 from mambadiff.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text  # noqa: F401
 
 REQUIRED_FIELDS = ("source", "reference", "recover")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -38,17 +46,15 @@ class SpecialTokens:
 DIFFUSEQ_TOKENS = SpecialTokens()
 
 
-class PredictionFileError(ValueError):
-    """A prediction file that cannot be scored. Carries the file, 1-based line and field."""
+class PredictionFileError(DataError):
+    """A prediction file that cannot be scored. Carries the file (``path``), 1-based line and field."""
 
     def __init__(self, path: str | Path, message: str, line: int | None = None, field: str | None = None):
-        self.path, self.line, self.field = str(path), line, field
-        where = self.path
-        if line is not None:
-            where += f", line {line}"
-        if field is not None:
-            where += f", field '{field}'"
-        super().__init__(f"{where}: {message}")
+        super().__init__(message, file=path, line=line, field=field)
+        self.path = self.file
+
+    def __reduce__(self):  # picklable with its own signature
+        return (PredictionFileError, (self.path, self.reason, self.line, self.field))
 
 
 # ---- DiffuSeq's per-field cleaning ---------------------------------------------------------------
@@ -127,10 +133,15 @@ def _decode_lines(path: Path) -> list[tuple[int, bytes]]:
     return list(enumerate(lines, start=1))
 
 
-def read_predictions(path: str | Path, tokens: SpecialTokens = DIFFUSEQ_TOKENS) -> list[PredictionRecord]:
-    """Read one prediction file strictly (see the module docstring) and clean its strings."""
+def read_predictions(path: str | Path, tokens: SpecialTokens = DIFFUSEQ_TOKENS,
+                     verbose: bool = True) -> list[PredictionRecord]:
+    """Read one prediction file strictly (see the module docstring) and clean its strings.
+
+    ``verbose=False`` keeps the empty-output warning off stderr (it still goes to logging when
+    logging is configured)."""
     path = Path(path)
     records: list[PredictionRecord] = []
+    empty_rows: list[tuple[int, str]] = []  # (line, field) of rows with an empty recover or sample
     first_has_samples: bool | None = None
     for lineno, raw in _decode_lines(path):
         if raw.endswith(b"\r"):
@@ -164,15 +175,27 @@ def read_predictions(path: str | Path, tokens: SpecialTokens = DIFFUSEQ_TOKENS) 
             raise PredictionFileError(
                 path, "present on some lines and missing on others (line 1 "
                 f"{'has' if first_has_samples else 'has none'})", lineno, "samples")
-        records.append(PredictionRecord(
+        record = PredictionRecord(
             source=clean_source(obj["source"], tokens),
             reference=clean_reference(obj["reference"], tokens),
             recover=clean_output(obj["recover"], tokens),
             samples=samples,
             line=lineno,
-        ))
+        )
+        for name in ("source", "reference"):
+            if not getattr(record, name).strip():
+                raise PredictionFileError(path, "empty (after removing DiffuSeq's special tokens)", lineno, name)
+        empty = [name for name, texts in (("recover", (record.recover,)), ("samples", record.samples or ()))
+                 if not all(t.strip() for t in texts)]
+        if empty:
+            empty_rows.append((lineno, empty[0]))
+        records.append(record)
     if not records:
         raise PredictionFileError(path, "no records (empty file)")
+    if empty_rows:
+        line, name = empty_rows[0]
+        notify(log, f"{path}: {len(empty_rows)} of {len(records)} rows have an empty output (first: line {line}, "
+                    f"field {name!r}); they are scored as empty (BLEU 0, BERTScore F1 0)", verbose)
     return records
 
 

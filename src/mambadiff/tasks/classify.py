@@ -45,7 +45,7 @@ from mambadiff.config import from_dict, to_dict
 from mambadiff.data.classification import (ClassificationData, ClassificationDataset, detect_format,
                                            load_classification, resolve_splits)
 from mambadiff.data.errors import DataError
-from mambadiff.data.text_clean import TextCleanConfig
+from mambadiff.data.text_clean import CleanConfig
 from mambadiff.data.tokenizer import TextTokenizer, build_tokenizer, load_tokenizer
 from mambadiff.models.backbones import (BACKBONES, BackboneConfig, ResidualStack, build_backbone,
                                         count_parameters)
@@ -65,24 +65,6 @@ BACKBONE_NAMES = tuple(BACKBONES)  # the registry's names, in registration order
 
 
 # ---- configs -------------------------------------------------------------------------------------
-@dataclass
-class CleanConfig:
-    """Text cleaning (``mambadiff.data.text_clean``); ``enabled: false`` passes text through."""
-    enabled: bool = True
-    remove_urls: bool = True
-    remove_mentions: bool = True
-    remove_hashtags: bool = True
-    lowercase: bool = True
-    collapse_whitespace: bool = True
-    unescape_html: bool = True
-    remove_html_tags: bool = True
-
-    def to_text_clean(self) -> TextCleanConfig | None:
-        if not self.enabled:
-            return None
-        return TextCleanConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(TextCleanConfig)})
-
-
 @dataclass
 class ClassifyDataConfig:
     train: str = ""                       # training file (required); relative paths: from the cwd

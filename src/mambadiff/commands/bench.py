@@ -1,11 +1,13 @@
-"""`mambadiff bench ...`: each subcommand lives beside its benchmark and is loaded lazily."""
+"""`mambadiff bench ...`: the benchmark group. Each subcommand is defined beside its benchmark
+(mambadiff.bench.<name>) and imported only when it runs, so `mambadiff bench --help` stays instant."""
 from __future__ import annotations
 
 import importlib
 
 import click
 
-_BENCH = {
+# name -> (module, attribute, one-line help)
+BENCH_COMMANDS = {
     "scan": ("mambadiff.bench.scan", "scan_command", "Selective-scan backends: forward and forward+backward."),
     "layers": ("mambadiff.bench.layers", "layers_command", "Whole stacks: Mamba, Mamba-2, S4D, Transformer, LSTM."),
     "synthetic": ("mambadiff.bench.synthetic", "synthetic_command", "Selective copying and induction heads."),
@@ -15,21 +17,21 @@ _BENCH = {
 }
 
 
-class _LazyBench(click.Group):
+class LazyBenchGroup(click.Group):
     def list_commands(self, ctx):
-        return sorted(_BENCH)
+        return sorted(BENCH_COMMANDS)
 
     def get_command(self, ctx, name):
-        if name not in _BENCH:
+        if name not in BENCH_COMMANDS:
             return None
-        module, attr, _ = _BENCH[name]
+        module, attr, _ = BENCH_COMMANDS[name]
         return getattr(importlib.import_module(module), attr)
 
     def format_commands(self, ctx, formatter):
         with formatter.section("Commands"):
-            formatter.write_dl([(n, _BENCH[n][2]) for n in self.list_commands(ctx)])
+            formatter.write_dl([(n, BENCH_COMMANDS[n][2]) for n in self.list_commands(ctx)])
 
 
-@click.group("bench", cls=_LazyBench)
+@click.group("bench", cls=LazyBenchGroup)
 def bench_group():
     """Benchmarks: each prints a table and writes --json FILE."""

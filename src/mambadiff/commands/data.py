@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import click
 
-from .errors import DataError
+from mambadiff.data.errors import DataError
 
 __all__ = ["data_group", "qqp_command", "builtin_command"]
 
@@ -23,7 +23,7 @@ __all__ = ["data_group", "qqp_command", "builtin_command"]
               help="csv: quoted TSV (raw Quora file); none: quotes are plain characters (GLUE files).")
 def qqp_command(input_tsv, out_dir, valid_fraction, test_fraction, seed, quoting):
     """Convert a QQP tsv (raw Quora file or GLUE train/dev) into a DiffuSeq folder of duplicate pairs."""
-    from .qqp import convert_qqp
+    from mambadiff.data.qqp import convert_qqp
 
     try:
         result = convert_qqp(input_tsv, out_dir, valid_fraction=valid_fraction, test_fraction=test_fraction,
@@ -44,7 +44,7 @@ def qqp_command(input_tsv, out_dir, valid_fraction, test_fraction, seed, quoting
 @click.option("--seed", default=0, show_default=True, type=int)
 def builtin_command(out_dir, n_train, n_valid, n_test, seed):
     """Write the built-in procedurally generated paraphrase corpus as a DiffuSeq folder."""
-    from .builtin_corpus import write_builtin_corpus
+    from mambadiff.data.builtin_corpus import write_builtin_corpus
 
     try:
         paths = write_builtin_corpus(out_dir, n_train=n_train, n_valid=n_valid, n_test=n_test, seed=seed)
