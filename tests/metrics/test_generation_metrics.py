@@ -214,7 +214,7 @@ def test_repeat_rates_share_of_outputs_and_pooled_tokens():
 def test_evaluate_reports_repeat_rates_in_table_and_json(tmp_path):
     from click.testing import CliRunner
 
-    from mambadiff.metrics.cli import evaluate_command
+    from mambadiff.commands.metrics import evaluate_command
     path = tmp_path / "pred.jsonl"
     rows = [("how do i learn python", "what is the best way to learn python", "how how do i learn python"),
             ("why is the sky blue", "what makes the sky blue", "what makes the sky blue"),
