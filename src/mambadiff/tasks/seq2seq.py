@@ -18,8 +18,9 @@ import torch
 from torch import nn
 
 from mambadiff.config import from_dict, to_dict
-from mambadiff.data.seq2seq import Seq2SeqDataset, load_seq2seq_split, read_seq2seq_jsonl, resolve_split_path
-from mambadiff.data.tokenizer import TextTokenizer, build_tokenizer, load_tokenizer
+from mambadiff.data.seq2seq import (LAYOUTS, ON_OVERFLOW, Seq2SeqDataset, load_seq2seq_split, read_seq2seq_jsonl,
+                                    resolve_split_path)
+from mambadiff.data.tokenizer import SPECIAL_TOKENS, TextTokenizer, build_tokenizer, load_tokenizer
 from mambadiff.diffusion import GaussianDiffusion, create_timestep_sampler, sample_ancestral, sample_respaced
 from mambadiff.models.backbones import BACKBONES
 from mambadiff.models.denoiser import Denoiser, DenoiserConfig
@@ -44,6 +45,19 @@ class Seq2SeqDataConfig:
     builtin_valid: int = 500
     builtin_test: int = 500
     builtin_seed: int = 0
+
+    def __post_init__(self) -> None:
+        def need(key: str, ok: bool, expect: str) -> None:
+            if not ok:
+                raise ValueError(f"data.{key} must be {expect}, got {getattr(self, key)!r}")
+
+        need("layout", self.layout in LAYOUTS, "|".join(LAYOUTS))
+        need("on_overflow", self.on_overflow in ON_OVERFLOW, "|".join(ON_OVERFLOW))
+        need("seq_len", self.seq_len > 0, "> 0")
+        need("vocab_size", self.vocab_size > len(SPECIAL_TOKENS), f"> {len(SPECIAL_TOKENS)} (the special tokens)")
+        need("builtin_train", self.builtin_train > 0, "> 0")
+        for key in ("max_train", "eval_size", "builtin_valid", "builtin_test"):
+            need(key, getattr(self, key) >= 0, ">= 0")
 
 
 @dataclass
