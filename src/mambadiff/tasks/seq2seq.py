@@ -425,21 +425,25 @@ def train_seq2seq(cfg: Seq2SeqConfig, resume: bool = False, progress: bool = Tru
     checkpoint bit-for-bit; without it, a run folder that already has checkpoints is refused.
     """
     from mambadiff.train import seed_everything
-    from mambadiff.train.checkpoint import atomic_write_json
+    from mambadiff.train.checkpoint import atomic_write_json, ensure_writable
     from mambadiff.train.distributed import setup_distributed
+    from mambadiff.train.interrupt import deferred_interrupt
 
     cfg.validate()
     run_dir = Path(cfg.run_dir)
-    dist_info = setup_distributed(cfg.train.device)
-    cfg = run_config(cfg, resume)
-    seed_everything(cfg.train.seed)
-    trainer, tok = build_seq2seq_trainer(cfg, dist_info)
-    if dist_info.is_main:
-        atomic_write_json(run_dir / "config.json", trainer.full_config)
-    if resume and trainer.resume():
-        print(f"resumed from step {trainer.step}")
-    trainer.cfg.progress = progress and trainer.cfg.progress
-    result = trainer.fit()
+    with deferred_interrupt():  # a Ctrl-C during start-up still ends in a checkpoint (train.interrupt)
+        dist_info = setup_distributed(cfg.train.device)
+        cfg = run_config(cfg, resume)
+        if dist_info.is_main:
+            ensure_writable(run_dir)
+        seed_everything(cfg.train.seed)
+        trainer, tok = build_seq2seq_trainer(cfg, dist_info)
+        if dist_info.is_main:
+            atomic_write_json(run_dir / "config.json", trainer.full_config)
+        if resume and trainer.resume():
+            print(f"resumed from step {trainer.step}")
+        trainer.cfg.progress = progress and trainer.cfg.progress
+        result = trainer.fit()
     return result, trainer.eval_model(), tok
 
 
