@@ -339,3 +339,9 @@ def test_mismatched_weights_are_an_error_naming_the_file(tmp_path):
     other = Trainer(nn.Linear(5, 1), StatefulTask(), fault_worker.config(), tmp_path / "other", {})
     with pytest.raises(CheckpointError, match="model.safetensors.*does not fit"):
         other.resume(latest_checkpoint(tmp_path))
+
+
+def test_run_folder_that_cannot_be_created_is_a_clear_error(tmp_path):
+    (tmp_path / "a_file").write_text("x")  # blocks writes for root too
+    with pytest.raises(CheckpointWriteError, match=r"a_file/run: the run folder is not writable"):
+        build_trainer(tmp_path / "a_file" / "run")

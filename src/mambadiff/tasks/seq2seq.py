@@ -119,17 +119,21 @@ def prepare_data_folder(cfg: Seq2SeqConfig) -> Path:
 
 
 def prepare_tokenizer(cfg: Seq2SeqConfig, data_folder: Path) -> TextTokenizer:
-    """bert: the shipped vocab. trained: WordPiece trained on train.jsonl (saved in run_dir/tokenizer)."""
-    saved = Path(cfg.run_dir) / "tokenizer"
-    if saved.is_dir():
-        return load_tokenizer(saved)
-    texts = None
-    if cfg.data.tokenizer == "trained":
-        pairs = read_seq2seq_jsonl(resolve_split_path(data_folder, "train"))
-        texts = [s for pair in pairs for s in pair]
-    tok = build_tokenizer(cfg.data.tokenizer, texts, cfg.data.vocab_size)
-    tok.save(saved)
-    return tok
+    """bert: the shipped vocab. trained: WordPiece trained on train.jsonl (saved in run_dir/tokenizer).
+
+    A leftover run_dir/tokenizer is reused only when it was built as ``cfg.data`` asks; otherwise a
+    fresh run rebuilds it and a run with checkpoints is an error (``mambadiff.train.run_tokenizer``)."""
+    from mambadiff.train.run_tokenizer import prepare_run_tokenizer
+
+    train_file = resolve_split_path(data_folder, "train") if cfg.data.tokenizer == "trained" else None
+
+    def build() -> TextTokenizer:
+        texts = None
+        if train_file is not None:
+            texts = [s for pair in read_seq2seq_jsonl(train_file) for s in pair]
+        return build_tokenizer(cfg.data.tokenizer, texts, cfg.data.vocab_size)
+
+    return prepare_run_tokenizer(cfg.run_dir, cfg.data.tokenizer, cfg.data.vocab_size, train_file, build)
 
 
 def build_denoiser(cfg: Seq2SeqConfig, vocab_size: int) -> Denoiser:
