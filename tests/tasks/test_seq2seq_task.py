@@ -177,3 +177,22 @@ def test_resumed_run_refuses_a_tokenizer_that_does_not_match(tmp_path):
     with pytest.raises(ValueError, match=r"tokenizer.*bert.*data\.tokenizer=trained"):
         train_seq2seq(tiny_cfg(run, "transformer", steps=2, extra=["data.tokenizer=trained"]), resume=True,
                       progress=False)
+
+
+def test_truncated_checkpoint_is_named_and_resume_falls_back(tmp_path):
+    from mambadiff.train.checkpoint import latest_checkpoint
+    from mambadiff.train.loop import CheckpointFallbackWarning
+
+    run = tmp_path / "run"
+    train_seq2seq(tiny_cfg(run, "transformer", steps=2, extra=["train.save_every=1"]), progress=False)
+    newest = latest_checkpoint(run)
+    for name in ("model.safetensors", "ema.safetensors"):  # generate reads the EMA weights
+        (newest / name).write_bytes((newest / name).read_bytes()[:64])
+    r = CliRunner().invoke(main, ["generate", "--checkpoint", str(newest), "--data",
+                                  str(run / "data" / "valid.jsonl"), "--steps", "2", "--limit", "2",
+                                  "--out", str(tmp_path / "out.jsonl")])
+    assert r.exit_code != 0 and "ema.safetensors" in r.output and "Traceback" not in r.output
+    with pytest.warns(CheckpointFallbackWarning, match="model.safetensors"):
+        result, _, _ = train_seq2seq(tiny_cfg(run, "transformer", steps=3, extra=["train.save_every=1"]),
+                                     resume=True, progress=False)
+    assert result.step == 3 and (run / "checkpoints" / "step_00000002.corrupt").is_dir()
