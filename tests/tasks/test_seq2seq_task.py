@@ -132,3 +132,67 @@ def test_cli_copy_accuracy_prints_and_writes_the_split(tmp_path):
     bad = CliRunner().invoke(main, ["copy-accuracy", "--checkpoint", str(tmp_path / "run"), "--data", valid,
                                     "--t", "5000"])
     assert bad.exit_code != 0 and "--t must list steps" in bad.output
+
+
+def test_leftover_tokenizer_of_another_kind_is_rebuilt_for_a_fresh_run(tmp_path, capsys):
+    from mambadiff.data.tokenizer import bert_tokenizer, load_tokenizer
+
+    run = tmp_path / "run"
+    bert_tokenizer().save(run / "tokenizer")  # left by an earlier run that never saved a checkpoint
+    result, model, tok = train_seq2seq(tiny_cfg(run, "transformer", steps=1, extra=["data.tokenizer=trained"]),
+                                       progress=False)
+    assert tok.kind == "trained" and tok.vocab_size <= 300
+    assert load_tokenizer(run / "tokenizer").vocab_size == tok.vocab_size
+    assert load_tokenizer(result.checkpoint / "tokenizer").vocab_size == tok.vocab_size
+    assert "data.tokenizer=trained" in capsys.readouterr().out
+
+
+def test_leftover_tokenizer_is_reused_only_when_it_matches(tmp_path, capsys):
+    from mambadiff.data.tokenizer import load_tokenizer
+
+    run = tmp_path / "run"
+    train_seq2seq(tiny_cfg(run, "transformer", steps=1, extra=["data.tokenizer=trained"]), progress=False)
+    first = load_tokenizer(run / "tokenizer").vocab_size
+    for sub in ("checkpoints", "metrics.jsonl", "config.json"):  # a fresh run in the same folder
+        path = run / sub
+        __import__("shutil").rmtree(path) if path.is_dir() else path.unlink()
+    capsys.readouterr()
+    _, _, same = train_seq2seq(tiny_cfg(run, "transformer", steps=1, extra=["data.tokenizer=trained"]),
+                               progress=False)
+    assert same.vocab_size == first and "building a new tokenizer" not in capsys.readouterr().out
+    __import__("shutil").rmtree(run / "checkpoints")
+    _, _, smaller = train_seq2seq(tiny_cfg(run, "transformer", steps=1,
+                                           extra=["data.tokenizer=trained", "data.vocab_size=120"]), progress=False)
+    assert smaller.vocab_size <= 120 < first
+    assert "data.vocab_size=120" in capsys.readouterr().out
+
+
+def test_resumed_run_refuses_a_tokenizer_that_does_not_match(tmp_path):
+    from mambadiff.data.tokenizer import bert_tokenizer
+
+    run = tmp_path / "run"
+    train_seq2seq(tiny_cfg(run, "transformer", steps=1, extra=["data.tokenizer=trained"]), progress=False)
+    __import__("shutil").rmtree(run / "tokenizer")
+    bert_tokenizer().save(run / "tokenizer")
+    with pytest.raises(ValueError, match=r"tokenizer.*bert.*data\.tokenizer=trained"):
+        train_seq2seq(tiny_cfg(run, "transformer", steps=2, extra=["data.tokenizer=trained"]), resume=True,
+                      progress=False)
+
+
+def test_truncated_checkpoint_is_named_and_resume_falls_back(tmp_path):
+    from mambadiff.train.checkpoint import latest_checkpoint
+    from mambadiff.train.loop import CheckpointFallbackWarning
+
+    run = tmp_path / "run"
+    train_seq2seq(tiny_cfg(run, "transformer", steps=2, extra=["train.save_every=1"]), progress=False)
+    newest = latest_checkpoint(run)
+    for name in ("model.safetensors", "ema.safetensors"):  # generate reads the EMA weights
+        (newest / name).write_bytes((newest / name).read_bytes()[:64])
+    r = CliRunner().invoke(main, ["generate", "--checkpoint", str(newest), "--data",
+                                  str(run / "data" / "valid.jsonl"), "--steps", "2", "--limit", "2",
+                                  "--out", str(tmp_path / "out.jsonl")])
+    assert r.exit_code != 0 and "ema.safetensors" in r.output and "Traceback" not in r.output
+    with pytest.warns(CheckpointFallbackWarning, match="model.safetensors"):
+        result, _, _ = train_seq2seq(tiny_cfg(run, "transformer", steps=3, extra=["train.save_every=1"]),
+                                     resume=True, progress=False)
+    assert result.step == 3 and (run / "checkpoints" / "step_00000002.corrupt").is_dir()

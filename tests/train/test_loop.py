@@ -146,7 +146,7 @@ def test_best_checkpoint_tracks_best_eval(tmp_path):
     assert result.best["metric"] == "mse" and result.best["value"] == pytest.approx(best["mse"])
     assert result.best["step"] == best["step"]
     folder = tmp_path / "checkpoints" / "best"
-    assert folder.is_dir() and not (folder / "optimizer.pt").exists()
+    assert folder.is_dir() and not [p for p in folder.iterdir() if p.name.startswith("optimizer")]
     # the stored EMA weights reproduce the best evaluation
     model = make_model()
     model.load_state_dict(load_state(folder, ema=True))
@@ -178,3 +178,38 @@ def test_step_context_says_which_steps_are_logged(tmp_path):
     assert logged == [3, 6, 7]  # every 3rd step and the last
     assert sorted({s for s, _, flag in seen if flag}) == logged
     assert all(flag == (s in logged) for s, _, flag in seen) and len(seen) == 7 * 2  # both micro-batches
+
+
+def test_resumes_checkpoints_of_the_earlier_format(tmp_path):
+    """optimizer.pt (read with weights_only=True) and the Python RNG state as a repr string."""
+    import random
+
+    from mambadiff.train.checkpoint import load_optimizer_state
+
+    t_full = Trainer(make_model(), ToyTask(), cfg(), tmp_path / "full", {})
+    t_full.fit()
+    t1 = Trainer(make_model(), ToyTask(), cfg(), tmp_path / "old", {})
+    t1.cfg.steps = 3
+    t1.fit()
+    folder = latest_checkpoint(tmp_path / "old")
+    torch.save(load_optimizer_state(folder), folder / "optimizer.pt")
+    (folder / "optimizer.json").unlink()
+    (folder / "optimizer.safetensors").unlink()
+    state = json.loads((folder / "trainer_state.json").read_text())
+    py = state["rng"]["python"]
+    state["rng"]["python"] = repr((py["version"], tuple(py["internal"]), py["gauss_next"]))
+    (folder / "trainer_state.json").write_text(json.dumps(state))
+    t2 = Trainer(make_model(), ToyTask(), cfg(), tmp_path / "old", {})
+    random.seed(99)
+    assert t2.resume() and t2.step == 3
+    assert random.random() == pytest.approx(_next_random(py))
+    t2.fit()
+    for (k, a), b in zip(t_full.model.state_dict().items(), t2.model.state_dict().values()):
+        assert torch.equal(a, b), k
+
+
+def _next_random(py_state) -> float:
+    import random
+    r = random.Random()
+    r.setstate((py_state["version"], tuple(py_state["internal"]), py_state["gauss_next"]))
+    return r.random()

@@ -127,6 +127,10 @@ class ClassifyConfig:
             raise ValueError(f"data.drop_neutral applies to format sentiment140 only, got format {d.format!r}")
         if d.eval_batch_size <= 0:
             raise ValueError("data.eval_batch_size must be > 0")
+        if d.vocab_size <= 5:
+            raise ValueError(f"data.vocab_size must be > 5 (the special tokens), got {d.vocab_size}")
+        if d.max_train < 0:
+            raise ValueError(f"data.max_train must be >= 0 (0: all), got {d.max_train}")
 
 
 # ---- parameter counting and matching -------------------------------------------------------------

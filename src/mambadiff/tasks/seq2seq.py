@@ -17,8 +17,9 @@ import torch
 from torch import nn
 
 from mambadiff.config import from_dict, to_dict
-from mambadiff.data.seq2seq import Seq2SeqDataset, load_seq2seq_split, read_seq2seq_jsonl, resolve_split_path
-from mambadiff.data.tokenizer import TextTokenizer, build_tokenizer, load_tokenizer
+from mambadiff.data.seq2seq import (LAYOUTS, ON_OVERFLOW, Seq2SeqDataset, load_seq2seq_split, read_seq2seq_jsonl,
+                                    resolve_split_path)
+from mambadiff.data.tokenizer import SPECIAL_TOKENS, TextTokenizer, build_tokenizer, load_tokenizer
 from mambadiff.diffusion import GaussianDiffusion, create_timestep_sampler
 from mambadiff.models.backbones import BACKBONES
 from mambadiff.models.denoiser import Denoiser, DenoiserConfig
@@ -44,6 +45,19 @@ class Seq2SeqDataConfig:
     builtin_valid: int = 500
     builtin_test: int = 500
     builtin_seed: int = 0
+
+    def __post_init__(self) -> None:
+        def need(key: str, ok: bool, expect: str) -> None:
+            if not ok:
+                raise ValueError(f"data.{key} must be {expect}, got {getattr(self, key)!r}")
+
+        need("layout", self.layout in LAYOUTS, "|".join(LAYOUTS))
+        need("on_overflow", self.on_overflow in ON_OVERFLOW, "|".join(ON_OVERFLOW))
+        need("seq_len", self.seq_len > 0, "> 0")
+        need("vocab_size", self.vocab_size > len(SPECIAL_TOKENS), f"> {len(SPECIAL_TOKENS)} (the special tokens)")
+        need("builtin_train", self.builtin_train > 0, "> 0")
+        for key in ("max_train", "eval_size", "builtin_valid", "builtin_test"):
+            need(key, getattr(self, key) >= 0, ">= 0")
 
 
 @dataclass
@@ -105,17 +119,21 @@ def prepare_data_folder(cfg: Seq2SeqConfig) -> Path:
 
 
 def prepare_tokenizer(cfg: Seq2SeqConfig, data_folder: Path) -> TextTokenizer:
-    """bert: the shipped vocab. trained: WordPiece trained on train.jsonl (saved in run_dir/tokenizer)."""
-    saved = Path(cfg.run_dir) / "tokenizer"
-    if saved.is_dir():
-        return load_tokenizer(saved)
-    texts = None
-    if cfg.data.tokenizer == "trained":
-        pairs = read_seq2seq_jsonl(resolve_split_path(data_folder, "train"))
-        texts = [s for pair in pairs for s in pair]
-    tok = build_tokenizer(cfg.data.tokenizer, texts, cfg.data.vocab_size)
-    tok.save(saved)
-    return tok
+    """bert: the shipped vocab. trained: WordPiece trained on train.jsonl (saved in run_dir/tokenizer).
+
+    A leftover run_dir/tokenizer is reused only when it was built as ``cfg.data`` asks; otherwise a
+    fresh run rebuilds it and a run with checkpoints is an error (``mambadiff.train.run_tokenizer``)."""
+    from mambadiff.train.run_tokenizer import prepare_run_tokenizer
+
+    train_file = resolve_split_path(data_folder, "train") if cfg.data.tokenizer == "trained" else None
+
+    def build() -> TextTokenizer:
+        texts = None
+        if train_file is not None:
+            texts = [s for pair in read_seq2seq_jsonl(train_file) for s in pair]
+        return build_tokenizer(cfg.data.tokenizer, texts, cfg.data.vocab_size)
+
+    return prepare_run_tokenizer(cfg.run_dir, cfg.data.tokenizer, cfg.data.vocab_size, train_file, build)
 
 
 def build_denoiser(cfg: Seq2SeqConfig, vocab_size: int) -> Denoiser:
@@ -367,21 +385,25 @@ def train_seq2seq(cfg: Seq2SeqConfig, resume: bool = False, progress: bool = Tru
     checkpoint bit-for-bit; without it, a run folder that already has checkpoints is refused.
     """
     from mambadiff.train import seed_everything
-    from mambadiff.train.checkpoint import atomic_write_json
+    from mambadiff.train.checkpoint import atomic_write_json, ensure_writable
     from mambadiff.train.distributed import setup_distributed
+    from mambadiff.train.interrupt import deferred_interrupt
 
     cfg.validate()
     run_dir = Path(cfg.run_dir)
-    dist_info = setup_distributed(cfg.train.device)
-    cfg = run_config(cfg, resume)
-    seed_everything(cfg.train.seed)
-    trainer, tok = build_seq2seq_trainer(cfg, dist_info)
-    if dist_info.is_main:
-        atomic_write_json(run_dir / "config.json", trainer.full_config)
-    if resume and trainer.resume():
-        print(f"resumed from step {trainer.step}")
-    trainer.cfg.progress = progress and trainer.cfg.progress
-    result = trainer.fit()
+    with deferred_interrupt():  # a Ctrl-C during start-up still ends in a checkpoint (train.interrupt)
+        dist_info = setup_distributed(cfg.train.device)
+        cfg = run_config(cfg, resume)
+        if dist_info.is_main:
+            ensure_writable(run_dir)
+        seed_everything(cfg.train.seed)
+        trainer, tok = build_seq2seq_trainer(cfg, dist_info)
+        if dist_info.is_main:
+            atomic_write_json(run_dir / "config.json", trainer.full_config)
+        if resume and trainer.resume():
+            print(f"resumed from step {trainer.step}")
+        trainer.cfg.progress = progress and trainer.cfg.progress
+        result = trainer.fit()
     return result, trainer.eval_model(), tok
 
 

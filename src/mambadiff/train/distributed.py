@@ -34,6 +34,10 @@ def setup_distributed(device: str = "auto") -> DistInfo:
     local = int(os.environ.get("LOCAL_RANK", "0"))
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device != "cpu" and not device.startswith("cuda"):
+        raise ValueError(f"train.device must be auto|cpu|cuda|cuda:N, got {device!r}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"train.device={device} but torch finds no CUDA device; set train.device=cpu or auto")
     if device == "cuda":
         if local >= torch.cuda.device_count():
             raise ValueError(f"LOCAL_RANK={local} but this machine has {torch.cuda.device_count()} CUDA "

@@ -12,10 +12,11 @@ slice, and tasks draw per-step randomness for the *global* batch from ``ctx.gene
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import random
+import re
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
@@ -26,10 +27,18 @@ from torch import nn
 
 from ..progress import progress_bar
 from . import checkpoint as ckpt_io
+from . import interrupt
+from .checkpoint import CheckpointError
 from .distributed import DistInfo, all_reduce_mean, barrier
 from .ema import EMA
+from .metrics_log import MetricsLog
 from .optim import build_optimizer, cosine_decay, warmup_linear_decay
+from .state_codec import rng_state, set_rng_state
 from ..runtime import flush_denormals
+
+
+class CheckpointFallbackWarning(UserWarning):
+    """The newest checkpoint of a run did not load; resume continued from an older one."""
 
 
 @dataclass
@@ -42,32 +51,51 @@ class TrainConfig:
     warmup_steps: int = 100
     lr_decay: str = "linear"          # linear | cosine | constant
     grad_clip: float = 1.0            # 0 disables
-    ema_decay: float = 0.0            # 0 disables EMA; sampling/eval use EMA weights when on
+    ema_decay: float = 0.0            # 0 disables EMA; sampling/eval use EMA weights when on; < 1
     log_every: int = 10
     eval_every: int = 0               # 0: only at the end
     save_every: int = 0               # 0: only at the end (and on interrupt / time budget)
-    keep_checkpoints: int = 2
+    keep_checkpoints: int = 2         # newest step checkpoints kept; 0: all
     seed: int = 0
     precision: str = "fp32"           # fp32 | bf16 | fp16 (autocast, GPU only; CPU stays fp32)
-    device: str = "auto"              # auto | cpu | cuda
+    device: str = "auto"              # auto | cpu | cuda | cuda:N
     max_minutes: float = 0.0          # wall-clock budget; 0: none. Stops cleanly with a checkpoint.
     num_threads: int = 0              # torch intra-op threads; 0: leave torch's default
     flush_denormals: bool = True      # CPU: flush denormals to zero (see mambadiff.runtime)
     best_metric: str = ""             # eval metric that picks checkpoints/best (early stopping); "" = off
     best_mode: str = "max"            # max | min: which direction of best_metric is better
     progress: bool = True
+    tensorboard: bool = False         # also write the metrics as TensorBoard events (run_dir/tensorboard)
+
+    def __post_init__(self) -> None:
+        self.validate()
 
     def validate(self) -> None:
-        if self.steps <= 0:
-            raise ValueError(f"train.steps must be > 0, got {self.steps}")
-        if self.batch_size <= 0 or self.grad_accum <= 0:
-            raise ValueError("train.batch_size and train.grad_accum must be > 0")
-        if self.lr_decay not in ("linear", "cosine", "constant"):
-            raise ValueError(f"train.lr_decay must be linear|cosine|constant, got {self.lr_decay!r}")
-        if self.best_mode not in ("max", "min"):
-            raise ValueError(f"train.best_mode must be 'max' or 'min', got {self.best_mode!r}")
-        if self.precision not in ("fp32", "bf16", "fp16"):
-            raise ValueError(f"train.precision must be fp32|bf16|fp16, got {self.precision!r}")
+        """ValueError naming the first ``train.*`` key whose value is out of range."""
+        def need(key: str, ok: bool, expect: str) -> None:
+            if not ok:
+                raise ValueError(f"train.{key} must be {expect}, got {getattr(self, key)!r}")
+
+        def number(key: str) -> float:
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"train.{key} must be a finite number, got {value!r}")
+            return value
+
+        for key in ("steps", "batch_size", "grad_accum", "log_every"):
+            need(key, number(key) > 0 and float(getattr(self, key)).is_integer(), "an int > 0")
+        for key in ("warmup_steps", "eval_every", "save_every", "keep_checkpoints", "num_threads"):
+            need(key, number(key) >= 0 and float(getattr(self, key)).is_integer(), "an int >= 0")
+        need("lr", number("lr") > 0, "> 0")
+        for key in ("weight_decay", "grad_clip", "max_minutes"):
+            need(key, number(key) >= 0, ">= 0 (0 disables)" if key != "weight_decay" else ">= 0")
+        need("ema_decay", 0 <= number("ema_decay") < 1, "in [0, 1) (0 disables EMA)")
+        number("seed")
+        need("lr_decay", self.lr_decay in ("linear", "cosine", "constant"), "linear|cosine|constant")
+        need("best_mode", self.best_mode in ("max", "min"), "'max' or 'min'")
+        need("precision", self.precision in ("fp32", "bf16", "fp16"), "fp32|bf16|fp16")
+        need("device", isinstance(self.device, str) and re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device) is not None,
+             "auto|cpu|cuda|cuda:N")
 
 
 class StepContext:
@@ -144,49 +172,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _rng_state() -> dict:
-    state = {"torch": torch.get_rng_state().tolist(), "python": repr(random.getstate()),
-             "numpy": [np.random.get_state()[0], np.random.get_state()[1].tolist(), *np.random.get_state()[2:]]}
-    if torch.cuda.is_available():
-        state["cuda"] = [s.tolist() for s in torch.cuda.get_rng_state_all()]
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
-    random.setstate(eval(state["python"], {"__builtins__": {}}))  # tuple of ints, written by repr above
-    n = state["numpy"]
-    np.random.set_state((n[0], np.array(n[1], dtype=np.uint32), *n[2:]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in state["cuda"]])
-
-
-class MetricsLog:
-    """Append-only JSONL of train/eval records (the curves `mambadiff report` plots)."""
-
-    def __init__(self, path: Path, enabled: bool):
-        self.path, self.enabled = path, enabled
-
-    def truncate_after(self, step: int) -> None:
-        """On resume, drop records written after the checkpoint we resume from (they will be redone)."""
-        if not self.enabled or not self.path.exists():
-            return
-        keep = []
-        for line in self.path.read_text(encoding="utf-8").splitlines():
-            try:
-                if json.loads(line).get("step", 0) <= step:
-                    keep.append(line)
-            except json.JSONDecodeError:
-                continue  # a torn last line from a killed run
-        ckpt_io.atomic_write_text(self.path, "".join(l + "\n" for l in keep))
-
-    def write(self, record: dict) -> None:
-        if self.enabled:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(record) + "\n")
-
-
 @dataclass
 class TrainResult:
     step: int
@@ -218,6 +203,9 @@ class Trainer:
             raise ValueError(f"train.batch_size={cfg.batch_size} must split evenly over "
                              f"{self.dist.world_size} process(es) x grad_accum={cfg.grad_accum}")
         self.micro_batch = per_rank // cfg.grad_accum
+        if self.dist.is_main:  # fail before any work when the run folder cannot take checkpoints
+            ckpt_io.ensure_writable(self.run_dir)
+            ckpt_io.clean_stale_folders(self.run_dir)
         self.model = model.to(self.device)
         self.ddp_model: nn.Module = self.model
         if self.dist.enabled:
@@ -237,9 +225,10 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=use_amp and cfg.precision == "fp16")
         self.order = EpochOrder(task.num_train_examples(), cfg.seed)
         self.step = 0
-        self.log = MetricsLog(self.run_dir / "metrics.jsonl", self.dist.is_main)
+        self.log = MetricsLog(self.run_dir / "metrics.jsonl", self.dist.is_main, tensorboard=cfg.tensorboard)
         self.last_eval: dict = {}
         self.best: dict = {}  # the evaluation that checkpoints/best holds (train.best_metric)
+        self._saved: tuple[int, Path] | None = None  # (step, folder) of the newest checkpoint on disk
 
     # ---- checkpoints -------------------------------------------------------------------------
     def eval_model(self) -> nn.Module:
@@ -247,7 +236,7 @@ class Trainer:
         return self.ema.copy_model(self.model) if self.ema is not None else self.model
 
     def _write_checkpoint(self, folder: Path, with_optimizer: bool = True) -> Path:
-        state = {"step": self.step, "order": self.order.state_dict(), "rng": _rng_state(),
+        state = {"step": self.step, "order": self.order.state_dict(), "rng": rng_state(),
                  "task": self.task.state_dict(), "last_eval": self.last_eval, "best": self.best}
         opt = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                "scaler": self.scaler.state_dict()} if with_optimizer else None
@@ -261,6 +250,7 @@ class Trainer:
         if self.dist.is_main:
             path = self._write_checkpoint(self.run_dir / "checkpoints" / f"step_{self.step:08d}")
             ckpt_io.prune_checkpoints(self.run_dir, self.cfg.keep_checkpoints)
+            self._saved = (self.step, path)
         barrier()
         return path
 
@@ -280,26 +270,74 @@ class Trainer:
             self.best = {"metric": name, "value": value, "step": self.step, "checkpoint": str(folder)}
 
     def resume(self, folder: str | Path | None = None) -> bool:
-        """Load the latest checkpoint of run_dir (or ``folder``); False when there is none."""
-        folder = Path(folder) if folder else ckpt_io.latest_checkpoint(self.run_dir)
-        if folder is None:
+        """Load the latest checkpoint of run_dir (or ``folder``); False when there is none.
+
+        Without ``folder``, a newest checkpoint that does not load (truncated, damaged) is renamed
+        ``step_N.corrupt`` with a ``CheckpointFallbackWarning`` and the next older one is tried."""
+        if folder is not None:
+            self._apply(ckpt_io.read_checkpoint(folder, with_ema=self.ema is not None))
+            return True
+        candidates = ckpt_io.step_checkpoints(self.run_dir)
+        if not candidates:
             return False
-        state = ckpt_io.read_json(folder / "trainer_state.json")
-        self.model.load_state_dict(ckpt_io.load_state(folder, ema=False))
+        failures = []
+        for candidate in candidates:
+            try:
+                self._apply(ckpt_io.read_checkpoint(candidate, with_ema=self.ema is not None))
+            except CheckpointError as e:
+                failures.append((candidate, e))
+                continue
+            for bad, err in failures:
+                kept = bad.with_name(bad.name + ".corrupt")
+                if self.dist.is_main:
+                    bad.replace(kept)
+                warnings.warn(f"{err}; resuming from the older checkpoint {candidate.name} instead "
+                              f"(the damaged folder is kept as {kept.name})", CheckpointFallbackWarning,
+                              stacklevel=2)
+            return True
+        raise CheckpointError(self.run_dir / "checkpoints", "no checkpoint loads: " +
+                              "; ".join(str(e) for _, e in failures))
+
+    def _check_weights(self, path: Path, tensors: dict[str, torch.Tensor], expected: dict) -> None:
+        want = {k: tuple(v.shape) for k, v in expected.items()}
+        got = {k: tuple(v.shape) for k, v in tensors.items()}
+        if want != got:
+            missing, extra = sorted(set(want) - set(got)), sorted(set(got) - set(want))
+            shapes = [k for k in set(want) & set(got) if want[k] != got[k]]
+            raise CheckpointError(path, f"does not fit this model (missing {missing[:3]}, unexpected "
+                                        f"{extra[:3]}, other shapes {sorted(shapes)[:3]})")
+
+    def _apply(self, data: ckpt_io.CheckpointData) -> None:
+        """Put a checked checkpoint into the model, optimizer, data order and RNGs."""
+        folder, state = data.folder, data.trainer_state
+        self._check_weights(folder / "model.safetensors", data.model, self.model.state_dict())
         if self.ema is not None:
-            self.ema.load_state_dict(ckpt_io.load_state(folder, ema=True))
-        opt = torch.load(folder / "optimizer.pt", map_location=self.device, weights_only=False)
-        self.optimizer.load_state_dict(opt["optimizer"])
-        self.scheduler.load_state_dict(opt["scheduler"])
-        self.scaler.load_state_dict(opt["scaler"])
+            self._check_weights(folder / "ema.safetensors", data.ema, self.ema.state_dict())
+        where = folder / ckpt_io.OPTIMIZER_JSON
+        try:
+            self.model.load_state_dict(data.model)
+            if self.ema is not None:
+                self.ema.load_state_dict(data.ema)
+            opt = data.optimizer
+            self.optimizer.load_state_dict(opt["optimizer"])
+            for group in self.optimizer.param_groups:  # JSON has no tuples: AdamW's betas come back as lists
+                if isinstance(group.get("betas"), list):
+                    group["betas"] = tuple(group["betas"])
+            self.scheduler.load_state_dict(opt["scheduler"])
+            self.scaler.load_state_dict(opt["scaler"])
+            where = folder / "trainer_state.json"
+            self.order.load_state_dict(state["order"])
+            self.task.load_state_dict(state["task"])
+            set_rng_state(state["rng"])
+        except CheckpointError:
+            raise
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            raise CheckpointError(where, f"does not restore ({type(e).__name__}: {e})") from None
         self.step = state["step"]
-        self.order.load_state_dict(state["order"])
-        self.task.load_state_dict(state["task"])
         self.last_eval = state.get("last_eval", {})
         self.best = state.get("best", {})
-        _set_rng_state(state["rng"])
+        self._saved = (self.step, folder)
         self.log.truncate_after(self.step)
-        return True
 
     # ---- one optimizer step ------------------------------------------------------------------
     def _logs_step(self, step: int) -> bool:
@@ -308,8 +346,39 @@ class Trainer:
 
     def train_step(self) -> tuple[dict[str, float], int]:
         """One optimiser step over the next global batch (all micro-batches, clipping, EMA,
-        schedule): (metrics averaged over the batch, tokens it held). ``fit`` runs these."""
+        schedule): (metrics averaged over the batch, tokens it held). ``fit`` runs these.
+
+        An exception before the optimizer update (e.g. a KeyboardInterrupt) puts the data position
+        back and drops the partial gradients, so a checkpoint saved afterwards matches ``self.step``."""
         cfg, world, rank = self.cfg, self.dist.world_size, self.dist.rank
+        position = self.order.state_dict()
+        try:
+            sums, tokens = self._accumulate(world, rank)
+        except BaseException:
+            self.order.load_state_dict(position)
+            self.optimizer.zero_grad(set_to_none=True)
+            raise
+        if cfg.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+            sums["grad_norm"] = float(gnorm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update(self.model, self.step)
+        self.step += 1
+        if self.dist.enabled:  # report the global mean of each metric
+            keys = sorted(sums)
+            vec = all_reduce_mean(torch.tensor([sums[k] for k in keys], dtype=torch.float64))
+            sums = dict(zip(keys, vec.tolist()))
+            tokens *= world
+        return sums, tokens
+
+    def _accumulate(self, world: int, rank: int) -> tuple[dict[str, float], int]:
+        """Forward and backward over the micro-batches of the next global batch."""
+        cfg = self.cfg
         global_idx = self.order.take(cfg.batch_size)
         slot = self.micro_batch * world  # examples per micro-batch slot across ranks
         sums: dict[str, float] = {}
@@ -336,22 +405,6 @@ class Trainer:
             for k, v in metrics.items():
                 sums[k] = sums.get(k, 0.0) + float(v) / cfg.grad_accum
             tokens += self.task.count_tokens(batch)
-        if cfg.grad_clip > 0:
-            self.scaler.unscale_(self.optimizer)
-            gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-            sums["grad_norm"] = float(gnorm)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scheduler.step()
-        if self.ema is not None:
-            self.ema.update(self.model, self.step)
-        self.step += 1
-        if self.dist.enabled:  # report the global mean of each metric
-            keys = sorted(sums)
-            vec = all_reduce_mean(torch.tensor([sums[k] for k in keys], dtype=torch.float64))
-            sums = dict(zip(keys, vec.tolist()))
-            tokens *= world
         return sums, tokens
 
     def evaluate(self) -> dict[str, float]:
@@ -363,12 +416,31 @@ class Trainer:
                 result = self.task.evaluate(model)
             self.log.write({"split": "eval", "step": self.step, **result})
             self.last_eval = result
+            self._saved = None  # the newest checkpoint lacks this evaluation
             self._track_best(result)
         barrier()
         return result
 
     # ---- the loop ----------------------------------------------------------------------------
+    def _stop_requested(self) -> bool:
+        """A Ctrl-C asked to stop (on any rank: all ranks stop at the same step)."""
+        flag = interrupt.stop_requested()
+        if self.dist.enabled:
+            flag = bool(all_reduce_mean(torch.tensor([float(flag)], dtype=torch.float64)).item() > 0)
+        return flag
+
     def fit(self) -> TrainResult:
+        """Train to ``cfg.steps``; on Ctrl-C (or the time budget) stop at a step boundary and save.
+
+        A first SIGINT lets the current step (or evaluation) finish, then a checkpoint is saved and
+        the result says ``interrupted``; a second one raises KeyboardInterrupt at once."""
+        with interrupt.deferred_interrupt():
+            try:
+                return self._fit()
+            finally:
+                self.log.close()
+
+    def _fit(self) -> TrainResult:
         cfg = self.cfg
         start = time.perf_counter()
         deadline = start + cfg.max_minutes * 60 if cfg.max_minutes > 0 else math.inf
@@ -376,35 +448,47 @@ class Trainer:
                            enabled=bool(cfg.progress and self.dist.is_main))
         window_tokens, window_t0 = 0, time.perf_counter()
         total_tokens, tok_s = 0, 0.0
-        interrupted = False
-        path = None
+        loss_sum, loss_steps = 0.0, 0  # the loss the progress line shows: mean since the last log step
+        interrupted = self._stop_requested()  # Ctrl-C during start-up
         try:
-            while self.step < cfg.steps:
+            while self.step < cfg.steps and not interrupted:
                 metrics, tokens = self.train_step()
                 window_tokens += tokens
                 total_tokens += tokens
+                if "loss" in metrics:
+                    loss_sum, loss_steps = loss_sum + metrics["loss"], loss_steps + 1
+                elapsed = max(time.perf_counter() - start, 1e-9)
+                bar.set_postfix(**{"loss": f"{loss_sum / max(loss_steps, 1):.4f}",
+                                   "tokens/s": f"{total_tokens / elapsed:,.0f}"})
                 bar.update(1)
                 if self._logs_step(self.step):
                     now = time.perf_counter()
                     tok_s = window_tokens / max(now - window_t0, 1e-9)
                     window_tokens, window_t0 = 0, now
+                    loss_sum, loss_steps = 0.0, 0
                     rec = {"split": "train", "step": self.step, "lr": self.scheduler.get_last_lr()[0],
                            "tokens_per_s": tok_s, **metrics}
                     self.log.write(rec)
-                    bar.set_postfix(loss=f"{metrics.get('loss', float('nan')):.4f}", tok_s=f"{tok_s:,.0f}")
                 if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.steps:
                     self.evaluate()
                 if cfg.save_every and self.step % cfg.save_every == 0 and self.step < cfg.steps:
                     self.save()
+                interrupted = self._stop_requested()
                 if time.perf_counter() > deadline:
                     break
         except KeyboardInterrupt:
-            interrupted = True
+            if interrupt.forced():  # a second Ctrl-C: stop now, nothing more is saved
+                raise
+            interrupted = True  # raised by the task or outside the main thread: the step was undone
         finally:
             bar.close()
         if not interrupted:
             self.evaluate()
-        path = self.save()  # atomic: a second Ctrl-C here leaves the previous checkpoint intact
+            interrupted = self._stop_requested()  # Ctrl-C during the final evaluation
+        if self._saved is not None and self._saved[0] == self.step and self._saved[1].is_dir():
+            path = self._saved[1]  # this state is on disk already (saved just now, or resumed from)
+        else:
+            path = self.save()  # atomic: a second Ctrl-C here leaves the previous checkpoint intact
         seconds = time.perf_counter() - start
         return TrainResult(step=self.step, run_dir=self.run_dir, checkpoint=path, last_eval=self.last_eval,
                            seconds=seconds, tokens_per_s=total_tokens / max(seconds, 1e-9),

@@ -1,0 +1,92 @@
+"""The tokenizer of a run folder (``run_dir/tokenizer``): reused only when it is the one the config asks for.
+
+Beside the tokenizer files the folder records how it was built (``built_with.json``: the kind, the
+requested vocab size for a trained vocabulary, the training file). A leftover folder that was built
+otherwise is
+
+* rebuilt, with a note on stdout, when the run is fresh (no checkpoint depends on it yet);
+* an error naming the mismatch when the run folder holds checkpoints, which were trained with it.
+
+The folder is written atomically (a temporary folder renamed into place).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+from mambadiff.data.tokenizer import TextTokenizer, load_tokenizer
+
+from .checkpoint import latest_checkpoint
+
+__all__ = ["BUILT_WITH", "prepare_run_tokenizer", "tokenizer_mismatch"]
+
+BUILT_WITH = "built_with.json"
+
+
+def _request(kind: str, vocab_size: int, source: str | os.PathLike | None) -> dict:
+    trained = kind == "trained"
+    return {"tokenizer": kind, "vocab_size": vocab_size if trained else None,
+            "source": str(Path(source).resolve()) if trained and source is not None else None}
+
+
+def tokenizer_mismatch(folder: Path, request: dict) -> str | None:
+    """Why the tokenizer in ``folder`` is not the one ``request`` describes (None: it is)."""
+    try:
+        tok = load_tokenizer(folder)
+    except ValueError as e:
+        return f"cannot be read ({e})"
+    kind = request["tokenizer"]
+    if tok.kind != kind:
+        return f"holds a {tok.kind} tokenizer (vocab {tok.vocab_size:,}) but the config says data.tokenizer={kind}"
+    if kind != "trained":
+        return None
+    built = {}
+    if (folder / BUILT_WITH).is_file():
+        try:
+            built = json.loads((folder / BUILT_WITH).read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError):
+            built = {}
+    size = built.get("vocab_size")
+    if size is None and tok.vocab_size > request["vocab_size"]:  # no record: only the size can be checked
+        return f"holds {tok.vocab_size:,} entries but the config says data.vocab_size={request['vocab_size']}"
+    if size is not None and size != request["vocab_size"]:
+        return f"was trained with data.vocab_size={size} but the config says data.vocab_size={request['vocab_size']}"
+    source = built.get("source")
+    if source is not None and request["source"] is not None and source != request["source"]:
+        return f"was trained on {source} but the config reads {request['source']}"
+    return None
+
+
+def prepare_run_tokenizer(run_dir: str | Path, kind: str, vocab_size: int, source: str | os.PathLike | None,
+                          build: Callable[[], TextTokenizer]) -> TextTokenizer:
+    """``run_dir/tokenizer`` when it matches (kind, vocab_size, source), else ``build()`` saved there."""
+    run_dir = Path(run_dir)
+    folder = run_dir / "tokenizer"
+    request = _request(kind, vocab_size, source)
+    if folder.is_dir():
+        why = tokenizer_mismatch(folder, request)
+        if why is None:
+            return load_tokenizer(folder)
+        if latest_checkpoint(run_dir) is not None:
+            raise ValueError(f"{folder}: {why}; the checkpoints of {run_dir} were trained with it. "
+                             f"Resume with the config the run started with, or choose another run_dir")
+        print(f"{folder}: {why}; building a new tokenizer for this fresh run")
+    tok = build()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for stale in run_dir.glob(".tokenizer.tmp*"):  # left by a killed write
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tokenizer.tmp", dir=run_dir))
+    try:
+        tok.save(tmp)
+        (tmp / BUILT_WITH).write_text(json.dumps(request, indent=2) + "\n", encoding="utf-8")
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return tok
