@@ -51,7 +51,7 @@ class BackboneConfig:
     expand: int = 2
     headdim: int = 32            # Mamba-2 head dim p
     chunk_size: int = 64         # Mamba-2 SSD chunk
-    s4d_init: str = "lin"        # lin | inv
+    s4d_init: str = "lin"        # lin | inv | legs
     scan_backend: str = "auto"   # selective-scan backend for Mamba-1
     mlp_dim: int = 0             # mamba/mamba2/s4d: gated MLP width after each mixer (0: none, as in Mamba)
     attn_layers: list[int] = field(default_factory=list)  # mamba/mamba2/s4d: layer indices that are
