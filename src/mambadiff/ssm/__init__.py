@@ -8,6 +8,7 @@ mask (b, l), and (except ``Bidirectional``) streams with ``allocate_state`` / ``
 from __future__ import annotations
 
 from .bidirectional import Bidirectional
+from .h3 import H3, H3Config, H3State
 from .mamba import Mamba, MambaConfig, MambaState, param_groups
 from .mamba2 import Mamba2, Mamba2Config, Mamba2State, ssd_chunked, ssd_reference
 from .norm import RMSNorm
@@ -17,6 +18,9 @@ from .scan import selective_scan
 
 __all__ = [
     "Bidirectional",
+    "H3",
+    "H3Config",
+    "H3State",
     "Mamba",
     "MambaConfig",
     "MambaState",
