@@ -1,4 +1,4 @@
-"""Synthetic selectivity benchmark: the task's loss/evaluation and a tiny end-to-end run.
+"""Synthetic recall benchmark: the tasks' loss/evaluation and a tiny end-to-end run.
 
 Whether Mamba beats S4D needs the real default budget; it is measured by running the benchmark, not here.
 """
@@ -83,18 +83,28 @@ def test_tiny_benchmark_end_to_end(tmp_path):
     threads = torch.get_num_threads()
     records = run_synthetic_benchmark(models=("mamba", "s4d"), d_model=16, n_layers=1, steps=3, seq_len=24,
                                       seed=0, json_path=out, progress=False, batch_size=8, num_tokens=4,
-                                      num_eval=32, run_dir=tmp_path / "runs", device="cpu")
-    assert [(r["task"], r["model"]) for r in records] == [
-        ("selective_copy", "mamba"), ("selective_copy", "s4d"), ("induction", "mamba"), ("induction", "s4d")]
+                                      num_eval=32, run_dir=tmp_path / "runs", device="cpu",
+                                      mqar_settings=((16, 4), (24, 6)), mqar_num_symbols=8, mqar_steps=2)
+    assert [(r["task"], r["seq_len"], r["model"]) for r in records] == [
+        ("selective_copy", 24, "mamba"), ("selective_copy", 24, "s4d"), ("induction", 24, "mamba"),
+        ("induction", 24, "s4d"), ("mqar", 16, "mamba"), ("mqar", 16, "s4d"), ("mqar", 24, "mamba"),
+        ("mqar", 24, "s4d")]
     for r in records:
         assert set(RECORD_FIELDS) <= set(r)
         assert 0.0 <= r["accuracy"] <= 1.0 and 0.0 <= r["seq_accuracy"] <= r["accuracy"] + 1e-9
-        assert r["params"] > 0 and r["train_seconds"] > 0 and r["steps"] == 3
-        assert r["chance"] == pytest.approx(1 / 16)  # 16 answer symbols by default in both tasks
+        assert r["params"] > 0 and r["train_seconds"] > 0
+        if r["task"] == "mqar":
+            assert r["steps"] == 2 and r["chance"] == pytest.approx(1 / 8)
+            assert r["num_kv_pairs"] == {16: 4, 24: 6}[r["seq_len"]]
+        else:
+            assert r["steps"] == 3 and r["num_kv_pairs"] is None
+            assert r["chance"] == pytest.approx(1 / 16)  # 16 answer symbols by default in both tasks
     saved = json.loads(out.read_text())
     assert saved["results"] == records and saved["config"]["steps"] == 3
+    assert saved["config"]["mqar_settings"] == [[16, 4], [24, 6]]
     assert not [p for p in out.parent.iterdir() if p.name != "synthetic.json"]  # no temp file left over
     assert (tmp_path / "runs" / "induction_s4d" / "metrics.jsonl").exists()
+    assert (tmp_path / "runs" / "mqar_l24_kv6_s4d" / "metrics.jsonl").exists()
     assert torch.get_num_threads() == threads  # the benchmark's thread setting does not leak
 
 
@@ -105,6 +115,10 @@ def test_bad_arguments_raise_value_error():
         run_synthetic_benchmark(tasks=("selective_copy",), seq_len=5, progress=False)
     with pytest.raises(ValueError, match="steps"):
         run_synthetic_benchmark(steps=0, progress=False)
+    with pytest.raises(ValueError, match="mqar_settings"):
+        run_synthetic_benchmark(tasks=("mqar",), mqar_settings=((20, 8),), progress=False)
+    with pytest.raises(ValueError, match="mqar_num_symbols"):
+        run_synthetic_benchmark(tasks=("mqar",), mqar_settings=((64, 8),), mqar_num_symbols=4, progress=False)
 
 
 def test_command(tmp_path, run_cli):
@@ -117,3 +131,53 @@ def test_command(tmp_path, run_cli):
     assert [r["model"] for r in json.loads(out.read_text())["results"]] == ["lstm"]
     bad = run_cli("bench", "synthetic", "--model", "nope")
     assert bad.exit_code == 2 and "nope" in bad.output
+    for args in (["--task", "mqar", "--mqar", "64by8"], ["--task", "mqar", "--mqar", "20x8"]):
+        bad = CliRunner().invoke(synthetic_command, args)
+        assert bad.exit_code == 2 and "Traceback" not in bad.output and "mqar" in bad.output
+
+
+def test_mqar_command(tmp_path):
+    out = tmp_path / "m.json"
+    res = CliRunner().invoke(synthetic_command, ["--task", "mqar", "--model", "h3", "--model", "s4", "--d-model", "8",
+                                                 "--layers", "1", "--mqar", "12x3,18x4", "--mqar-steps", "2",
+                                                 "--mqar-symbols", "6", "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    results = json.loads(out.read_text())["results"]
+    assert [(r["seq_len"], r["num_kv_pairs"], r["model"]) for r in results] == [
+        (12, 3, "h3"), (12, 3, "s4"), (18, 4, "h3"), (18, 4, "s4")]
+
+
+class MQAROracle(nn.Module):
+    """Looks every queried key up in the pairs at the start of the row (positions given by the task)."""
+
+    def __init__(self, vocab_size, num_kv_pairs):
+        super().__init__()
+        self.vocab_size, self.n = vocab_size, num_kv_pairs
+        self.dummy = nn.Parameter(torch.zeros(1))
+
+    def forward(self, inputs, last=None, positions=None):
+        assert last is None and positions is not None, "MQAR answers sit at the query positions"
+        keys, values = inputs[:, 0:2 * self.n:2], inputs[:, 1:2 * self.n:2]  # (b, N)
+        queried = inputs.gather(1, positions)  # (b, k)
+        match = (queried.unsqueeze(-1) == keys.unsqueeze(1)).float()  # (b, k, N)
+        answers = (match * values.unsqueeze(1)).sum(-1).long()  # (b, k)
+        return nn.functional.one_hot(answers, self.vocab_size).float() * 10  # (b, k, v)
+
+
+def test_mqar_task_scores_query_positions():
+    task = small_task(task="mqar", seq_len=20, num_kv_pairs=5, num_symbols=8)
+    assert task.num_answers == 5 and task.vocab_size == 17 and not task.answers_at_end
+    perfect = task.evaluate(MQAROracle(task.vocab_size, 5))
+    assert perfect["accuracy"] == 1.0 and perfect["seq_accuracy"] == 1.0
+    batch = task.get_batch(list(range(6)), "cpu")
+    assert batch["positions"].shape == (6, 5) and batch["answers"].shape == (6, 5)
+    loss, metrics = task.loss(MQAROracle(task.vocab_size, 5), batch, None)
+    assert metrics["accuracy"] == 1.0 and loss.item() < 1e-3
+    # a real model: the task's loss is the cross-entropy of the logits gathered at the query positions
+    torch.manual_seed(0)
+    model = task.build_model(BackboneConfig(name="lstm", d_model=8, n_layers=1))
+    loss, _ = task.loss(model, batch, None)
+    full = model(batch["inputs"])  # (b, l, v)
+    picked = full.gather(1, batch["positions"].unsqueeze(-1).expand(-1, -1, full.shape[-1]))  # (b, k, v)
+    expect = nn.functional.cross_entropy(picked.flatten(0, 1), batch["answers"].flatten())
+    assert loss.item() == pytest.approx(expect.item(), rel=1e-5)

@@ -1,9 +1,9 @@
-"""Synthetic selectivity data: the answers really are what the task says, and generation is seeded."""
+"""Synthetic recall data: the answers really are what the task says, and generation is seeded."""
 import pytest
 import torch
 
-from mambadiff.data.synthetic import (IGNORE_INDEX, NOISE, induction_heads, make_synthetic, query_token,
-                                      selective_copy, trigger_token)
+from mambadiff.data.synthetic import (IGNORE_INDEX, NOISE, induction_heads, make_synthetic, mqar,
+                                      mqar_vocab_size, query_token, selective_copy, trigger_token)
 
 
 @pytest.mark.parametrize("seq_len,k,v", [(16, 4, 3), (64, 8, 8), (40, 20, 16)])
@@ -55,7 +55,54 @@ def test_induction_trigger_position_covers_the_range():
     assert set(first.tolist()) == set(range(8))
 
 
-@pytest.mark.parametrize("task", ["selective_copy", "induction"])
+@pytest.mark.parametrize("seq_len,N,k,v", [(64, 8, None, 32), (128, 16, 4, 16), (9, 4, 1, 4), (12, 4, 4, 4)])
+def test_mqar_queries_are_answered_by_their_pair(seq_len, N, k, v):
+    n = 300
+    d = mqar(n, seq_len=seq_len, num_kv_pairs=N, num_queries=k, num_symbols=v, seed=4)
+    k = N if k is None else k
+    assert d.inputs.shape == d.targets.shape == (n, seq_len) and d.inputs.dtype == torch.long
+    assert d.vocab_size == mqar_vocab_size(v) == 2 * v + 1 and d.num_answers == k and d.num_symbols == v
+    assert not d.answers_at_end and d.positions.shape == (n, k)
+    keys, values = d.inputs[:, 0:2 * N:2], d.inputs[:, 1:2 * N:2]  # (n, N)
+    assert ((keys >= 1) & (keys <= v)).all() and ((values > v) & (values <= 2 * v)).all()
+    assert (keys.sort(1).values.diff(dim=1) > 0).all()  # a row's keys are distinct
+    pos = d.positions
+    assert (pos >= 2 * N).all() and (pos < seq_len).all() and (pos.diff(dim=1) > 0).all()
+    # the tail is NOISE except the queries, and the targets sit exactly at the queries
+    tail = d.inputs[:, 2 * N:]
+    assert int((tail != NOISE).sum()) == n * k
+    assert int((d.targets != IGNORE_INDEX).sum()) == n * k
+    queried = d.inputs.gather(1, pos)  # (n, k)
+    assert (queried.sort(1).values.diff(dim=1) > 0).all()  # distinct keys asked
+    for row in range(n):
+        lookup = dict(zip(keys[row].tolist(), values[row].tolist()))
+        assert [lookup[q] for q in queried[row].tolist()] == d.answers[row].tolist()
+    assert torch.equal(d.answers, d.targets.gather(1, pos))
+
+
+def test_mqar_covers_keys_values_and_positions():
+    d = mqar(3000, seq_len=24, num_kv_pairs=4, num_queries=2, num_symbols=6, seed=0)
+    assert set(d.inputs[:, 0:8:2].flatten().tolist()) == set(range(1, 7))
+    assert set(d.answers.flatten().tolist()) == set(range(7, 13))
+    assert set(d.positions.flatten().tolist()) == set(range(8, 24))
+    # every pair is asked about equally often (the queried pair index is uniform)
+    pair_of = (d.inputs[:, 0:8:2].unsqueeze(1) == d.inputs.gather(1, d.positions).unsqueeze(-1)).float().argmax(-1)
+    counts = torch.bincount(pair_of.flatten(), minlength=4).float()  # (N,)
+    assert float(counts.min() / counts.max()) > 0.9
+
+
+def test_mqar_bad_arguments():
+    with pytest.raises(ValueError, match="seq_len"):
+        mqar(10, seq_len=23, num_kv_pairs=8)  # needs 2 N + k = 24
+    with pytest.raises(ValueError, match="num_queries"):
+        mqar(10, seq_len=64, num_kv_pairs=4, num_queries=5)
+    with pytest.raises(ValueError, match="num_symbols"):
+        mqar(10, seq_len=64, num_kv_pairs=8, num_symbols=7)
+    with pytest.raises(ValueError, match="num_kv_pairs"):
+        mqar(10, num_kv_pairs=0)
+
+
+@pytest.mark.parametrize("task", ["selective_copy", "induction", "mqar"])
 def test_determinism_by_seed(task):
     a = make_synthetic(task, 50, 32, seed=7)
     b = make_synthetic(task, 50, 32, seed=7)

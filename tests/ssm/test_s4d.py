@@ -44,7 +44,7 @@ def test_fft_conv_matches_direct_convolution():
     torch.testing.assert_close(fft_causal_conv(u, K), direct, atol=1e-12, rtol=1e-12)
 
 
-@pytest.mark.parametrize("init", ["lin", "inv"])
+@pytest.mark.parametrize("init", ["lin", "inv", "legs"])
 def test_kernel_is_the_impulse_response_of_the_recurrence(init):
     layer = make(init=init)
     l = 20
@@ -58,7 +58,7 @@ def test_kernel_is_the_impulse_response_of_the_recurrence(init):
     torch.testing.assert_close(K, torch.stack(impulse, -1), atol=1e-12, rtol=1e-12)
 
 
-@pytest.mark.parametrize("init", ["lin", "inv"])
+@pytest.mark.parametrize("init", ["lin", "inv", "legs"])
 @pytest.mark.parametrize("dtype,atol", [(torch.float64, 1e-10), (torch.float32, 1e-4)])
 def test_step_reproduces_fft_forward(init, dtype, atol):
     layer = make(init=init, dtype=dtype)
@@ -79,12 +79,24 @@ def test_time_invariance():
     assert y_delayed[:, :4].abs().max() < 1e-12
 
 
+@pytest.mark.parametrize("n", [2, 8, 64])
+def test_legs_init_is_the_diagonal_of_the_legs_normal_part(n):
+    # independent of mambadiff.ssm.hippo: S = A_legs + P P^T with P_k = sqrt(k + 1/2)
+    k = torch.arange(n, dtype=torch.float64)
+    A = -torch.tril(torch.sqrt((2 * k[:, None] + 1) * (2 * k[None, :] + 1)), -1) - torch.diag(k + 1)
+    P = torch.sqrt(k + 0.5)
+    eig = torch.linalg.eigvals(A + P[:, None] * P[None, :])  # (n,) normal: well conditioned
+    torch.testing.assert_close(eig.real, torch.full((n,), -0.5, dtype=torch.float64), rtol=0, atol=1e-10)
+    positive = eig.imag[eig.imag > 0].sort().values  # (n/2,)
+    torch.testing.assert_close(s4d_init_imag("legs", n), positive, rtol=1e-12, atol=1e-10)
+
+
 def test_init_properties():
     n = 16
     k = torch.arange(n // 2, dtype=torch.float64)
     torch.testing.assert_close(s4d_init_imag("lin", n), math.pi * k)
     torch.testing.assert_close(s4d_init_imag("inv", n), (n / math.pi) * (n / (2 * k + 1) - 1))
-    for init in ("lin", "inv"):
+    for init in ("lin", "inv", "legs"):
         layer = S4D(S4DConfig(d_model=256, d_state=n, init=init))
         assert layer.A_imag.shape == (256, n // 2)
         torch.testing.assert_close(layer.A_imag.detach(),
@@ -95,7 +107,7 @@ def test_init_properties():
         assert abs(dt.log().mean().item() - 0.5 * (math.log(1e-3) + math.log(1e-1))) < 0.4
         assert layer.C.shape == (256, n // 2, 2)
     with pytest.raises(ValueError, match="init"):
-        S4DConfig(d_model=4, init="legs")
+        S4DConfig(d_model=4, init="legt")
     with pytest.raises(ValueError, match="d_state must be even"):
         S4DConfig(d_model=4, d_state=7)
 
@@ -133,7 +145,7 @@ def test_mask_zeroes_padding_and_keeps_real_positions():
     torch.testing.assert_close(y[1, :5], layer(x[1:, :5])[0], atol=1e-10, rtol=1e-10)
 
 
-@pytest.mark.parametrize("init", ["lin", "inv"])
+@pytest.mark.parametrize("init", ["lin", "inv", "legs"])
 def test_long_sequence_large_dt_is_finite(init):
     layer = make(dtype=torch.float32, init=init, d_state=16)
     with torch.no_grad():

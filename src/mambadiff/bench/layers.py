@@ -1,4 +1,5 @@
-"""Whole-stack benchmark: 6-layer Mamba, Mamba-2, S4D, Transformer and LSTM stacks side by side.
+"""Whole-stack benchmark: 6-layer Mamba, Mamba-2, S4D, S4, Transformer and LSTM stacks side by side
+(and H3 on request: ``--model h3``).
 
 Glossary: b batch, l length, d model width.
 
@@ -6,6 +7,9 @@ Two modes, each timed in the same run so the ratios are comparable:
 - ``train``: one training step (forward, backward of a mean loss, AdamW step) on x (b, l, d);
 - ``infer``: forward only under ``torch.inference_mode``.
 Mamba-1 can be listed with a scan backend, e.g. ``mamba:reference`` or ``mamba:cpu``.
+S4's kernel length (l_max) is set to the longest case. H3 is not in the default list: its diagonal SSM
+convolves (b, h, p, p, l) key-value products (p = 8: 8 d values per position, several GB per layer
+for the 64 x 1024 training case), so time it on smaller cases, e.g. ``--model h3 --train 16x256``.
 """
 from __future__ import annotations
 
@@ -15,19 +19,21 @@ from dataclasses import replace
 import click
 import torch
 
-from mambadiff.models.backbones import BackboneConfig, build_backbone, count_parameters
+from mambadiff.models.backbones import BACKBONES, BackboneConfig, build_backbone, count_parameters
 
 from .common import print_table, time_and_peak, write_json
 
-DEFAULT_MODELS = ("mamba", "mamba2", "s4d", "transformer", "lstm")
+DEFAULT_MODELS = ("mamba", "mamba2", "s4d", "s4", "transformer", "lstm")
 
 
-def stack_config(model: str, d_model: int = 128, n_layers: int = 6, bidirectional: bool = False) -> BackboneConfig:
-    """The benchmark's stacks. The Transformer uses ff 256 (the reference point in the targets table)."""
+def stack_config(model: str, d_model: int = 128, n_layers: int = 6, bidirectional: bool = False,
+                 max_len: int = 512) -> BackboneConfig:
+    """The benchmark's stacks. The Transformer uses ff 256 (the reference point in the targets table).
+    ``max_len`` is the longest sequence (S4's kernel length)."""
     name, _, backend = model.partition(":")
     cfg = BackboneConfig(name=name, d_model=d_model, n_layers=n_layers, bidirectional=bidirectional,
                          n_heads=4, ff_dim=2 * d_model, headdim=32, chunk_size=64,
-                         pos_encoding="sinusoidal")
+                         pos_encoding="sinusoidal", max_len=max_len)
     if backend:
         cfg = replace(cfg, scan_backend=backend)
     return cfg
@@ -39,9 +45,10 @@ def run_layers_benchmark(models=DEFAULT_MODELS, train_cases=((64, 128), (64, 102
                          json_path=None, seed: int = 0) -> list[dict]:
     dev = torch.device(device)
     records = []
+    max_len = max(l for _, l in (*train_cases, *infer_cases))
     for model in models:
         torch.manual_seed(seed)
-        net = build_backbone(stack_config(model, d_model, n_layers)).to(dev)
+        net = build_backbone(stack_config(model, d_model, n_layers, max_len=max_len)).to(dev)
         params = count_parameters(net)
         opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
         for mode, cases in (("train", train_cases), ("infer", infer_cases)):
@@ -111,4 +118,7 @@ def _pairs(text: str) -> tuple[tuple[int, int], ...]:
 def layers_command(models, train, infer, d_model, n_layers, repeats, warmup, device, json_path):
     """Time whole 6-layer stacks (training step and inference) side by side."""
     models = tuple(name.strip() for item in models for name in item.split(",") if name.strip())
+    unknown = [m for m in models if m.partition(":")[0] not in BACKBONES]
+    if unknown:
+        raise click.BadParameter(f"unknown {unknown}; expected some of {sorted(BACKBONES)}", param_hint="--model")
     run_layers_benchmark(models, _pairs(train), _pairs(infer), d_model, n_layers, repeats, warmup, device, json_path)

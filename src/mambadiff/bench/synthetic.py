@@ -1,4 +1,5 @@
-"""Selectivity benchmark: the synthetic tasks of the Mamba paper (selective copying, induction heads).
+"""Recall benchmark: the synthetic tasks of the Mamba paper (selective copying, induction heads) and
+Zoology's multi-query associative recall (MQAR; Arora et al. 2023).
 
 Each (task, model) pair trains a small causal language model (embedding -> backbone -> head, see
 ``mambadiff.tasks.synthetic``) with the shared ``Trainer`` and reports the held-out per-token accuracy
@@ -10,6 +11,12 @@ length 64, 500 steps of batch 64 at lr 1e-2, selective copying of 4 tokens, 16 a
 1/16). Selective copying then separates the models (Mamba ~0.99, S4D ~0.55-0.6: its GLU output gate
 lets it solve part of the task) and induction heads too (Mamba ~1.0 after a sudden transition around
 step 150-300, S4D ~0.1). Mamba needs more steps for more copied tokens or longer sequences.
+
+MQAR runs at each (sequence length, key-value pairs) of ``mqar_settings`` with its own step count and
+learning rate (``mqar_steps``, ``mqar_lr``): N pairs, then all N keys queried in random order at random
+positions, keys and values from alphabets of ``mqar_num_symbols`` (chance 1 / mqar_num_symbols).
+Attention and models whose state stores key-value products can look the keys up; time-invariant
+convolutions (S4D, S4) cannot.
 """
 from __future__ import annotations
 
@@ -41,12 +48,17 @@ DEFAULT_LR = 1e-2
 DEFAULT_NUM_TOKENS = 4     # selective copying: data tokens to copy
 DEFAULT_NUM_SYMBOLS = 16   # answer alphabet of both tasks (the paper's vocabulary of 16)
 DEFAULT_NUM_EVAL = 1000
+DEFAULT_TASKS = ("selective_copy", "induction", "mqar")
+DEFAULT_MQAR_SETTINGS = ((64, 8), (128, 16))  # (sequence length, key-value pairs)
+DEFAULT_MQAR_NUM_SYMBOLS = 32  # key alphabet = value alphabet size
+DEFAULT_MQAR_STEPS = 1000
+DEFAULT_MQAR_LR = 3e-3
 # torch intra-op threads. These models are tiny: extra threads barely help, and on a busy machine
 # (more runnable threads than cores) two threads ran 3-20x slower per step than one. 0: torch's default.
 DEFAULT_NUM_THREADS = 1
 
 RECORD_FIELDS = ("task", "model", "params", "accuracy", "seq_accuracy", "chance", "eval_loss",
-                 "train_seconds", "steps", "seq_len", "d_model", "n_layers", "seed")
+                 "train_seconds", "steps", "lr", "seq_len", "num_kv_pairs", "d_model", "n_layers", "seed")
 
 
 def _resolve_device(device: str) -> torch.device:
@@ -69,34 +81,73 @@ def _check_names(kind: str, names: Sequence[str], allowed: Sequence[str]) -> tup
     return names
 
 
+def _positive_int(name: str, value) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+
+def check_mqar_settings(settings, num_symbols: int) -> tuple[tuple[int, int], ...]:
+    """MQAR (sequence length, key-value pairs) settings as a tuple of int pairs (ValueError naming them)."""
+    try:
+        settings = tuple((int(l), int(n)) for l, n in settings)
+    except (TypeError, ValueError):
+        raise ValueError(f"mqar_settings must be (seq_len, num_kv_pairs) pairs, got {settings!r}") from None
+    if not settings:
+        raise ValueError("mqar_settings must hold at least one (seq_len, num_kv_pairs) pair")
+    for l, n in settings:
+        if n <= 0 or l < 3 * n:
+            raise ValueError(f"mqar_settings: ({l}, {n}) needs num_kv_pairs >= 1 and seq_len >= 3 * num_kv_pairs "
+                             f"(the pairs, then a query of every key)")
+        if num_symbols < n:
+            raise ValueError(f"mqar_num_symbols={num_symbols} must be >= num_kv_pairs={n} (a row's keys are distinct)")
+    return settings
+
+
 def validate_args(tasks: Sequence[str], models: Sequence[str], *, d_model: int, n_layers: int, steps: int,
                   seq_len: int, batch_size: int = DEFAULT_BATCH_SIZE, num_eval: int = DEFAULT_NUM_EVAL,
                   lr: float = DEFAULT_LR, num_tokens: int = DEFAULT_NUM_TOKENS,
-                  num_symbols: int = DEFAULT_NUM_SYMBOLS, seed: int = 0) -> tuple[tuple, tuple]:
+                  num_symbols: int = DEFAULT_NUM_SYMBOLS, seed: int = 0,
+                  mqar_settings=DEFAULT_MQAR_SETTINGS, mqar_num_symbols: int = DEFAULT_MQAR_NUM_SYMBOLS,
+                  mqar_steps: int = DEFAULT_MQAR_STEPS, mqar_lr: float = DEFAULT_MQAR_LR) -> tuple[tuple, tuple]:
     """Check the benchmark's arguments (ValueError naming the argument); returns (tasks, models) as tuples."""
     tasks = _check_names("tasks", tasks, TASKS)
     models = _check_names("models", models, tuple(BACKBONES))
     for name, value in (("d_model", d_model), ("n_layers", n_layers), ("steps", steps),
                         ("seq_len", seq_len), ("batch_size", batch_size), ("num_eval", num_eval),
-                        ("num_tokens", num_tokens)):
-        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
-    if not isinstance(num_symbols, int) or isinstance(num_symbols, bool) or num_symbols < 2:
-        raise ValueError(f"num_symbols must be an int >= 2, got {num_symbols!r}")
+                        ("num_tokens", num_tokens), ("mqar_steps", mqar_steps)):
+        _positive_int(name, value)
+    for name, value in (("num_symbols", num_symbols), ("mqar_num_symbols", mqar_num_symbols)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 2:
+            raise ValueError(f"{name} must be an int >= 2, got {value!r}")
     if "selective_copy" in tasks and seq_len < 2 * num_tokens:
         raise ValueError(f"seq_len={seq_len} is too short for selective copying of {num_tokens} tokens "
                          f"(needs >= {2 * num_tokens})")
     if "induction" in tasks and seq_len < 3:
         raise ValueError(f"seq_len={seq_len} is too short for induction heads (needs >= 3)")
-    if not lr > 0:
-        raise ValueError(f"lr must be > 0, got {lr}")
+    if "mqar" in tasks:
+        check_mqar_settings(mqar_settings, mqar_num_symbols)
+    for name, value in (("lr", lr), ("mqar_lr", mqar_lr)):
+        if not value > 0:
+            raise ValueError(f"{name} must be > 0, got {value}")
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise ValueError(f"seed must be an int >= 0, got {seed!r}")
     return tasks, models
 
 
+def _runs(tasks, seq_len, steps, lr, num_tokens, num_symbols, mqar_settings, mqar_num_symbols, mqar_steps,
+          mqar_lr):
+    """One (run name, task config fields, steps, lr) per task setting, in the order of ``tasks``."""
+    for task in tasks:
+        if task == "mqar":
+            for l, n in mqar_settings:
+                yield (f"mqar_l{l}_kv{n}", dict(task=task, seq_len=l, num_kv_pairs=n, num_queries=0,
+                                                 num_symbols=mqar_num_symbols), mqar_steps, mqar_lr)
+        else:
+            yield task, dict(task=task, seq_len=seq_len, num_tokens=num_tokens, num_symbols=num_symbols), steps, lr
+
+
 def run_synthetic_benchmark(
-    tasks: Sequence[str] = ("selective_copy", "induction"),
+    tasks: Sequence[str] = DEFAULT_TASKS,
     models: Sequence[str] = ("mamba", "s4d"),
     d_model: int = DEFAULT_D_MODEL,
     n_layers: int = DEFAULT_LAYERS,
@@ -111,18 +162,27 @@ def run_synthetic_benchmark(
     num_tokens: int = DEFAULT_NUM_TOKENS,
     num_symbols: int = DEFAULT_NUM_SYMBOLS,
     num_eval: int = DEFAULT_NUM_EVAL,
+    mqar_settings: Sequence[tuple[int, int]] = DEFAULT_MQAR_SETTINGS,
+    mqar_num_symbols: int = DEFAULT_MQAR_NUM_SYMBOLS,
+    mqar_steps: int = DEFAULT_MQAR_STEPS,
+    mqar_lr: float = DEFAULT_MQAR_LR,
     run_dir: str | Path | None = None,
     device: str = "auto",
     num_threads: int = DEFAULT_NUM_THREADS,
 ) -> list[dict]:
-    """Train every (task, model) pair and return one record per pair (fields: ``RECORD_FIELDS``).
+    """Train every (task setting, model) pair and return one record per pair (fields: ``RECORD_FIELDS``).
 
-    Prints a table when ``progress`` is set; writes ``{"config": ..., "results": [...]}`` atomically to
-    ``json_path`` when given. Runs go to ``run_dir/<task>_<model>`` (a temporary folder when None).
+    Selective copying and induction heads run once at ``seq_len`` for ``steps`` at ``lr``; MQAR runs once
+    per (seq_len, num_kv_pairs) of ``mqar_settings`` for ``mqar_steps`` at ``mqar_lr``. Prints a table when
+    ``progress`` is set; writes ``{"config": ..., "results": [...]}`` atomically to ``json_path`` when
+    given. Runs go to ``run_dir/<task setting>_<model>`` (a temporary folder when None).
     """
     tasks, models = validate_args(tasks, models, d_model=d_model, n_layers=n_layers, steps=steps,
                                   seq_len=seq_len, batch_size=batch_size, num_eval=num_eval, lr=lr,
-                                  num_tokens=num_tokens, num_symbols=num_symbols, seed=seed)
+                                  num_tokens=num_tokens, num_symbols=num_symbols, seed=seed,
+                                  mqar_settings=mqar_settings, mqar_num_symbols=mqar_num_symbols,
+                                  mqar_steps=mqar_steps, mqar_lr=mqar_lr)
+    mqar_settings = check_mqar_settings(mqar_settings, mqar_num_symbols) if "mqar" in tasks else ()
     dev = _resolve_device(device)
 
     records: list[dict] = []
@@ -131,24 +191,25 @@ def run_synthetic_benchmark(
         stack.callback(torch.set_num_threads, threads_before)
         root = Path(run_dir) if run_dir is not None else Path(
             stack.enter_context(tempfile.TemporaryDirectory(prefix="mambadiff-synthetic-")))
-        for task_name in tasks:
-            task_cfg = SyntheticTaskConfig(task=task_name, seq_len=seq_len, num_tokens=num_tokens,
-                                           num_symbols=num_symbols,
-                                           num_train=steps * batch_size, num_eval=num_eval, seed=seed)
+        for run_name, fields, run_steps, run_lr in _runs(tasks, seq_len, steps, lr, num_tokens, num_symbols,
+                                                         mqar_settings, mqar_num_symbols, mqar_steps, mqar_lr):
+            task_cfg = SyntheticTaskConfig(**fields, num_train=run_steps * batch_size, num_eval=num_eval,
+                                           seed=seed)
             task = SyntheticTask(task_cfg)  # the same data for every model
             for model_name in models:
+                # max_len: the transformer's learned positions and S4's kernel length cover exactly l
                 backbone = BackboneConfig(name=model_name, d_model=d_model, n_layers=n_layers,
-                                          bidirectional=False)
+                                          bidirectional=False, max_len=task_cfg.seq_len)
                 seed_everything(seed)  # the same init seed for every pair
                 model = task.build_model(backbone)
-                train_cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr,
-                                        warmup_steps=max(1, steps // 10), lr_decay="linear",
-                                        grad_clip=1.0, log_every=max(1, steps // 20), seed=seed,
+                train_cfg = TrainConfig(steps=run_steps, batch_size=batch_size, lr=run_lr,
+                                        warmup_steps=max(1, run_steps // 10), lr_decay="linear",
+                                        grad_clip=1.0, log_every=max(1, run_steps // 20), seed=seed,
                                         num_threads=num_threads, progress=progress,
                                         keep_checkpoints=1)
                 full_config = {"task": asdict(task_cfg), "backbone": asdict(backbone),
                                "train": asdict(train_cfg)}
-                trainer = Trainer(model, task, train_cfg, root / f"{task_name}_{model_name}", full_config,
+                trainer = Trainer(model, task, train_cfg, root / f"{run_name}_{model_name}", full_config,
                                   dist_info=DistInfo(device=dev))
                 t0 = time.perf_counter()
                 result = trainer.fit()
@@ -157,17 +218,18 @@ def run_synthetic_benchmark(
                     raise KeyboardInterrupt
                 ev = result.last_eval
                 records.append({
-                    "task": task_name, "model": model_name, "params": model.num_parameters(),
+                    "task": task_cfg.task, "model": model_name, "params": model.num_parameters(),
                     "accuracy": ev.get("accuracy", float("nan")),
                     "seq_accuracy": ev.get("seq_accuracy", float("nan")),
                     "chance": 1.0 / task.num_answer_symbols,
                     "eval_loss": ev.get("loss", float("nan")),
-                    "train_seconds": seconds, "steps": result.step, "seq_len": seq_len,
+                    "train_seconds": seconds, "steps": result.step, "lr": run_lr, "seq_len": task_cfg.seq_len,
+                    "num_kv_pairs": task_cfg.num_kv_pairs if task_cfg.task == "mqar" else None,
                     "d_model": d_model, "n_layers": n_layers, "seed": seed,
                 })
                 if progress:
                     r = records[-1]
-                    click.echo(f"{task_name} / {model_name}: accuracy {r['accuracy']:.3f} "
+                    click.echo(f"{run_name} / {model_name}: accuracy {r['accuracy']:.3f} "
                                f"({seconds:.1f} s)", err=True)
 
     if progress:
@@ -176,6 +238,8 @@ def run_synthetic_benchmark(
         config = {"tasks": list(tasks), "models": list(models), "d_model": d_model, "n_layers": n_layers,
                   "steps": steps, "seq_len": seq_len, "seed": seed, "batch_size": batch_size, "lr": lr,
                   "num_tokens": num_tokens, "num_symbols": num_symbols, "num_eval": num_eval,
+                  "mqar_settings": [list(x) for x in mqar_settings], "mqar_num_symbols": mqar_num_symbols,
+                  "mqar_steps": mqar_steps, "mqar_lr": mqar_lr,
                   "num_threads": num_threads, "device": str(dev)}
         atomic_write_text(json_path, json.dumps({"config": config, "results": records}, indent=2) + "\n")
     return records
@@ -183,31 +247,59 @@ def run_synthetic_benchmark(
 
 def format_table(records: list[dict]) -> str:
     from tabulate import tabulate
-    rows = [[r["task"], r["model"], f"{r['params']:,}", f"{r['accuracy']:.3f}", f"{r['seq_accuracy']:.3f}",
-             f"{r['chance']:.3f}", f"{r['train_seconds']:.1f}"] for r in records]
-    return tabulate(rows, headers=["task", "model", "params", "accuracy", "seq acc", "chance", "train s"])
+    rows = [[r["task"], r["seq_len"], "" if r.get("num_kv_pairs") is None else r["num_kv_pairs"], r["model"],
+             f"{r['params']:,}", f"{r['accuracy']:.3f}", f"{r['seq_accuracy']:.3f}", f"{r['chance']:.3f}",
+             f"{r['train_seconds']:.1f}"] for r in records]
+    return tabulate(rows, headers=["task", "l", "kv", "model", "params", "accuracy", "seq acc", "chance", "train s"])
 
 
-@click.command("synthetic", help="Selective copying and induction heads: Mamba (selective) vs S4D (time-invariant).")
+def _settings(text: str) -> tuple[tuple[int, int], ...]:
+    out = []
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        try:
+            l, n = item.lower().split("x")
+            out.append((int(l), int(n)))
+        except ValueError:
+            raise click.BadParameter(f"{item!r}: expected LxN (sequence length x key-value pairs), e.g. 64x8",
+                                     param_hint="--mqar") from None
+    return tuple(out)
+
+
+@click.command("synthetic", help="Selective copying, induction heads and multi-query associative recall: "
+                                 "selective and attention models vs time-invariant ones (S4D, S4).")
 @click.option("--task", "tasks", multiple=True, type=click.Choice(TASKS),
-              help="Task (repeatable). Default: both.")
+              help="Task (repeatable). Default: all three.")
 @click.option("--model", "models", multiple=True, help="Backbone (repeatable). Default: mamba and s4d.")
 @click.option("--d-model", type=int, default=DEFAULT_D_MODEL, show_default=True)
 @click.option("--layers", "n_layers", type=int, default=DEFAULT_LAYERS, show_default=True)
-@click.option("--steps", type=int, default=DEFAULT_STEPS, show_default=True)
-@click.option("--seq-len", type=int, default=DEFAULT_SEQ_LEN, show_default=True)
+@click.option("--steps", type=int, default=DEFAULT_STEPS, show_default=True,
+              help="Training steps of selective copying and induction heads.")
+@click.option("--seq-len", type=int, default=DEFAULT_SEQ_LEN, show_default=True,
+              help="Sequence length of selective copying and induction heads.")
+@click.option("--mqar", "mqar", default=",".join(f"{l}x{n}" for l, n in DEFAULT_MQAR_SETTINGS), show_default=True,
+              help="MQAR settings LxN: sequence length x key-value pairs, comma separated.")
+@click.option("--mqar-steps", type=int, default=DEFAULT_MQAR_STEPS, show_default=True)
+@click.option("--mqar-lr", type=float, default=DEFAULT_MQAR_LR, show_default=True)
+@click.option("--mqar-symbols", "mqar_num_symbols", type=int, default=DEFAULT_MQAR_NUM_SYMBOLS, show_default=True,
+              help="Size of MQAR's key alphabet and of its value alphabet.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
               help="Write the records to this JSON file (atomically).")
 @click.option("--threads", "num_threads", type=click.IntRange(min=0), default=DEFAULT_NUM_THREADS,
               show_default=True, help="torch CPU threads (0: torch's default).")
-def synthetic_command(tasks, models, d_model, n_layers, steps, seq_len, seed, json_path, num_threads):
-    tasks = tasks or ("selective_copy", "induction")
-    models = models or ("mamba", "s4d")
+def synthetic_command(tasks, models, d_model, n_layers, steps, seq_len, mqar, mqar_steps, mqar_lr,
+                      mqar_num_symbols, seed, json_path, num_threads):
+    tasks = tasks or DEFAULT_TASKS
+    models = tuple(name.strip() for item in models for name in item.split(",") if name.strip()) or ("mamba", "s4d")
+    mqar_settings = _settings(mqar)
+    kw = dict(d_model=d_model, n_layers=n_layers, steps=steps, seq_len=seq_len, seed=seed,
+              mqar_settings=mqar_settings, mqar_num_symbols=mqar_num_symbols, mqar_steps=mqar_steps,
+              mqar_lr=mqar_lr)
     try:
-        validate_args(tasks, models, d_model=d_model, n_layers=n_layers, steps=steps, seq_len=seq_len,
-                      seed=seed)
+        validate_args(tasks, models, **kw)
     except ValueError as e:
         raise click.UsageError(str(e)) from e
-    run_synthetic_benchmark(tasks=tasks, models=models, d_model=d_model, n_layers=n_layers, steps=steps,
-                            seq_len=seq_len, seed=seed, json_path=json_path, num_threads=num_threads)
+    run_synthetic_benchmark(tasks=tasks, models=models, json_path=json_path, num_threads=num_threads, **kw)

@@ -9,8 +9,8 @@ import click
 # name -> (module, attribute, one-line help)
 BENCH_COMMANDS = {
     "scan": ("mambadiff.bench.scan", "scan_command", "Selective-scan backends: forward and forward+backward."),
-    "layers": ("mambadiff.bench.layers", "layers_command", "Whole stacks: Mamba, Mamba-2, S4D, Transformer, LSTM."),
-    "synthetic": ("mambadiff.bench.synthetic", "synthetic_command", "Selective copying and induction heads."),
+    "layers": ("mambadiff.bench.layers", "layers_command", "Whole stacks: Mamba, Mamba-2, S4D, S4, H3, Transformer, LSTM."),
+    "synthetic": ("mambadiff.bench.synthetic", "synthetic_command", "Selective copying, induction heads, multi-query associative recall."),
     "classify": ("mambadiff.bench.classify", "classify_bench_command", "Classifier inference time vs length."),
     "denoiser": ("mambadiff.bench.denoiser", "denoiser_command",
                  "Seq2seq training steps of whole configs side by side (tokens/s, speed vs the first)."),

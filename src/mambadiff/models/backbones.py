@@ -5,7 +5,8 @@ Glossary: b batch, l length, d model width.
 Every backbone maps ``x (b, l, d)`` and a right-padded ``mask (b, l)`` (True at real tokens) to
 ``(b, l, d)``, and padding never changes the outputs at real positions.
 
-    mamba, mamba2, s4d   pre-norm residual blocks x + mixer(RMSNorm(x)) (no MLP, as in Mamba), final norm;
+    mamba, mamba2, s4d,  pre-norm residual blocks x + mixer(RMSNorm(x)) (no MLP, as in Mamba), final norm;
+    s4, h3
                          bidirectional=True wraps each mixer in ``Bidirectional`` (two directions,
                          separate parameters, outputs summed). Two options, as mamba_ssm's
                          ``d_intermediate`` and ``attn_layer_idx``: ``mlp_dim > 0`` adds a gated MLP
@@ -40,18 +41,21 @@ def register_backbone(name: str):
 
 @dataclass
 class BackboneConfig:
-    name: str = "mamba"          # mamba | mamba2 | s4d | transformer | lstm
+    name: str = "mamba"          # mamba | mamba2 | s4d | s4 | h3 | transformer | lstm
     d_model: int = 128
     n_layers: int = 6
     bidirectional: bool = False  # the diffusion denoiser and classifiers set this True
     dropout: float = 0.0
     # state-space layers
-    d_state: int = 16            # Mamba-1 N (paper default 16); Mamba-2 and S4D read it too
+    d_state: int = 16            # Mamba-1 N (paper default 16); Mamba-2, S4D, S4 and H3 (its diagonal SSM) read it too
     d_conv: int = 4
     expand: int = 2
     headdim: int = 32            # Mamba-2 head dim p
     chunk_size: int = 64         # Mamba-2 SSD chunk
-    s4d_init: str = "lin"        # lin | inv
+    s4d_init: str = "lin"        # lin | inv | legs (S4D, and H3's diagonal SSM)
+    h3_head_dim: int = 8         # H3 head dim p (d_model / p heads)
+    h3_shift_size: int = 4       # H3 shift SSM taps
+    #                              S4's kernel length l_max is max_len: sequences up to max_len
     scan_backend: str = "auto"   # selective-scan backend for Mamba-1
     mlp_dim: int = 0             # mamba/mamba2/s4d: gated MLP width after each mixer (0: none, as in Mamba)
     attn_layers: list[int] = field(default_factory=list)  # mamba/mamba2/s4d: layer indices that are
@@ -60,7 +64,7 @@ class BackboneConfig:
     n_heads: int = 4
     ff_dim: int = 0              # 0: 4 * d_model
     pos_encoding: str = "learned"  # learned (DiffuSeq) | sinusoidal (no parameters)
-    max_len: int = 512           # longest sequence for learned positions (transformer only)
+    max_len: int = 512           # longest sequence: the transformer's learned positions, S4's kernel length
 
     def validate(self) -> None:
         if self.name not in BACKBONES:
@@ -71,6 +75,10 @@ class BackboneConfig:
             raise ValueError(f"backbone.d_model={self.d_model} must be divisible by n_heads={self.n_heads}")
         if self.pos_encoding not in ("learned", "sinusoidal"):
             raise ValueError(f"backbone.pos_encoding must be learned|sinusoidal, got {self.pos_encoding!r}")
+        if self.name == "h3" and self.d_model % self.h3_head_dim:
+            raise ValueError(f"backbone.d_model={self.d_model} must be divisible by h3_head_dim={self.h3_head_dim}")
+        if self.name in ("s4", "h3", "s4d") and self.d_state % 2:
+            raise ValueError(f"backbone.d_state must be even for {self.name} (conjugate pairs), got {self.d_state}")
         if self.name == "lstm" and self.bidirectional and self.d_model % 2:
             raise ValueError("a bidirectional LSTM backbone needs an even d_model")
         if self.mlp_dim < 0:
@@ -87,7 +95,7 @@ class BackboneConfig:
                 raise ValueError(f"backbone.d_model={self.d_model} must be divisible by n_heads={self.n_heads}")
 
 
-SSM_BACKBONES = ("mamba", "mamba2", "s4d")
+SSM_BACKBONES = ("mamba", "mamba2", "s4d", "s4", "h3")
 
 
 def build_backbone(cfg: BackboneConfig) -> nn.Module:
@@ -218,6 +226,21 @@ def _s4d(cfg: BackboneConfig) -> nn.Module:
     from mambadiff.ssm.s4d import S4D, S4DConfig
     layer_cfg = S4DConfig(d_model=cfg.d_model, d_state=cfg.d_state, init=cfg.s4d_init)
     return _ssm_stack(cfg, lambda: S4D(layer_cfg))
+
+
+@register_backbone("s4")
+def _s4(cfg: BackboneConfig) -> nn.Module:
+    from mambadiff.ssm.s4 import S4, S4Config
+    layer_cfg = S4Config(d_model=cfg.d_model, d_state=cfg.d_state, l_max=cfg.max_len)
+    return _ssm_stack(cfg, lambda: S4(layer_cfg))
+
+
+@register_backbone("h3")
+def _h3(cfg: BackboneConfig) -> nn.Module:
+    from mambadiff.ssm.h3 import H3, H3Config
+    layer_cfg = H3Config(d_model=cfg.d_model, head_dim=cfg.h3_head_dim, d_state=cfg.d_state,
+                         shift_size=cfg.h3_shift_size, init=cfg.s4d_init)
+    return _ssm_stack(cfg, lambda: H3(layer_cfg))
 
 
 def sinusoidal_positions(l: int, d: int, device=None) -> torch.Tensor:

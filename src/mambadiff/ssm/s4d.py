@@ -18,7 +18,13 @@ Block (x (b, l, d) -> (b, l, d)):
     y   = gelu(K * u + D u)              (b, l, e)
     out = glu(out_proj(y))               (b, l, d)     (or a plain linear if glu=False)
 
-Inits: "lin" A = -1/2 + i*pi*k;  "inv" A = -1/2 + i*(n/pi)*(n/(2k+1) - 1), k = 0..m-1.
+Inits (Gu et al. 2022, "On the Parameterization and Initialization of Diagonal State Space Models"),
+k = 0..m-1:
+    "lin"   A = -1/2 + i*pi*k
+    "inv"   A = -1/2 + i*(n/pi)*(n/(2k+1) - 1)
+    "legs"  A = the m eigenvalues with positive imaginary part of HiPPO-LegS's normal part
+            (-1/2 + i*w, see ``mambadiff.ssm.hippo.nplr``): S4 without its low-rank term, in
+            ascending order of frequency. B stays 1 as in the other inits.
 """
 from __future__ import annotations
 
@@ -30,10 +36,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checks import check_positive_int, validate_sequence, validate_state_tensor, validate_token
+from .hippo import nplr
 
 __all__ = ["S4DConfig", "S4DState", "S4D", "s4d_init_imag", "fft_causal_conv"]
 
-INITS = ("lin", "inv")
+INITS = ("lin", "inv", "legs")
 
 
 def s4d_init_imag(init: str, d_state: int) -> torch.Tensor:
@@ -44,6 +51,9 @@ def s4d_init_imag(init: str, d_state: int) -> torch.Tensor:
         return math.pi * k  # (m,)
     if init == "inv":
         return (d_state / math.pi) * (d_state / (2 * k + 1) - 1)  # (m,)
+    if init == "legs":
+        w = nplr("legs", d_state).Lambda.imag[:m]  # (m,) the positive half, descending
+        return w.flip(0).contiguous()  # (m,) ascending, like lin and inv
     raise ValueError(f"init must be one of {INITS}, got {init!r}")
 
 
@@ -65,7 +75,7 @@ class S4DConfig:
     d_model: int
     d_state: int = 64  # n real state size = 2 * m complex modes; must be even
     expand: int = 1  # e = expand * d_model; S4D keeps the SSM at model width by default
-    init: str = "lin"  # "lin" (S4D-Lin) or "inv" (S4D-Inv)
+    init: str = "lin"  # "lin" (S4D-Lin), "inv" (S4D-Inv) or "legs" (S4D-LegS)
     dt_min: float = 1e-3
     dt_max: float = 1e-1
     glu: bool = True  # output mixing: linear e -> 2d then GLU; False: linear e -> d

@@ -1,0 +1,341 @@
+"""S4: a structured (diagonal plus low-rank) state space, Gu et al. 2022, "Efficiently Modeling Long
+Sequences with Structured State Spaces" (ICLR 2022).
+
+Glossary: b batch, l length, d model width, e inner (SSM) width, n = N state size, m = N/2 stored
+conjugate pairs, r rank of the low-rank term, L kernel length (= l_max), f frequencies (L//2 + 1).
+
+Per channel the continuous system is x' = A x + B u, y = Re(C x) + D u with the DPLR state matrix
+
+    A = diag(Lambda) - P P*          Lambda (N,), P (N, r) complex
+
+initialised from HiPPO-LegS in the basis of its normal part's eigenvectors (``mambadiff.ssm.hippo``):
+Lambda = -1/2 + i w, P = V* P_legs, B = V* B_legs. The system is real (conjugate pairs), so only the
+m = N/2 eigenvalues with positive imaginary part are stored and the other half is their conjugate;
+every computation uses the full N entries [z, conj(z)]. Re(Lambda) = -exp(log_lambda_re) < 0 keeps
+A's Hermitian part negative definite, so A stays stable however the parameters move.
+
+Discretisation with step dt = exp(log_dt) (one per channel):
+
+    bilinear (default)  dA = (I - dt/2 A)^-1 (I + dt/2 A),  dB = (I - dt/2 A)^-1 dt B
+    zoh                 dA = exp(dt A),                     dB = A^-1 (dA - I) B
+
+Kernel K[j] = Re(C dA^j dB), j < L. As in S4, the learned output vector is C~ = C (I - dA^L) for
+L = l_max, so that the kernel's generating function at the L-th roots of unity w_k = exp(-2 pi i k / L),
+
+    K^(w) = sum_{j<L} K[j] w^j = C~ (I - w dA)^-1 dB,
+
+has, for bilinear, the closed form K^(w) = 2 C~ [g(w) (1 + w) - (1 + w) A]^-1 B with g(w) = (2/dt)(1-w)/(1+w),
+i.e. a Cauchy kernel in Lambda corrected by the Woodbury identity for the rank-r term:
+
+    M = D_w + s P P*,  D_w = (2/dt)(1 - w) - (1 + w) Lambda  (diagonal),  s = 1 + w
+    K^(w) = 2 [k_CB - s k_CP (I_r + s k_PP)^-1 k_PB],   k_XY = sum_n X_n Y_n / D_w,n
+
+(written without dividing by 1 + w, so w = -1 needs no special case). K is the inverse real FFT of
+K^ at the f = L//2 + 1 non-negative frequencies (K is real, so K^ is conjugate symmetric). ZOH has no
+Cauchy form: its kernel is built from dense powers (Krylov doubling, O(e N^2 L)); meant for small N.
+Inputs shorter than l_max use the first l kernel taps; longer ones are rejected.
+
+Block (x (b, l, d) -> (b, l, d)), as S4D:
+    u   = in_proj(x)                     (b, l, e)
+    y   = gelu(K * u + D u)              (b, l, e)     FFT convolution
+    out = glu(out_proj(y))               (b, l, d)     (or a plain linear if glu=False)
+
+``step`` runs the recurrence x_t = dA x_{t-1} + dB u_t on the full complex state (b, e, N); the
+bilinear dA is applied in its DPLR form (O(N r) per channel: the inverse by the Woodbury identity),
+the ZOH dA as a dense matrix. Both need the true C = C~ (I - dA^L)^-1, computed from dense powers and
+cached while gradients are off and the parameters unchanged.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .checks import check_positive_int, validate_sequence, validate_state_tensor, validate_token
+from .hippo import nplr
+from .s4d import fft_causal_conv
+
+__all__ = ["S4Config", "S4State", "S4", "DISCRETIZATIONS", "dplr_legs_init"]
+
+DISCRETIZATIONS = ("bilinear", "zoh")
+
+
+def dplr_legs_init(d_state: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """HiPPO-LegS in its DPLR basis, the m = d_state/2 eigenvalues with positive imaginary part.
+
+    Returns Lambda (m,), P (1, m), B (m,), all complex128.
+    """
+    d = nplr("legs", d_state)
+    m = d_state // 2
+    # eigenvalues come by decreasing imaginary part: the first m are the positive half
+    return d.Lambda[:m], d.P_diag_basis[:m].mT.contiguous(), d.B_diag_basis[:m]
+
+
+def _complex_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.complex128 if dtype == torch.float64 else torch.complex64
+
+
+def _with_conjugates(z: torch.Tensor) -> torch.Tensor:
+    """(..., m) complex -> (..., N = 2m): the stored half and its conjugates."""
+    return torch.cat([z, z.conj()], dim=-1)
+
+
+@dataclass
+class S4Config:
+    """S4 block. The SSM runs over e = expand * d_model independent channels."""
+
+    d_model: int
+    d_state: int = 64  # N, the HiPPO size; must be even (N/2 conjugate pairs are stored)
+    l_max: int = 1024  # kernel length L the learned C~ refers to; the longest input
+    expand: int = 1  # e = expand * d_model
+    discretization: str = "bilinear"  # "bilinear" (S4's Cauchy kernel) or "zoh" (dense, small N)
+    dt_min: float = 1e-3
+    dt_max: float = 1e-1
+    glu: bool = True  # output mixing: linear e -> 2d then GLU; False: linear e -> d
+    bias: bool = True  # in/out projection bias
+    lr_scale: float = 0.1  # `_lr_scale` hint on the state-space parameters (Lambda, P, B, log_dt)
+
+    def __post_init__(self):
+        for name in ("d_model", "d_state", "expand", "l_max"):
+            check_positive_int(name, getattr(self, name))
+        if self.d_state % 2 != 0:
+            raise ValueError(f"d_state must be even (N/2 conjugate pairs), got {self.d_state}")
+        if self.discretization not in DISCRETIZATIONS:
+            raise ValueError(f"discretization must be one of {DISCRETIZATIONS}, got {self.discretization!r}")
+        if not (0 < self.dt_min <= self.dt_max):
+            raise ValueError(f"dt_min/dt_max must satisfy 0 < dt_min <= dt_max, "
+                             f"got dt_min={self.dt_min}, dt_max={self.dt_max}")
+        if self.lr_scale <= 0:
+            raise ValueError(f"lr_scale must be > 0, got {self.lr_scale}")
+
+    @property
+    def d_inner(self) -> int:
+        return self.expand * self.d_model
+
+
+@dataclass
+class S4State:
+    """Recurrent state of one S4 block: ssm_state (b, e, N) complex (both conjugate halves)."""
+
+    ssm_state: torch.Tensor  # (b, e, N) complex
+
+
+def _complex_param(z: torch.Tensor) -> nn.Parameter:
+    return nn.Parameter(torch.view_as_real(z.to(torch.complex64)).clone())  # (..., 2) real view
+
+
+class S4(nn.Module):
+    """S4 sequence mixer wrapped in in/out projections (time-invariant, causal).
+
+    Shape contract:
+      forward(x (b, l, d_model), mask (b, l) bool | None) -> (b, l, d_model), l <= l_max
+        mask is True at real tokens, right-padded; padded SSM inputs are zeroed and padded
+        outputs are zero. The convolution is causal, so padding never affects real positions.
+      kernel(l) -> K (e, l), l <= l_max
+      allocate_state(batch_size) -> S4State (complex zeros (b, e, N))
+      step(x_t (b, d_model), state) -> (y_t (b, d_model), new S4State); reproduces ``forward``.
+
+    Parameters (complex ones stored as (..., 2) real views): log_dt (e,), log_lambda_re and
+    lambda_im (e, m), P (r, e, m), B (e, m), C (e, m) = C~ (see the module docstring), D (e,).
+    """
+
+    def __init__(self, config: S4Config):
+        super().__init__()
+        self.config = cfg = config
+        self.d_model = cfg.d_model
+        e = cfg.d_inner
+
+        self.in_proj = nn.Linear(cfg.d_model, e, bias=cfg.bias)  # d -> e
+        log_dt = torch.rand(e, dtype=torch.float64) * (
+            math.log(cfg.dt_max) - math.log(cfg.dt_min)) + math.log(cfg.dt_min)  # (e,)
+        self.log_dt = nn.Parameter(log_dt.float())  # (e,)
+        Lambda, P, B = dplr_legs_init(cfg.d_state)  # (m,), (r, m), (m,)
+        self.log_lambda_re = nn.Parameter(torch.log(-Lambda.real).float().repeat(e, 1))  # (e, m)
+        self.lambda_im = nn.Parameter(Lambda.imag.float().repeat(e, 1))  # (e, m)
+        self.P = _complex_param(P.unsqueeze(1).expand(-1, e, -1))  # (r, e, m, 2)
+        self.B = _complex_param(B.expand(e, -1))  # (e, m, 2)
+        self.C = _complex_param(torch.randn(e, cfg.d_state // 2, dtype=torch.cfloat))  # (e, m, 2) C~
+        self.D = nn.Parameter(torch.randn(e))  # (e,)
+        for p in (self.log_dt, self.log_lambda_re, self.lambda_im, self.P, self.B):
+            p._no_weight_decay = True
+            p._lr_scale = cfg.lr_scale
+
+        out_width = 2 * cfg.d_model if cfg.glu else cfg.d_model
+        self.out_proj = nn.Linear(e, out_width, bias=cfg.bias)  # e -> 2d (GLU) or d
+        self._step_cache: tuple | None = None
+
+    # ------------------------------------------------------------------ parameters
+
+    def _work_dtype(self) -> torch.dtype:
+        return torch.float64 if self.log_dt.dtype == torch.float64 else torch.float32
+
+    def ssm_parameters(self, work_dtype: torch.dtype | None = None):
+        """Full conjugate-symmetric parameters in ``work_dtype`` (default: the parameters' precision).
+
+        Returns dt (e,) real, Lambda (e, N), P (r, e, N), B (e, N), C~ (e, N), all complex but dt.
+        """
+        work = self._work_dtype() if work_dtype is None else work_dtype
+        cdtype = _complex_dtype(work)
+
+        def cplx(p):
+            return torch.view_as_complex(p.to(work).contiguous()).to(cdtype)
+
+        dt = torch.exp(self.log_dt.to(work))  # (e,)
+        Lambda = torch.complex(-torch.exp(self.log_lambda_re.to(work)), self.lambda_im.to(work))  # (e, m)
+        return (dt, _with_conjugates(Lambda), _with_conjugates(cplx(self.P)), _with_conjugates(cplx(self.B)),
+                _with_conjugates(cplx(self.C)))
+
+    def dense_state_matrix(self, work_dtype: torch.dtype | None = None) -> torch.Tensor:
+        """A = diag(Lambda) - P P* as a dense (e, N, N) complex matrix."""
+        _, Lambda, P, _, _ = self.ssm_parameters(work_dtype)
+        return torch.diag_embed(Lambda) - torch.einsum("ren,rek->enk", P, P.conj())  # (e, N, N)
+
+    def dense_discrete(self, work_dtype: torch.dtype | None = None):
+        """Dense discretisation: dA (e, N, N), dB (e, N) and the true output row C (e, N)."""
+        dt, _, _, B, C_tilde = self.ssm_parameters(work_dtype)
+        A = self.dense_state_matrix(work_dtype)  # (e, N, N)
+        N = A.shape[-1]
+        eye = torch.eye(N, dtype=A.dtype, device=A.device)  # (N, N)
+        dtA = dt[:, None, None] * A  # (e, N, N)
+        if self.config.discretization == "bilinear":
+            lhs = eye - dtA / 2  # (e, N, N)
+            dA = torch.linalg.solve(lhs, eye + dtA / 2)  # (e, N, N)
+            dB = torch.linalg.solve(lhs, (dt[:, None] * B).unsqueeze(-1)).squeeze(-1)  # (e, N)
+        else:
+            dA = torch.linalg.matrix_exp(dtA)  # (e, N, N)
+            dB = torch.linalg.solve(A, ((dA - eye) @ B.unsqueeze(-1))).squeeze(-1)  # (e, N)
+        dA_L = torch.linalg.matrix_power(dA, self.config.l_max)  # (e, N, N)
+        # C = C~ (I - dA^L)^-1  <=>  (I - dA^L)^T C^T = C~^T
+        C = torch.linalg.solve((eye - dA_L).mT, C_tilde.unsqueeze(-1)).squeeze(-1)  # (e, N)
+        return dA, dB, C
+
+    # ------------------------------------------------------------------ kernel
+
+    def kernel(self, length: int) -> torch.Tensor:
+        """Convolution kernel K (e, length), length <= l_max: K[:, j] = Re(C dA^j dB)."""
+        L = self.config.l_max
+        if not isinstance(length, int) or not 0 < length <= L:
+            raise ValueError(f"kernel length must be an int in [1, l_max={L}], got {length!r}")
+        if self.config.discretization == "zoh":
+            return self._kernel_dense(length)
+        dt, Lambda, P, B, C = self.ssm_parameters()
+        k = torch.arange(L // 2 + 1, device=dt.device, dtype=dt.dtype)  # (f,)
+        omega = torch.polar(torch.ones_like(k), -2 * math.pi * k / L)  # (f,) w_k = exp(-2 pi i k / L)
+        s = (1 + omega)[None, :, None]  # (1, f, 1)
+        d_w = (2 / dt)[:, None, None] * (1 - omega)[None, :, None] - s * Lambda[:, None, :]  # (e, f, N)
+        inv = 1 / d_w  # (e, f, N) the Cauchy kernel's terms
+        k_CB = torch.einsum("en,efn->ef", C * B, inv)  # (e, f)
+        k_CP = torch.einsum("en,ren,efn->efr", C, P, inv)  # (e, f, r)
+        k_PB = torch.einsum("ren,en,efn->efr", P.conj(), B, inv)  # (e, f, r)
+        k_PP = torch.einsum("ren,qen,efn->efrq", P.conj(), P, inv)  # (e, f, r, r)
+        r = P.shape[0]
+        eye = torch.eye(r, dtype=k_PP.dtype, device=k_PP.device)  # (r, r)
+        s2 = s.squeeze(-1)  # (1, f)
+        corr = torch.linalg.solve(eye + s2[..., None, None] * k_PP, k_PB.unsqueeze(-1)).squeeze(-1)  # (e, f, r)
+        K_hat = 2 * (k_CB - s2 * (k_CP * corr).sum(-1))  # (e, f)
+        return torch.fft.irfft(K_hat, n=L)[:, :length]  # (e, l)
+
+    def _kernel_dense(self, length: int) -> torch.Tensor:
+        """K[j] = Re(C dA^j dB) from dense powers (Krylov doubling: [x, dA x] -> [.., dA^2 [x, dA x]])."""
+        dA, dB, C = self.dense_discrete()
+        krylov = dB.unsqueeze(-1)  # (e, N, 1)
+        power = dA  # (e, N, N)
+        while krylov.shape[-1] < length:
+            krylov = torch.cat([krylov, power @ krylov], dim=-1)  # (e, N, 2j)
+            power = power @ power
+        return torch.einsum("en,enl->el", C, krylov[..., :length]).real  # (e, l)
+
+    # ------------------------------------------------------------------ parallel
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        validate_sequence(self, x, mask, self.d_model)
+        l = x.shape[1]
+        if l > self.config.l_max:
+            raise ValueError(f"x has length {l} but this S4 layer's l_max is {self.config.l_max}; "
+                             f"build it with S4Config(l_max >= {l})")
+        u = self.in_proj(x)  # (b, l, e)
+        if mask is not None:
+            u = u * mask.unsqueeze(-1).to(u.dtype)  # (b, l, e) padded SSM inputs zeroed
+        work = self._work_dtype()
+        u = u.transpose(1, 2).to(work)  # (b, e, l)
+        K = self.kernel(l)  # (e, l)
+        y = fft_causal_conv(u, K) + self.D.to(work).unsqueeze(-1) * u  # (b, e, l)
+        y = F.gelu(y).transpose(1, 2).to(x.dtype)  # (b, l, e)
+        out = self._mix(y)  # (b, l, d)
+        if mask is not None:
+            out = out * mask.unsqueeze(-1).to(out.dtype)  # (b, l, d)
+        return out
+
+    def _mix(self, y: torch.Tensor) -> torch.Tensor:
+        out = self.out_proj(y)  # (..., 2d) or (..., d)
+        return F.glu(out, dim=-1) if self.config.glu else out  # (..., d)
+
+    # ------------------------------------------------------------------ recurrent
+
+    def allocate_state(self, batch_size: int, device=None, dtype=None) -> S4State:
+        """Complex zeros (b, e, N); ``dtype`` is the real dtype (complex64 for float32 etc.)."""
+        check_positive_int("batch_size", batch_size)
+        device = self.log_dt.device if device is None else device
+        dtype = self._work_dtype() if dtype is None else dtype
+        cdtype = dtype if dtype.is_complex else _complex_dtype(dtype)
+        return S4State(ssm_state=torch.zeros(batch_size, self.config.d_inner, self.config.d_state,
+                                             device=device, dtype=cdtype))
+
+    def _recurrence(self):
+        """What one step needs; cached while gradients are off and no parameter has changed."""
+        params = (self.log_dt, self.log_lambda_re, self.lambda_im, self.P, self.B, self.C)
+        key = tuple((p._version, p.data_ptr(), p.dtype, p.device) for p in params)
+        if not torch.is_grad_enabled() and self._step_cache is not None and self._step_cache[0] == key:
+            return self._step_cache[1]
+        dA, dB, C = self.dense_discrete()
+        if self.config.discretization == "bilinear":
+            dt, Lambda, P, B, _ = self.ssm_parameters()
+            half = (dt / 2)[:, None]  # (e, 1)
+            d0 = 1 - half * Lambda  # (e, N) diagonal of I - dt/2 A
+            Pd = P / d0  # (r, e, N)
+            eye = torch.eye(P.shape[0], dtype=P.dtype, device=P.device)  # (r, r)
+            # (I + dt/2 P* D0^-1 P)^-1, the Woodbury core of (I - dt/2 A)^-1
+            core = torch.linalg.inv(eye + half[..., None] * torch.einsum("ren,qen->erq", P.conj(), Pd))  # (e, r, r)
+            rec = ("bilinear", dt, Lambda, P, Pd, d0, core, dt[:, None] * B, C)
+        else:
+            rec = ("zoh", dA, dB, C)
+        if not torch.is_grad_enabled():
+            self._step_cache = (key, rec)
+        return rec
+
+    def step(self, x_t: torch.Tensor, state: S4State) -> tuple[torch.Tensor, S4State]:
+        validate_token(self, x_t, self.d_model)
+        b = x_t.shape[0]
+        e, N = self.config.d_inner, self.config.d_state
+        if not isinstance(state, S4State):
+            raise ValueError(f"state must be an S4State, got {type(state).__name__}")
+        validate_state_tensor("ssm_state", state.ssm_state, (b, e, N))
+        if not state.ssm_state.is_complex():
+            raise ValueError(f"state.ssm_state must be complex, got {state.ssm_state.dtype}")
+
+        work = self._work_dtype()
+        rec = self._recurrence()
+        u = self.in_proj(x_t).to(work)  # (b, e)
+        h = state.ssm_state.to(_complex_dtype(work))  # (b, e, N)
+        if rec[0] == "bilinear":
+            _, dt, Lambda, P, Pd, d0, core, dtB, C = rec
+            half = (dt / 2)[:, None]  # (e, 1)
+            Ph = torch.einsum("ren,ben->ber", P.conj(), h)  # (b, e, r) P* h
+            z = h + half * (Lambda * h - torch.einsum("ren,ber->ben", P, Ph))  # (b, e, N) (I + dt/2 A) h
+            z = (z + dtB * u.unsqueeze(-1)) / d0  # (b, e, N) D0^-1 (...)
+            w = torch.einsum("erq,beq->ber", core, torch.einsum("qen,ben->beq", P.conj(), z))  # (b, e, r)
+            h = z - half * torch.einsum("ren,ber->ben", Pd, w)  # (b, e, N) Woodbury: (I - dt/2 A)^-1 (...)
+        else:
+            _, dA, dB, C = rec
+            h = torch.einsum("enk,bek->ben", dA, h) + dB * u.unsqueeze(-1)  # (b, e, N)
+        y = (h * C).sum(-1).real + self.D.to(work) * u  # (b, e)
+        out = self._mix(F.gelu(y).to(x_t.dtype))  # (b, d)
+        return out, S4State(ssm_state=h)
+
+    def extra_repr(self) -> str:
+        c = self.config
+        return (f"d_model={c.d_model}, d_inner={c.d_inner}, d_state={c.d_state}, l_max={c.l_max}, "
+                f"discretization={c.discretization!r}, glu={c.glu}")
