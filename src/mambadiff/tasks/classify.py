@@ -14,6 +14,12 @@ resolved against the current working directory: the shipped configs
 (``sentiment140-mamba``, ``sst2-mamba``, ``imdb-mamba``) expect to be run from the repository root,
 where ``../shared/data`` sits beside it.
 
+Long Range Arena (``lra-listops``, ``lra-text``; ``mambadiff.data.lra``): ``data.format: listops`` reads
+LRA's ListOps TSV; with ``data.listops.generate`` and no ``data.train``, the ListOps generator writes
+the splits into ``data.listops.root/<a folder named by the generator settings>`` (reused when present)
+and ``data.train/valid/test`` are set to them. ``data.tokenizer: listops | bytes`` are fixed
+vocabularies (ListOps tokens; UTF-8 bytes) with no [CLS]/[SEP]: ``data.max_len`` is then L itself.
+
 Parameter matching (``param_match``): by default every backbone is sized to the *non-embedding*
 parameter count (everything except the token embedding and a learned position table) of the
 ``param_match.reference`` backbone (Mamba) at ``model.backbone.d_model``. The knob is ``d_model``
