@@ -139,6 +139,7 @@ BAD_ROWS = [
     ("Source\tTarget\n[MAX 1 2 ]\ttwo\n", 2, "Target", "expected an integer 0-9"),
     ("Source\tTarget\n[MAX 1 2 ]\t10\n", 2, "Target", "expected an integer 0-9"),
     ("Source\tTarget\n[MAX 1 2 ]\t-1\n", 2, "Target", "expected an integer 0-9"),
+    ("Source\tTarget\n[MAX 1 ]\t1\n\"[MIN 2 ]\t2\n[SM 3 ]\t3\n", 3, "Source", "unknown token '\"[MIN'"),
 ]
 
 
@@ -160,6 +161,10 @@ def test_reader_empty_missing_skip(tmp_path):
         read_listops_tsv(empty)
     with pytest.raises(DataError, match="cannot read the file"):
         read_listops_tsv(tmp_path / "missing.tsv")
+    latin1 = tmp_path / "latin1.tsv"
+    latin1.write_bytes(b"Source\tTarget\n[MAX 1 \xff ]\t1\n")
+    with pytest.raises(DataError, match="not UTF-8 text"):
+        read_listops_tsv(latin1)
     mixed = tmp_path / "mixed.tsv"
     mixed.write_text("Source\tTarget\n[MAX 1 2 ]\t2\n\n[MIN 1 ]\tx\n[SM 5 6 ]\t1\n")
     data = read_listops_tsv(mixed, on_bad_row="skip", verbose=False)

@@ -198,8 +198,9 @@ class _TooLong(Exception):
     pass
 
 
-def generate_listops_tree(rng: random.Random, rules: ListOpsRules = ListOpsRules()) -> Tree | None:
+def generate_listops_tree(rng: random.Random, rules: ListOpsRules | None = None) -> Tree | None:
     """One tree drawn by LRA's rules, or None when it falls outside the length range (rejected)."""
+    rules = rules or ListOpsRules()
     count = [0]
     draw = rng.random  # uniform draws scaled to choices: several times faster than choice / randint
     n_ops, n_counts = len(LISTOPS_OPERATORS), rules.max_args - 1  # argument counts 2..max_args
@@ -260,10 +261,11 @@ def listops_depth(tree: Tree) -> int:
     return 1 if isinstance(tree, int) else 1 + max(listops_depth(a) for a in tree[1])
 
 
-def generate_listops(n: int, seed: int = 0, rules: ListOpsRules = ListOpsRules(),
+def generate_listops(n: int, seed: int = 0, rules: ListOpsRules | None = None,
                      exclude: set | None = None) -> Iterator[tuple[Tree, int]]:
-    """``n`` distinct (tree, value) examples drawn with ``random.Random(seed)``; trees whose source
-    digest is in ``exclude`` are skipped and every yielded digest is added to it (distinct splits)."""
+    """``n`` distinct (tree, value) examples drawn with ``random.Random(seed)``; trees whose digest is
+    in ``exclude`` are skipped and every yielded digest is added to it (distinct splits)."""
+    rules = rules or ListOpsRules()
     rules.validate()
     rng = random.Random(seed)
     seen = set() if exclude is None else exclude
@@ -327,11 +329,12 @@ def read_listops_tsv(path: str | os.PathLike, on_bad_row: str = "raise", max_tok
     skipped: dict[str, int] = {}
     n_rows = 0
     try:
-        f = open(path, encoding="utf-8", newline="")
+        f = open(path, encoding="utf-8-sig", newline="")
     except OSError as e:
         raise DataError(f"cannot read the file ({e.strerror})", file=path) from None
     with f:
-        reader = csv.reader(f, delimiter="\t")
+        # no quoting: LRA's sources never need it, and a stray quote must not join lines
+        reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
         try:
             header = next(reader, None)
             if header is None:
