@@ -10,7 +10,7 @@ from mambadiff.data.classification import ClassificationDataset
 from mambadiff.data.errors import DataError
 from mambadiff.data.lra import (LISTOPS_VOCAB, ByteTokenizer, ListOpsGenerateConfig, ListOpsRules,
                                 ListOpsTokenizer, generate_listops, generate_listops_splits,
-                                is_fixed_tokenizer_dir, listops_folder_name, listops_value,
+                                is_fixed_tokenizer_dir, listops_folder_name, listops_source, listops_value,
                                 load_fixed_tokenizer, read_listops_tsv, write_listops_tsv)
 
 OPS = {"[MAX": max, "[MIN": min, "[MED": lambda a: math.floor(statistics.median(a)), "[SM": lambda a: sum(a) % 10}
@@ -88,7 +88,6 @@ def test_generator_follows_lra_rules(tmp_path):
 def test_generator_small_rules_and_seed():
     rules = ListOpsRules(max_depth=3, max_args=3, min_length=5, max_length=20)
     rows = list(generate_listops(300, seed=1, rules=rules))
-    from mambadiff.data.lra import listops_source
     seen_depths, seen_args = set(), set()
     for tree, value in rows:
         v, depth, args, length = evaluate(listops_source(tree))
@@ -110,7 +109,6 @@ def test_operators():
 
 
 def test_reader_round_trip_and_lra_crlf(tmp_path):
-    from mambadiff.data.lra import listops_source
     rules = ListOpsRules(max_depth=4, max_args=4, min_length=5, max_length=60)
     examples = list(generate_listops(40, seed=0, rules=rules))
     path = tmp_path / "x.tsv"
