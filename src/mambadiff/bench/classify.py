@@ -216,7 +216,7 @@ def _lengths(text: str) -> tuple[int, ...]:
 @click.option("--infer-examples", default=256, show_default=True, help="--task: test examples timed for inference.")
 @click.option("--seq-lens", default=",".join(map(str, DEFAULT_SEQ_LENS)), show_default=True,
               help="Comma-separated sequence lengths.")
-@click.option("--batch", default=8, show_default=True)
+@click.option("--batch", default=8, show_default=True, help="Batch size (--task: of the timed inference).")
 @click.option("--repeats", default=3, show_default=True)
 @click.option("--warmup", default=1, show_default=True)
 @click.option("--d-model", default=128, show_default=True, help="Mamba reference width (sets the parameter target).")
