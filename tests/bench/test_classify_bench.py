@@ -47,7 +47,8 @@ def test_cli(tmp_path):
 TASK_OVERRIDES = ["data.listops.n_train=32", "data.listops.n_valid=8", "data.listops.n_test=8",
                   "data.listops.max_depth=4", "data.listops.max_args=4", "data.listops.min_length=5",
                   "data.listops.max_length=60", "model.backbone.d_model=16", "train.steps=2", "train.batch_size=8",
-                  "train.warmup_steps=1", "train.eval_every=0", "train.device=cpu", "train.progress=false"]
+                  "train.warmup_steps=1", "train.eval_every=0", "train.log_every=1", "train.device=cpu",
+                  "train.progress=false"]
 
 
 def test_task_benchmark_equal_params_and_budget(tmp_path, capsys):
@@ -64,6 +65,9 @@ def test_task_benchmark_equal_params_and_budget(tmp_path, capsys):
         assert "error" not in r, r
         assert 0 <= r["accuracy"] <= 1 and r["accuracy_split"] == "test" and r["n_eval"] == 8
         assert r["steps"] == 2 and 0 < r["train_minutes"] < 1 and r["tokens_per_s"] > 0
+        logged = [json.loads(x)["tokens_per_s"] for x in (tmp_path / "runs" / r["model"] / "metrics.jsonl")
+                  .read_text().splitlines() if json.loads(x)["split"] == "train"]
+        assert len(logged) == 2 and r["step_tokens_per_s"] == pytest.approx(sum(logged) / 2)  # median of 2
         assert r["infer_ms_per_example"] > 0 and r["infer_examples"] == 5 and r["minutes_budget"] == 1.0
         assert abs(r["non_embedding_params"] - target) <= 0.10 * target
         assert abs(r["match_rel_error"]) <= 0.10 and r["threads"] == 1

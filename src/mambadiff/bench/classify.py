@@ -15,8 +15,10 @@ at the same length divided by the model's.
 Tasks at equal parameter count and equal wall-clock (``run_task_benchmark``, ``--task``): each backbone
 is trained by the task's shipped config (``lra-listops``, ``lra-text``) with ``model.backbone.name``
 set to it, sized by the config's ``param_match`` to the reference SSM's non-embedding parameter count,
-for the same ``train.max_minutes``; then its test accuracy, training minutes and tokens/s (real tokens,
-no padding) and its inference time per example (the first ``infer_examples`` test examples, batches of
+for the same ``train.max_minutes``; then its test accuracy, ``train_minutes`` (the training loop's wall
+time: steps until the budget, then its final valid pass and save), ``tokens_per_s`` (real tokens, no
+padding, over that time), ``step_tokens_per_s`` (the median of the loop's logged training windows:
+steps only) and its inference time per example (the first ``infer_examples`` test examples, batches of
 ``infer_batch``, eval mode, no gradients) are recorded. Any registered backbone name works (s4, h3, ...).
 """
 from __future__ import annotations
@@ -167,15 +169,25 @@ def run_task_benchmark(task: str, models=None, minutes: float = 10.0, overrides=
         records.append({**base, "accuracy": metrics[split]["accuracy"], "accuracy_split": split,
                         "n_eval": metrics[split]["n"], "valid_accuracy": metrics.get("valid", {}).get("accuracy"),
                         "train_minutes": result.seconds / 60, "steps": result.step,
-                        "tokens_per_s": result.tokens_per_s, **infer, "params": counts["total"],
+                        "tokens_per_s": result.tokens_per_s, "step_tokens_per_s": _step_tokens_per_s(out / name),
+                        **infer, "params": counts["total"],
                         "non_embedding_params": counts["non_embedding"],
                         "match_rel_error": (counts["non_embedding"] - target) / target, "d_model": bb.d_model,
                         "n_layers": bb.n_layers, "ff_dim": (bb.ff_dim or 4 * bb.d_model) if name == "transformer" else None})
     if print_results:
-        print_table(records, ["model", "accuracy", "train_minutes", "steps", "tokens_per_s", "infer_ms_per_example",
-                              "non_embedding_params", "error"])
+        print_table(records, ["model", "accuracy", "train_minutes", "steps", "tokens_per_s", "step_tokens_per_s",
+                              "infer_ms_per_example", "non_embedding_params", "error"])
     write_json(json_path, records)
     return records
+
+
+def _step_tokens_per_s(run_dir: Path) -> float | None:
+    """Median training tokens/s over the logged windows of a run's metrics.jsonl (no evaluation time)."""
+    import json
+    import statistics
+    rates = [r["tokens_per_s"] for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
+             if r.get("split") == "train" and r.get("tokens_per_s")]
+    return statistics.median(rates) if rates else None
 
 
 def _inference_ms_per_example(cfg, model, tok, n: int, batch: int) -> dict:
