@@ -40,3 +40,51 @@ def test_cli(tmp_path, run_cli):
                                                           ("transformer", 32)}
     r = run_cli("bench", "classify", "--seq-lens", "8,x")
     assert r.exit_code != 0 and "expected comma-separated lengths" in r.output
+
+
+TASK_OVERRIDES = ["data.listops.n_train=32", "data.listops.n_valid=8", "data.listops.n_test=8",
+                  "data.listops.max_depth=4", "data.listops.max_args=4", "data.listops.min_length=5",
+                  "data.listops.max_length=60", "model.backbone.d_model=16", "train.steps=2", "train.batch_size=8",
+                  "train.warmup_steps=1", "train.eval_every=0", "train.log_every=1", "train.device=cpu",
+                  "train.progress=false"]
+
+
+def test_task_benchmark_equal_params_and_budget(tmp_path, capsys):
+    from mambadiff.bench.classify import default_task_models, run_task_benchmark
+    assert {"mamba", "mamba2", "s4d", "transformer"} <= set(default_task_models())
+    out = tmp_path / "task.json"
+    records = run_task_benchmark("lra-listops", ("mamba", "transformer"), minutes=1.0,
+                                 overrides=[f"data.listops.root={tmp_path / 'data'}", *TASK_OVERRIDES],
+                                 out_dir=tmp_path / "runs", json_path=out, infer_examples=5, infer_batch=2,
+                                 verbose=False)
+    assert [r["model"] for r in records] == ["mamba", "transformer"]  # knobs d_model and ff_dim
+    target = records[0]["non_embedding_params"]
+    for r in records:
+        assert "error" not in r, r
+        assert 0 <= r["accuracy"] <= 1 and r["accuracy_split"] == "test" and r["n_eval"] == 8
+        assert r["steps"] == 2 and 0 < r["train_minutes"] < 1 and r["tokens_per_s"] > 0
+        logged = [json.loads(x)["tokens_per_s"] for x in (tmp_path / "runs" / r["model"] / "metrics.jsonl")
+                  .read_text().splitlines() if json.loads(x)["split"] == "train"]
+        assert len(logged) == 2 and r["step_tokens_per_s"] == pytest.approx(sum(logged) / 2)  # median of 2
+        assert r["infer_ms_per_example"] > 0 and r["infer_examples"] == 5 and r["minutes_budget"] == 1.0
+        assert abs(r["non_embedding_params"] - target) <= 0.10 * target
+        assert abs(r["match_rel_error"]) <= 0.10 and r["threads"] == 1
+        assert (tmp_path / "runs" / r["model"] / "final_metrics.json").is_file()
+    assert json.loads(out.read_text()) == records
+    assert "infer_ms_per_example" in capsys.readouterr().out
+
+
+def test_task_cli(tmp_path):
+    out = tmp_path / "t.json"
+    args = ["bench", "classify", "--task", "lra-listops", "--model", "mamba2", "--minutes", "1",
+            "--out-dir", str(tmp_path / "runs"), "--infer-examples", "3", "--batch", "3", "--json", str(out),
+            "--override", f"data.listops.root={tmp_path / 'data'}"]
+    for o in TASK_OVERRIDES:
+        args += ["--override", o]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0, r.output
+    (rec,) = json.loads(out.read_text())
+    assert rec["model"] == "mamba2" and rec["infer_examples"] == 3 and 0 <= rec["accuracy"] <= 1
+    r = CliRunner().invoke(main, ["bench", "classify", "--task", "lra-listops", "--override", "train.nope=1",
+                                  "--out-dir", str(tmp_path / "r2")])
+    assert r.exit_code != 0 and "nope" in r.output and "Traceback" not in r.output

@@ -1,4 +1,6 @@
-"""Classifier inference time against sequence length: Mamba, Mamba-2, S4D, Transformer, LSTM.
+"""Classifier benchmarks: inference time against sequence length, and whole tasks at equal wall-clock.
+
+Inference vs length (``run_classify_benchmark``):
 
 Glossary: b batch, l length, d model width, v vocab.
 
@@ -9,21 +11,34 @@ any length runs and no position table enters the count. Inputs are random token 
 padding; a forward pass runs under ``torch.inference_mode`` in eval mode. ``seconds`` is the median
 over ``repeats`` runs after ``warmup`` runs; ``speedup_vs_transformer`` is the Transformer's seconds
 at the same length divided by the model's.
+
+Tasks at equal parameter count and equal wall-clock (``run_task_benchmark``, ``--task``): each backbone
+is trained by the task's shipped config (``lra-listops``, ``lra-text``) with ``model.backbone.name``
+set to it, sized by the config's ``param_match`` to the reference SSM's non-embedding parameter count,
+for the same ``train.max_minutes``; then its test accuracy, ``train_minutes`` (the training loop's wall
+time: steps until the budget, then its final valid pass and save), ``tokens_per_s`` (real tokens, no
+padding, over that time), ``step_tokens_per_s`` (the median of the loop's logged training windows:
+steps only) and its inference time per example (the first ``infer_examples`` test examples, batches of
+``infer_batch``, eval mode, no gradients) are recorded. Any registered backbone name works (s4, h3, ...).
 """
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import click
 import torch
 
-from mambadiff.models.backbones import BackboneConfig
+from mambadiff.models.backbones import BACKBONES, BackboneConfig
 from mambadiff.models.classifier import ClassifierConfig, SequenceClassifier
 
 from .common import print_table, time_and_peak, write_json
 
 DEFAULT_MODELS = ("mamba", "mamba2", "s4d", "transformer", "lstm")
 DEFAULT_SEQ_LENS = (64, 128, 256, 512, 1024, 2048, 4096)
+TASKS = ("lra-listops", "lra-text")  # task name = shipped config name
+# the task benchmark's default models: those of these that are registered
+TASK_MODELS = ("mamba", "mamba2", "s4", "s4d", "h3", "transformer")
 
 
 def matched_classifier_configs(models=DEFAULT_MODELS, d_model: int = 128, n_layers: int = 2,
@@ -54,9 +69,7 @@ def run_classify_benchmark(models=DEFAULT_MODELS, seq_lens=DEFAULT_SEQ_LENS, bat
         raise ValueError(f"batch and repeats must be > 0 and warmup >= 0, got {batch}, {repeats}, {warmup}")
     if not seq_lens or any(int(l) <= 0 for l in seq_lens):
         raise ValueError(f"seq_lens must be positive lengths, got {tuple(seq_lens)}")
-    unknown = [m for m in models if m not in DEFAULT_MODELS]
-    if unknown:
-        raise ValueError(f"unknown model(s) {unknown}; choose from {DEFAULT_MODELS}")
+    _check_models(models)
     dev = torch.device(device)
     old_threads = torch.get_num_threads()
     if threads > 0:
@@ -112,6 +125,85 @@ def _run(models, seq_lens, batch, repeats, warmup, d_model, n_layers, vocab_size
     return records
 
 
+def _check_models(models) -> None:
+    unknown = [m for m in models if m not in BACKBONES]
+    if unknown:
+        raise ValueError(f"unknown model(s) {unknown}; choose from the registered backbones {tuple(BACKBONES)}")
+
+
+def default_task_models() -> tuple[str, ...]:
+    return tuple(m for m in TASK_MODELS if m in BACKBONES)
+
+
+def run_task_benchmark(task: str, models=None, minutes: float = 10.0, overrides=(), out_dir=None,
+                       json_path=None, infer_examples: int = 256, infer_batch: int = 16, threads: int = 1,
+                       verbose: bool = True, print_results: bool = True) -> list[dict]:
+    """Train each model on ``task`` for ``minutes`` (its shipped config plus ``overrides``) and record
+    accuracy, training minutes, tokens/s and inference ms per example; runs go to ``out_dir/<model>``
+    (default ``runs/bench-classify-<task>``). A model that fails (e.g. out of memory) gets an ``error``."""
+    from mambadiff.config import load_config
+    from mambadiff.tasks.classify import ClassifyConfig, train_classifier
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+    models = tuple(models) if models else default_task_models()
+    _check_models(models)
+    if minutes <= 0 or infer_examples <= 0 or infer_batch <= 0:
+        raise ValueError(f"minutes, infer_examples and infer_batch must be > 0, got {minutes}, {infer_examples}, "
+                         f"{infer_batch}")
+    out = Path(out_dir or f"runs/bench-classify-{task}")
+    records = []
+    for name in models:
+        cfg = load_config(ClassifyConfig, task, [*overrides, f"model.backbone.name={name}",
+                                                 f"train.max_minutes={minutes}", f"train.num_threads={threads}",
+                                                 f"run_dir={out / name}"])
+        base = {"task": task, "model": name, "minutes_budget": minutes, "threads": threads, "run_dir": str(out / name)}
+        try:
+            result, model, tok, metrics = train_classifier(cfg, progress=False, verbose=verbose)
+            infer = _inference_ms_per_example(cfg, model, tok, infer_examples, infer_batch)
+        except (RuntimeError, MemoryError) as e:  # e.g. attention out of memory at long l
+            records.append({**base, "error": str(e).splitlines()[0][:120]})
+            continue
+        bb, counts = cfg.model.backbone, metrics["parameters"]
+        split = "test" if "test" in metrics else "valid"
+        target = cfg.param_match.target or counts["non_embedding"]
+        records.append({**base, "accuracy": metrics[split]["accuracy"], "accuracy_split": split,
+                        "n_eval": metrics[split]["n"], "valid_accuracy": metrics.get("valid", {}).get("accuracy"),
+                        "train_minutes": result.seconds / 60, "steps": result.step,
+                        "tokens_per_s": result.tokens_per_s, "step_tokens_per_s": _step_tokens_per_s(out / name),
+                        **infer, "params": counts["total"],
+                        "non_embedding_params": counts["non_embedding"],
+                        "match_rel_error": (counts["non_embedding"] - target) / target, "d_model": bb.d_model,
+                        "n_layers": bb.n_layers, "ff_dim": (bb.ff_dim or 4 * bb.d_model) if name == "transformer" else None})
+    if print_results:
+        print_table(records, ["model", "accuracy", "train_minutes", "steps", "tokens_per_s", "step_tokens_per_s",
+                              "infer_ms_per_example", "non_embedding_params", "error"])
+    write_json(json_path, records)
+    return records
+
+
+def _step_tokens_per_s(run_dir: Path) -> float | None:
+    """Median training tokens/s over the logged windows of a run's metrics.jsonl (no evaluation time)."""
+    import json
+    import statistics
+    rates = [r["tokens_per_s"] for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
+             if r.get("split") == "train" and r.get("tokens_per_s")]
+    return statistics.median(rates) if rates else None
+
+
+def _inference_ms_per_example(cfg, model, tok, n: int, batch: int) -> dict:
+    """Milliseconds per example of ``predict`` over the first n test (else valid) examples."""
+    from mambadiff.tasks.classify import encode_examples, load_splits, predict
+    splits = load_splits(cfg, verbose=False)
+    examples = (splits.test or splits.valid or splits.train)[:n]
+    ds = encode_examples(examples, tok, cfg.data.max_len)
+    model.eval()
+    t0 = time.perf_counter()
+    predict(model, ds, batch)
+    seconds = time.perf_counter() - t0
+    return {"infer_ms_per_example": 1000 * seconds / len(ds), "infer_examples": len(ds), "infer_batch": batch,
+            "infer_mean_len": sum(ds.lengths) / len(ds)}
+
+
 def _lengths(text: str) -> tuple[int, ...]:
     try:
         out = tuple(int(x) for x in text.split(",") if x.strip())
@@ -123,11 +215,20 @@ def _lengths(text: str) -> tuple[int, ...]:
 
 
 @click.command("classify")
-@click.option("--model", "models", multiple=True, type=click.Choice(DEFAULT_MODELS), default=DEFAULT_MODELS,
-              show_default=True, help="Classifiers to time (repeat the option).")
+@click.option("--task", type=click.Choice(TASKS), default=None,
+              help="Train each model on this task for --minutes (equal wall-clock, equal parameters) and "
+                   "record accuracy, tokens/s and inference ms per example, instead of timing inference vs length.")
+@click.option("--model", "models", multiple=True, type=click.Choice(tuple(BACKBONES)),
+              help=f"Classifiers (repeat the option); default: {', '.join(DEFAULT_MODELS)}; with --task: the "
+                   f"registered ones of {', '.join(TASK_MODELS)}.")
+@click.option("--minutes", default=10.0, show_default=True, help="--task: training minutes per model.")
+@click.option("--override", "overrides", multiple=True,
+              help="--task: a config override key=value for every model (repeat), e.g. data.listops.n_train=20000.")
+@click.option("--out-dir", default=None, help="--task: run folders go here (default runs/bench-classify-TASK).")
+@click.option("--infer-examples", default=256, show_default=True, help="--task: test examples timed for inference.")
 @click.option("--seq-lens", default=",".join(map(str, DEFAULT_SEQ_LENS)), show_default=True,
               help="Comma-separated sequence lengths.")
-@click.option("--batch", default=8, show_default=True)
+@click.option("--batch", default=8, show_default=True, help="Batch size (--task: of the timed inference).")
 @click.option("--repeats", default=3, show_default=True)
 @click.option("--warmup", default=1, show_default=True)
 @click.option("--d-model", default=128, show_default=True, help="Mamba reference width (sets the parameter target).")
@@ -135,13 +236,21 @@ def _lengths(text: str) -> tuple[int, ...]:
 @click.option("--bidirectional", is_flag=True, help="Bidirectional backbones (non-causal Transformer).")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--threads", default=0, show_default=True,
-              help="torch intra-op threads for the run; 0: torch's default. Use 1 on a busy shared CPU.")
+              help="torch intra-op threads for the run; 0: torch's default (--task: 1). Use 1 on a busy shared CPU.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the records here.")
-def classify_bench_command(models, seq_lens, batch, repeats, warmup, d_model, n_layers, bidirectional, device,
-                           threads, json_path):
-    """Classifier inference seconds per batch vs sequence length, at matched parameter counts."""
+def classify_bench_command(task, models, minutes, overrides, out_dir, infer_examples, seq_lens, batch, repeats, warmup,
+                           d_model, n_layers, bidirectional, device, threads, json_path):
+    """Classifier inference seconds per batch vs sequence length at matched parameter counts, or (--task)
+    whole LRA tasks trained at equal wall-clock and parameter count."""
+    from mambadiff.config import ConfigError
+    from mambadiff.data.errors import DataError
     try:
-        run_classify_benchmark(models, _lengths(seq_lens), batch, repeats, warmup, json_path, d_model=d_model,
-                               n_layers=n_layers, bidirectional=bidirectional, device=device, threads=threads)
-    except ValueError as e:
-        raise click.ClickException(str(e)) from None
+        if task is not None:
+            run_task_benchmark(task, models, minutes, overrides, out_dir, json_path, infer_examples=infer_examples,
+                               infer_batch=batch, threads=threads or 1)
+        else:
+            run_classify_benchmark(models or DEFAULT_MODELS, _lengths(seq_lens), batch, repeats, warmup, json_path,
+                                   d_model=d_model, n_layers=n_layers, bidirectional=bidirectional, device=device,
+                                   threads=threads)
+    except (ConfigError, DataError, FileExistsError, FileNotFoundError, ValueError) as e:
+        raise click.ClickException(" ".join(str(e).split())) from None

@@ -7,7 +7,7 @@ import click
 
 from mambadiff.config import ConfigError, load_config
 
-FORMATS = ("auto", "sentiment140", "sst2", "imdb", "csv", "jsonl")
+FORMATS = ("auto", "sentiment140", "sst2", "imdb", "csv", "jsonl", "listops")
 
 
 def _fail(err: Exception) -> None:
@@ -18,14 +18,14 @@ def _fail(err: Exception) -> None:
 def classify_group():
     """Sequence classification (sentiment): Mamba, Mamba-2, S4D, Transformer and LSTM classifiers.
 
-    Shipped configs: sentiment140-mamba, sst2-mamba, imdb-mamba. Their data paths are relative
+    Shipped configs: sentiment140-mamba, sst2-mamba, imdb-mamba, lra-listops, lra-text. Data paths are relative
     (../shared/data/...) and resolved against the current directory: run from the repository root.
     """
 
 
 @classify_group.command("train")
 @click.option("--config", "config", default=None,
-              help="YAML file or shipped config name (sentiment140-mamba, sst2-mamba, imdb-mamba).")
+              help="YAML file or shipped config name (sentiment140-mamba, sst2-mamba, imdb-mamba, lra-listops, lra-text).")
 @click.option("--resume", is_flag=True, help="Continue the run folder's latest checkpoint.")
 @click.argument("overrides", nargs=-1)
 def train_command(config, resume, overrides):

@@ -14,6 +14,12 @@ resolved against the current working directory: the shipped configs
 (``sentiment140-mamba``, ``sst2-mamba``, ``imdb-mamba``) expect to be run from the repository root,
 where ``../shared/data`` sits beside it.
 
+Long Range Arena (``lra-listops``, ``lra-text``; ``mambadiff.data.lra``): ``data.format: listops`` reads
+LRA's ListOps TSV; with ``data.listops.generate`` and no ``data.train``, the ListOps generator writes
+the splits into ``data.listops.root/<a folder named by the generator settings>`` (reused when present)
+and ``data.train/valid/test`` are set to them. ``data.tokenizer: listops | bytes`` are fixed
+vocabularies (ListOps tokens; UTF-8 bytes) with no [CLS]/[SEP]: ``data.max_len`` is then L itself.
+
 Parameter matching (``param_match``): by default every backbone is sized to the *non-embedding*
 parameter count (everything except the token embedding and a learned position table) of the
 ``param_match.reference`` backbone (Mamba) at ``model.backbone.d_model``. The knob is ``d_model``
@@ -45,6 +51,8 @@ from mambadiff.config import from_dict, to_dict
 from mambadiff.data.classification import (ClassificationData, ClassificationDataset, detect_format,
                                            load_classification, resolve_splits)
 from mambadiff.data.errors import DataError
+from mambadiff.data.lra import (FIXED_TOKENIZERS, ListOpsGenerateConfig, fixed_tokenizer, generate_listops_splits,
+                                is_fixed_tokenizer_dir, load_fixed_tokenizer, read_listops_tsv)
 from mambadiff.data.text_clean import CleanConfig
 from mambadiff.data.tokenizer import TextTokenizer, build_tokenizer, load_tokenizer
 from mambadiff.models.backbones import (BACKBONES, BackboneConfig, ResidualStack, build_backbone,
@@ -58,7 +66,7 @@ __all__ = [
     "CleanConfig", "ClassifyDataConfig", "ParamMatchConfig", "ClassifyConfig", "ClassificationTask",
     "train_classifier", "load_classifier", "evaluate_classifier", "predict", "classify_streaming",
     "StreamingClassifier", "match_backbone", "non_embedding_parameters", "parameter_counts",
-    "build_classifier", "load_eval_data", "BACKBONE_NAMES",
+    "build_classifier", "load_eval_data", "load_run_tokenizer", "encode_examples", "BACKBONE_NAMES",
 ]
 
 BACKBONE_NAMES = tuple(BACKBONES)  # the registry's names, in registration order
@@ -70,7 +78,7 @@ class ClassifyDataConfig:
     train: str = ""                       # training file (required); relative paths: from the cwd
     valid: Optional[str] = None           # None: carved out of train (stratified)
     test: Optional[str] = None            # None: carved out of train (stratified)
-    format: str = "auto"                  # auto | sentiment140 | sst2 | imdb | csv | jsonl
+    format: str = "auto"                  # auto | sentiment140 | sst2 | imdb | csv | jsonl | listops (LRA's TSV)
     text_column: Optional[str] = None     # None: the format's default (field name for jsonl)
     label_column: Optional[str] = None
     label_map: Optional[Any] = None       # {raw: id} or [raw0, raw1, ...]; None: the format's default
@@ -79,13 +87,15 @@ class ClassifyDataConfig:
     encoding: Optional[str] = None        # None: the format's default
     on_bad_row: str = "raise"             # raise | skip (counted and reported)
     clean: CleanConfig = field(default_factory=CleanConfig)
-    max_len: int = 64                     # tokens incl. [CLS] and [SEP]; longer texts are truncated
-    tokenizer: str = "bert"               # bert (bert-base-uncased vocab, offline) | trained
+    max_len: int = 64                     # tokens incl. [CLS] and [SEP] (fixed tokenizers: none); longer texts are truncated
+    tokenizer: str = "bert"               # bert (bert-base-uncased vocab, offline) | trained | listops | bytes
+    #                                       (listops, bytes: fixed vocabularies, no [CLS]/[SEP]; data.lra)
     vocab_size: int = 8000                # for tokenizer: trained
     split: list[float] = field(default_factory=lambda: [0.98, 0.01, 0.01])  # train/valid/test fractions
     split_seed: int = 0
     max_train: int = 0                    # 0: all training examples; else a seeded random subset
     eval_batch_size: int = 256
+    listops: ListOpsGenerateConfig = field(default_factory=ListOpsGenerateConfig)  # generated ListOps splits
 
 
 @dataclass
@@ -115,8 +125,8 @@ class ClassifyConfig:
                              f"got {self.param_match.reference!r}")
         if not 0 < self.param_match.tolerance < 1:
             raise ValueError(f"param_match.tolerance must be in (0, 1), got {self.param_match.tolerance}")
-        if d.tokenizer not in ("bert", "trained"):
-            raise ValueError(f"data.tokenizer must be bert|trained, got {d.tokenizer!r}")
+        if d.tokenizer not in ("bert", "trained", *FIXED_TOKENIZERS):
+            raise ValueError(f"data.tokenizer must be bert|trained|{'|'.join(FIXED_TOKENIZERS)}, got {d.tokenizer!r}")
         if d.on_bad_row not in ("raise", "skip"):
             raise ValueError(f"data.on_bad_row must be raise|skip, got {d.on_bad_row!r}")
         if d.max_len < 3:
@@ -283,6 +293,8 @@ def _load_file(d: ClassifyDataConfig, path: str, key: str, *, label_map=None, la
     if not Path(path).is_file():
         raise _missing_file_error(path, key)
     fmt = format or d.format
+    if fmt == "listops":  # LRA's TSV: labels are the digits 0-9, no cleaning
+        return read_listops_tsv(path, on_bad_row=d.on_bad_row, verbose=verbose)
     if fmt == "auto":
         fmt = detect_format(path)
     same_format = format is None or format in (d.format, "auto")
@@ -310,6 +322,13 @@ class ClassifySplits:
 
 def load_splits(cfg: ClassifyConfig, verbose: bool = True) -> ClassifySplits:
     d = cfg.data
+    if not d.train and d.listops.generate:  # generated ListOps splits (reused when present)
+        paths = generate_listops_splits(d.listops, verbose=verbose)
+        d.train, d.format = str(paths["train"]), "listops"
+        d.valid = d.valid or (str(paths["valid"]) if d.listops.n_valid else None)
+        d.test = d.test or (str(paths["test"]) if d.listops.n_test else None)
+        if verbose:
+            print(f"data: generated ListOps splits in {paths['train'].parent}")
     if not d.train:
         raise ValueError("data.train must be set (a training file)")
     train = _load_file(d, d.train, "data.train", verbose=verbose)
@@ -329,11 +348,26 @@ def load_splits(cfg: ClassifyConfig, verbose: bool = True) -> ClassifySplits:
 def prepare_tokenizer(cfg: ClassifyConfig, train_texts: Iterable[str]) -> TextTokenizer:
     saved = Path(cfg.run_dir) / "tokenizer"
     if saved.is_dir():
-        return load_tokenizer(saved)
+        return load_run_tokenizer(saved)
+    if cfg.data.tokenizer in FIXED_TOKENIZERS:
+        tok = fixed_tokenizer(cfg.data.tokenizer)
+        tok.save(saved)
+        return tok
     texts = list(train_texts) if cfg.data.tokenizer == "trained" else None
     tok = build_tokenizer(cfg.data.tokenizer, texts, cfg.data.vocab_size)
     tok.save(saved)
     return tok
+
+
+def load_run_tokenizer(directory: str | Path):
+    """A run's saved tokenizer: a fixed one (listops, bytes) or a ``TextTokenizer``."""
+    return load_fixed_tokenizer(directory) if is_fixed_tokenizer_dir(directory) else load_tokenizer(directory)
+
+
+def encode_examples(examples, tok, max_len: int) -> ClassificationDataset:
+    """Examples as token ids: [CLS] text [SEP] for WordPiece tokenizers; bare ids for the fixed ones
+    (a ListOps source or a text's bytes, truncated to max_len)."""
+    return ClassificationDataset(examples, tok, max_len, add_special_tokens=hasattr(tok, "cls_id"))
 
 
 def load_eval_data(cfg: ClassifyConfig, tok: TextTokenizer, path: str, format: str | None = None,
@@ -342,7 +376,7 @@ def load_eval_data(cfg: ClassifyConfig, tok: TextTokenizer, path: str, format: s
     """A labelled file encoded for a trained classifier: the run's label map, cleaning and max_len."""
     data = _load_file(cfg.data, path, "--data", label_map=cfg.data.label_map, label_names=cfg.data.label_names,
                       format=format, text_column=text_column, label_column=label_column, verbose=verbose)
-    return ClassificationDataset(data, tok, cfg.data.max_len)
+    return encode_examples(data, tok, cfg.data.max_len)
 
 
 # ---- the task ------------------------------------------------------------------------------------
@@ -453,9 +487,9 @@ def train_classifier(cfg: ClassifyConfig, resume: bool = False, progress: bool =
     if not dist_info.is_main:
         tok = prepare_tokenizer(cfg, (t for t, _ in splits.train))
     d = cfg.data
-    train_set = ClassificationDataset(splits.train, tok, d.max_len)
-    valid_set = ClassificationDataset(splits.valid, tok, d.max_len) if splits.valid else None
-    test_set = ClassificationDataset(splits.test, tok, d.max_len) if splits.test else None
+    train_set = encode_examples(splits.train, tok, d.max_len)
+    valid_set = encode_examples(splits.valid, tok, d.max_len) if splits.valid else None
+    test_set = encode_examples(splits.test, tok, d.max_len) if splits.test else None
     model, report = build_classifier(cfg, tok.vocab_size, len(splits.label_names))
     full = to_dict(cfg)
     if dist_info.is_main:
@@ -495,7 +529,7 @@ def load_classifier(path: str | Path, ema: bool = True, device: str = "cpu"):
     """(model, tokenizer, config) from a run folder (latest checkpoint) or a checkpoint folder."""
     folder = resolve_checkpoint(path)
     cfg = from_dict(ClassifyConfig, read_json(folder / "config.json"))
-    tok = load_tokenizer(folder / "tokenizer")
+    tok = load_run_tokenizer(folder / "tokenizer")
     model = SequenceClassifier(cfg.model)
     model.load_state_dict(load_state(folder, ema=ema))
     return model.to(device).eval(), tok, cfg
