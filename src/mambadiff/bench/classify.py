@@ -162,6 +162,7 @@ def run_task_benchmark(task: str, models=None, minutes: float = 10.0, overrides=
             infer = _inference_ms_per_example(cfg, model, tok, infer_examples, infer_batch)
         except (RuntimeError, MemoryError) as e:  # e.g. attention out of memory at long l
             records.append({**base, "error": str(e).splitlines()[0][:120]})
+            write_json(json_path, records)
             continue
         bb, counts = cfg.model.backbone, metrics["parameters"]
         split = "test" if "test" in metrics else "valid"
@@ -174,10 +175,10 @@ def run_task_benchmark(task: str, models=None, minutes: float = 10.0, overrides=
                         "non_embedding_params": counts["non_embedding"],
                         "match_rel_error": (counts["non_embedding"] - target) / target, "d_model": bb.d_model,
                         "n_layers": bb.n_layers, "ff_dim": (bb.ff_dim or 4 * bb.d_model) if name == "transformer" else None})
+        write_json(json_path, records)  # after every model: a process killed later keeps the finished ones
     if print_results:
         print_table(records, ["model", "accuracy", "train_minutes", "steps", "tokens_per_s", "step_tokens_per_s",
                               "infer_ms_per_example", "non_embedding_params", "error"])
-    write_json(json_path, records)
     return records
 
 
