@@ -173,7 +173,14 @@ def _valid_d_model(cfg: BackboneConfig, d: int, min_headdim: int = 16) -> bool:
         return _mamba2_headdim(cfg, d) >= min(min_headdim, cfg.headdim)
     if cfg.name == "lstm" and cfg.bidirectional:
         return d % 2 == 0
+    if cfg.name == "h3":  # heads of h3_head_dim channels, or the narrower ones _h3_head_dim picks
+        return _h3_head_dim(cfg, d) >= min(min_headdim, cfg.h3_head_dim)
     return True
+
+
+def _h3_head_dim(cfg: BackboneConfig, d: int) -> int:
+    """H3 head dim for width d: the largest divisor of d that divides backbone.h3_head_dim."""
+    return math.gcd(d, cfg.h3_head_dim)
 
 
 def _closest(count, lo: int, hi: int, target: int, valid=lambda v: True) -> int:
@@ -223,15 +230,17 @@ def match_backbone(name: str, reference: BackboneConfig, num_classes: int, targe
         def sized(v: int) -> BackboneConfig:
             if name == "mamba2":
                 return dataclasses.replace(base, d_model=v, headdim=_mamba2_headdim(base, v))
+            if name == "h3":
+                return dataclasses.replace(base, d_model=v, h3_head_dim=_h3_head_dim(base, v))
             return dataclasses.replace(base, d_model=v)
 
         def count(v: int) -> int:
             if v not in cache:
                 cache[v] = non_embedding_parameters(sized(v), num_classes)
             return cache[v]
-        # Mamba-2 widths step by 8 with 16-channel heads; at small widths that step is too coarse,
+        # Mamba-2 (H3) widths step by their head dim; at small widths that step is too coarse,
         # so narrower heads are allowed only when needed to get within the tolerance
-        for min_headdim in ((16, 8, 4) if name == "mamba2" else (16,)):
+        for min_headdim in {"mamba2": (16, 8, 4), "h3": (8, 4, 2)}.get(name, (16,)):
             value = _closest(count, 8, 16 * max(base.d_model, 64), target,
                              lambda v: _valid_d_model(base, v, min_headdim))
             if abs(count(value) - target) <= tolerance * target:
