@@ -74,17 +74,17 @@ def test_task_benchmark_equal_params_and_budget(tmp_path, capsys):
     assert "infer_ms_per_example" in capsys.readouterr().out
 
 
-def test_task_cli(tmp_path):
+def test_task_cli(tmp_path, run_cli):
     out = tmp_path / "t.json"
     args = ["bench", "classify", "--task", "lra-listops", "--model", "mamba2", "--minutes", "1",
             "--out-dir", str(tmp_path / "runs"), "--infer-examples", "3", "--batch", "3", "--json", str(out),
             "--override", f"data.listops.root={tmp_path / 'data'}"]
     for o in TASK_OVERRIDES:
         args += ["--override", o]
-    r = CliRunner().invoke(main, args)
+    r = run_cli(*args)
     assert r.exit_code == 0, r.output
     (rec,) = json.loads(out.read_text())
     assert rec["model"] == "mamba2" and rec["infer_examples"] == 3 and 0 <= rec["accuracy"] <= 1
-    r = CliRunner().invoke(main, ["bench", "classify", "--task", "lra-listops", "--override", "train.nope=1",
-                                  "--out-dir", str(tmp_path / "r2")])
+    r = run_cli("bench", "classify", "--task", "lra-listops", "--override", "train.nope=1",
+                "--out-dir", str(tmp_path / "r2"))
     assert r.exit_code != 0 and "nope" in r.output and "Traceback" not in r.output

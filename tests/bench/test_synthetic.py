@@ -132,15 +132,15 @@ def test_command(tmp_path, run_cli):
     bad = run_cli("bench", "synthetic", "--model", "nope")
     assert bad.exit_code == 2 and "nope" in bad.output
     for args in (["--task", "mqar", "--mqar", "64by8"], ["--task", "mqar", "--mqar", "20x8"]):
-        bad = CliRunner().invoke(synthetic_command, args)
+        bad = run_cli("bench", "synthetic", *args)
         assert bad.exit_code == 2 and "Traceback" not in bad.output and "mqar" in bad.output
 
 
-def test_mqar_command(tmp_path):
+def test_mqar_command(tmp_path, run_cli):
     out = tmp_path / "m.json"
-    res = CliRunner().invoke(synthetic_command, ["--task", "mqar", "--model", "h3", "--model", "s4", "--d-model", "8",
-                                                 "--layers", "1", "--mqar", "12x3,18x4", "--mqar-steps", "2",
-                                                 "--mqar-symbols", "6", "--json", str(out)])
+    res = run_cli("bench", "synthetic", "--task", "mqar", "--model", "h3", "--model", "s4", "--d-model", "8",
+                  "--layers", "1", "--mqar", "12x3,18x4", "--mqar-steps", "2",
+                  "--mqar-symbols", "6", "--json", str(out))
     assert res.exit_code == 0, res.output
     results = json.loads(out.read_text())["results"]
     assert [(r["seq_len"], r["num_kv_pairs"], r["model"]) for r in results] == [
