@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mambadiff.ssm.conv import causal_conv1d_silu, causal_conv1d_silu_torch
-from mambadiff.ssm.scan import cpu as cpu_kernels
+from mambadiff import kernels as cpu_kernels
 
 pytestmark = pytest.mark.skipif(not cpu_kernels.is_available(),
                                 reason=f"C kernel unavailable: {cpu_kernels.unavailable_reason()}")

@@ -30,7 +30,7 @@ pytestmark = pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "am
 def test_kernel_parity_without_avx512(cflags, tmp_path):
     env = {**os.environ, "MAMBADIFF_CFLAGS": cflags, "MAMBADIFF_CACHE": str(tmp_path)}
     probe = subprocess.run(
-        [sys.executable, "-c", "import mambadiff.ssm.scan.cpu as c\n"
+        [sys.executable, "-c", "import mambadiff.kernels as c\n"
                                "assert c.load() is not None, c.unavailable_reason()\n"
                                "print(' '.join(c.build_info()['flags']))"],
         env=env, capture_output=True, text=True, timeout=600, cwd=REPO)

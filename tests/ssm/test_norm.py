@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from mambadiff.ssm.norm import RMSNorm, rms_norm, rms_norm_torch
-from mambadiff.ssm.scan import cpu as cpu_kernels
+from mambadiff import kernels as cpu_kernels
 
 needs_kernel = pytest.mark.skipif(not cpu_kernels.is_available(),
                                   reason="the C kernels could not be built here")

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mambadiff.ssm import Mamba2, Mamba2Config
-from mambadiff.ssm.scan import cpu as cpu_kernels
+from mambadiff import kernels as cpu_kernels
 from mambadiff.ssm.ssd import ssd, ssd_reference, ssd_scan_cpu, ssd_scan_cpu_packed
 
 pytestmark = pytest.mark.skipif(not cpu_kernels.is_available(),

@@ -1,5 +1,5 @@
 /* Fused SSD recurrence (Mamba-2: one scalar decay per head) for CPU: forward and backward in plain
- * C + OpenMP (no torch headers). Compiled twice by cpu.py (see ss_math.h).
+ * C + OpenMP (no torch headers). Compiled twice by kernels/build.py (see ss_math.h).
  *
  * Glossary: b batch, l length, h heads, p head dim (channels of a head), n state size,
  *           t time step, q steps per chunk (checkpoint interval), g head group (a backward task's heads).
