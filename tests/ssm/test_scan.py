@@ -380,3 +380,16 @@ def test_scan_benchmark_records_and_json(tmp_path, capsys):
         if r["seq_len"] == 16:
             assert r["speedup_vs_reference"] > 0
     assert any(r["skipped"] for r in records)
+
+
+def test_scan_benchmark_ssd_kernel(capsys):
+    from mambadiff.bench.scan import run_scan_benchmark
+
+    records = run_scan_benchmark(cases=[(1, 70, 32, 4)], repeats=1, warmup=0, kernel="ssd", head_dim=16)
+    algorithms = {"reference", "chunked"} | ({"cpu"} if CPU_KERNEL else set())
+    assert {(r["backend"], r["mode"]) for r in records} == {
+        (a, m) for a in algorithms for m in ("fwd", "fwd+bwd")}
+    assert all(r["model"] == "ssd" and r["seconds"] > 0 for r in records)
+    assert capsys.readouterr().out.startswith("SSD (float32")
+    with pytest.raises(ValueError, match="head_dim"):
+        run_scan_benchmark(cases=[(1, 8, 30, 4)], repeats=1, warmup=0, kernel="ssd", head_dim=16)
