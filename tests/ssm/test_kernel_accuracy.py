@@ -77,7 +77,7 @@ def assert_scaled_close(names, got, ref):
 # ---- SSD: ssd(algorithm="cpu") and "chunked" against float64 chunked
 
 
-def ssd_case(band, p, seed, b=1, h=2, n=16):
+def ssd_case(band, p, seed, b=2, h=2, n=16):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(b, L, h, p, generator=g, dtype=torch.float64)  # (b, l, h, p)
     dt = draw_dt((b, L, h), band, g)  # (b, l, h)
