@@ -67,9 +67,8 @@ def flush_denormals() -> bool:
     import torch
 
     ok = bool(torch.set_flush_denormal(True))  # this thread
-    from mambadiff.ssm.scan import cpu as cpu_kernels
+    from mambadiff import kernels
 
-    lib = cpu_kernels.load()
-    if ok and lib is not None:  # and every thread of the OpenMP pool that torch's CPU ops run on
-        lib.md_flush_denormals_f32(max(1, torch.get_num_threads()))
+    if ok and kernels.is_available():  # and every thread of the OpenMP pool that torch's CPU ops run on
+        kernels.function("md_flush_denormals", torch.float32)(max(1, torch.get_num_threads()))
     return ok

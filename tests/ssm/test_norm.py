@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from mambadiff.ssm.norm import RMSNorm, rms_norm, rms_norm_torch
-from mambadiff.ssm.scan import cpu as cpu_kernels
+from mambadiff import kernels as cpu_kernels
 
 needs_kernel = pytest.mark.skipif(not cpu_kernels.is_available(),
                                   reason="the C kernels could not be built here")
@@ -74,3 +74,26 @@ def test_bad_input():
         norm(torch.randn(2, 8), torch.randn(2, 4))
     with pytest.raises(ValueError, match="backend must be one of"):
         RMSNorm(8, backend="gpu")
+
+
+@needs_kernel
+def test_two_threads_match_one(monkeypatch):
+    """Same kernel, 1 vs 2 threads: y, dx and dz are bit-identical (one row, one task); dw sums
+    per-task partials whose split follows the thread count."""
+    import mambadiff.ssm.norm as norm_module
+    monkeypatch.setattr(norm_module, "MIN_WORK_PER_THREAD", 1)  # two threads even on tiny inputs
+    x, z = (3 * torch.randn(2, 37, 40)).requires_grad_(), (3 * torch.randn(2, 37, 40)).requires_grad_()
+    w = torch.randn(40).requires_grad_()
+    gy = torch.randn(2, 37, 40)
+    old = torch.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            y = rms_norm(x, w, z, backend="cpu")
+            results.append([y.detach(), *torch.autograd.grad(y, (x, w, z), gy)])
+    finally:
+        torch.set_num_threads(old)
+    (y1, gx1, gw1, gz1), (y2, gx2, gw2, gz2) = results
+    assert torch.equal(y2, y1) and torch.equal(gx2, gx1) and torch.equal(gz2, gz1)
+    torch.testing.assert_close(gw2, gw1, rtol=1e-5, atol=1e-5)

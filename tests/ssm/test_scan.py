@@ -16,13 +16,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mambadiff.ssm.scan import BACKENDS, available_backends, selective_scan
+from mambadiff import kernels
 from mambadiff.ssm.scan import cpu as cpu_backend
 from mambadiff.ssm.scan.reference import selective_scan_reference
 from mambadiff.ssm.scan.torch_scan import selective_scan_torch
 
-CPU_KERNEL = cpu_backend.is_available()
+CPU_KERNEL = kernels.is_available()
 needs_cpu_kernel = pytest.mark.skipif(
-    not CPU_KERNEL, reason=f"C kernel unavailable: {cpu_backend.unavailable_reason()}")
+    not CPU_KERNEL, reason=f"C kernel unavailable: {kernels.unavailable_reason()}")
 
 # name -> callable with selective_scan's signature. The torch backend is run with both in-chunk
 # schemes and chunk sizes that do not divide the drawn lengths, so chunk carries are exercised.
@@ -262,8 +263,8 @@ def test_available_backends_and_auto():
 def test_cpu_kernel_cache_is_reused_and_left_clean(tmp_path):
     """A fresh process builds into $MAMBADIFF_CACHE; a second one reuses the file; no temp leftovers."""
     env = {**os.environ, "MAMBADIFF_CACHE": str(tmp_path)}
-    code = ("from mambadiff.ssm.scan import cpu; assert cpu.is_available(), cpu.unavailable_reason();"
-            "print(cpu.build_info()['path'])")
+    code = ("from mambadiff import kernels as k; assert k.is_available(), k.unavailable_reason();"
+            "print(k.build_info()['path'])")
     first = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                            timeout=300, check=False)
     assert first.returncode == 0, first.stderr
@@ -379,3 +380,16 @@ def test_scan_benchmark_records_and_json(tmp_path, capsys):
         if r["seq_len"] == 16:
             assert r["speedup_vs_reference"] > 0
     assert any(r["skipped"] for r in records)
+
+
+def test_scan_benchmark_ssd_kernel(capsys):
+    from mambadiff.bench.scan import run_scan_benchmark
+
+    records = run_scan_benchmark(cases=[(1, 70, 32, 4)], repeats=1, warmup=0, kernel="ssd", head_dim=16)
+    algorithms = {"reference", "chunked"} | ({"cpu"} if CPU_KERNEL else set())
+    assert {(r["backend"], r["mode"]) for r in records} == {
+        (a, m) for a in algorithms for m in ("fwd", "fwd+bwd")}
+    assert all(r["model"] == "ssd" and r["seconds"] > 0 for r in records)
+    assert capsys.readouterr().out.startswith("SSD (float32")
+    with pytest.raises(ValueError, match="head_dim"):
+        run_scan_benchmark(cases=[(1, 8, 30, 4)], repeats=1, warmup=0, kernel="ssd", head_dim=16)

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mambadiff.ssm import Mamba2, Mamba2Config
-from mambadiff.ssm.scan import cpu as cpu_kernels
+from mambadiff import kernels as cpu_kernels
 from mambadiff.ssm.ssd import ssd, ssd_reference, ssd_scan_cpu, ssd_scan_cpu_packed
 
 pytestmark = pytest.mark.skipif(not cpu_kernels.is_available(),
@@ -179,3 +179,29 @@ def test_mamba2_block_algorithms_agree(algorithm):
     g = torch.autograd.grad(y, [x, *other.parameters()], gy)
     for a, r in zip(g, g_ref):
         torch.testing.assert_close(a, r, atol=1e-9, rtol=1e-9)
+
+
+@pytest.mark.parametrize("p", [16, 8, 3])  # the AVX-512, AVX2 and generic backward steps
+def test_two_threads_match_one(p, monkeypatch):
+    """Same kernel, 1 vs 2 threads: y and every per-(row, head) gradient are bit-identical (each head
+    is one task's, computed in the same order); dB, dC sum per-group partials whose split follows
+    the thread count, so they may differ in the last bits."""
+    import mambadiff.ssm.ssd as ssd_module
+    monkeypatch.setattr(ssd_module, "MIN_WORK_PER_THREAD", 1)  # two threads even on tiny inputs
+    args = inputs(2, 150, 4, p, 16, torch.float32, seed=p)
+    gy = torch.randn(2, 150, 4, p)
+    old = torch.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            y = ssd_scan_cpu(*args)
+            results.append([y.detach(), *torch.autograd.grad(y, args, gy)])
+    finally:
+        torch.set_num_threads(old)
+    (y1, gx1, gdt1, gA1, gB1, gC1, gD1), (y2, gx2, gdt2, gA2, gB2, gC2, gD2) = results
+    for name, a, b in [("y", y2, y1), ("grad x", gx2, gx1), ("grad dt", gdt2, gdt1), ("grad A", gA2, gA1),
+                       ("grad D", gD2, gD1)]:
+        assert torch.equal(a, b), name
+    for name, a, b in [("grad B", gB2, gB1), ("grad C", gC2, gC1)]:
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5, msg=lambda m, n=name: f"{n}: {m}")

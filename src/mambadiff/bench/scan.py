@@ -1,9 +1,13 @@
-"""Selective-scan benchmark: forward and forward+backward time per backend, with speed-up vs reference.
+"""Scan benchmark: forward and forward+backward time per backend, with speed-up vs reference.
 
-Glossary: b batch, d channels (d_inner), l length (seq_len), n state size (d_state).
+Glossary: b batch, d channels (d_inner), l length (seq_len), n state size (d_state), h heads,
+p head dim (SSD: d = h * p).
 
-Inputs follow the Mamba block: A = -(1..n) per channel (S4D-real init), dt bias drawn so that
-softplus(bias) lies in [1e-3, 1e-1], delta_softplus, D and z gating on.
+``kernel="s6"`` times the selective scan's backends (``selective_scan(backend=)``); inputs follow the
+Mamba block: A = -(1..n) per channel (S4D-real init), dt bias drawn so that softplus(bias) lies in
+[1e-3, 1e-1], delta_softplus, D and z gating on. ``kernel="ssd"`` times the Mamba-2 SSD algorithms
+(``ssd(algorithm=)``: reference, chunked, cpu) with heads of ``head_dim`` channels; inputs follow the
+Mamba-2 block: A = -U(1, 16) per head, dt in [1e-3, 1e-1] log-uniform, D on.
 
 Timing: the median of ``repeats`` runs after ``warmup`` runs. Forward-only runs use inputs without
 grad under ``torch.no_grad``; forward+backward runs call ``y.backward(g)``. The reference's fwd+bwd
@@ -25,8 +29,13 @@ import math
 import click
 import torch
 
+from .. import kernels
 from ..ssm.scan import available_backends, selective_scan
+from ..ssm.ssd import ssd
 from .common import time_and_peak, write_json
+
+KERNELS = ("s6", "ssd")
+SSD_BACKENDS = ("reference", "chunked", "cpu")
 
 DEFAULT_CASES = (
     {"batch": 64, "seq_len": 128, "d_inner": 256, "d_state": 16, "modes": ("fwd", "fwd+bwd")},
@@ -66,28 +75,59 @@ def make_inputs(batch: int, seq_len: int, d_inner: int, d_state: int, dtype=torc
     return args
 
 
+def make_ssd_inputs(batch: int, seq_len: int, d_inner: int, d_state: int, head_dim: int,
+                    dtype=torch.float32, device="cpu", requires_grad: bool = False, seed: int = 0) -> dict:
+    """Mamba-2-like random inputs for ``ssd`` as keyword arguments (h = d_inner / head_dim heads)."""
+    if d_inner % head_dim:
+        raise ValueError(f"d_inner ({d_inner}) must be a multiple of head_dim ({head_dim})")
+    b, l, h, p, n = batch, seq_len, d_inner // head_dim, head_dim, d_state
+    g = torch.Generator().manual_seed(seed)
+
+    def to(t):
+        return t.to(device=device, dtype=dtype)
+
+    dt = torch.exp(torch.rand(b, l, h, generator=g) * (math.log(0.1) - math.log(1e-3))
+                   + math.log(1e-3))  # (b, l, h) in [1e-3, 1e-1]
+    args = {"x": to(torch.randn(b, l, h, p, generator=g)), "dt": to(dt),
+            "A": to(-1 - 15 * torch.rand(h, generator=g)),  # (h,)
+            "B": to(torch.randn(b, l, n, generator=g)), "C": to(torch.randn(b, l, n, generator=g)),
+            "D": to(torch.ones(h))}
+    if requires_grad:
+        for t in args.values():
+            t.requires_grad_(True)
+    return args
+
+
 # --------------------------------------------------------------------------------------------------
 # timing and peak memory
 
 
-def _runner(backend: str, mode: str, case: dict, dtype, device):
-    args = make_inputs(case["batch"], case["seq_len"], case["d_inner"], case["d_state"],
-                       dtype=dtype, device=device, requires_grad=(mode == "fwd+bwd"))
+def _runner(backend: str, mode: str, case: dict, dtype, device, kernel: str = "s6", head_dim: int = 64):
+    grad = mode == "fwd+bwd"
+    if kernel == "ssd":
+        args = make_ssd_inputs(case["batch"], case["seq_len"], case["d_inner"], case["d_state"], head_dim,
+                               dtype=dtype, device=device, requires_grad=grad)
+        call = lambda: ssd(**args, algorithm=backend)  # noqa: E731
+        out_shape = args["x"].shape  # (b, l, h, p)
+    else:
+        args = make_inputs(case["batch"], case["seq_len"], case["d_inner"], case["d_state"],
+                           dtype=dtype, device=device, requires_grad=grad)
+        call = lambda: selective_scan(**args, backend=backend)  # noqa: E731
+        out_shape = args["u"].shape  # (b, d, l)
     if mode == "fwd":
         def fwd():
             with torch.no_grad():
-                selective_scan(**args, backend=backend)
+                call()
         return fwd
 
     g = torch.Generator().manual_seed(1)
-    gy = torch.randn(args["u"].shape, generator=g).to(device=device, dtype=dtype)  # (b, d, l)
+    gy = torch.randn(out_shape, generator=g).to(device=device, dtype=dtype)
     leaves = [t for t in args.values() if isinstance(t, torch.Tensor)]
 
     def fwd_bwd():
         for t in leaves:
             t.grad = None
-        y = selective_scan(**args, backend=backend)
-        y.backward(gy)
+        call().backward(gy)
     return fwd_bwd
 
 
@@ -109,19 +149,26 @@ def _normalise_case(case) -> dict:
 
 
 def run_scan_benchmark(backends=None, cases=None, repeats=5, warmup=2, json_path=None, *,
-                       dtype=torch.float32, device="cpu", print_table=True) -> list[dict]:
+                       dtype=torch.float32, device="cpu", print_table=True, kernel: str = "s6",
+                       head_dim: int = 64) -> list[dict]:
     """Times each backend on each case; prints a table and returns one record per
     (case, mode, backend). ``cases``: dicts with batch, seq_len, d_inner, d_state and optional
-    modes (subset of ("fwd", "fwd+bwd")), or (b, l, d, n) tuples. ``backends`` defaults to every
-    available backend; ``reference`` is always timed, for the speed-up column. ``threads`` in the
-    records is ``torch.get_num_threads()``, which the caller sets. Writes the records as JSON
-    (atomically) to ``json_path`` when given."""
+    modes (subset of ("fwd", "fwd+bwd")), or (b, l, d, n) tuples. ``kernel``: "s6" (the selective
+    scan's backends) or "ssd" (the SSD algorithms, heads of ``head_dim`` channels). ``backends``
+    defaults to every available backend; ``reference`` is always timed, for the speed-up column.
+    ``threads`` in the records is ``torch.get_num_threads()``, which the caller sets. Writes the
+    records as JSON (atomically) to ``json_path`` when given."""
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
     device = torch.device(device)
     if isinstance(dtype, str):  # e.g. "float32" from a command line
         if not isinstance(getattr(torch, dtype, None), torch.dtype):
             raise ValueError(f"dtype must name a torch dtype, got {dtype!r}")  # noqa: TRY004
         dtype = getattr(torch, dtype)
-    usable = available_backends()
+    if kernel == "ssd":
+        usable = tuple(a for a in SSD_BACKENDS if a != "cpu" or kernels.is_available())
+    else:
+        usable = available_backends()
     if backends is None:
         backends = list(usable)
     else:
@@ -143,7 +190,7 @@ def run_scan_benchmark(backends=None, cases=None, repeats=5, warmup=2, json_path
         for mode in case["modes"]:
             group = []
             for backend in backends:
-                rec = {"model": "scan", "backend": backend, "mode": mode, "batch": case["batch"],
+                rec = {"model": "scan" if kernel == "s6" else "ssd", "backend": backend, "mode": mode, "batch": case["batch"],
                            "seq_len": case["seq_len"], "d_inner": case["d_inner"],
                            "d_state": case["d_state"], "dtype": dtype_name, "device": str(device),
                            "threads": torch.get_num_threads(), "seconds": None, "tokens_per_s": None,
@@ -152,7 +199,7 @@ def run_scan_benchmark(backends=None, cases=None, repeats=5, warmup=2, json_path
                         and case["seq_len"] > REFERENCE_MAX_BWD_LEN):
                     rec["skipped"] = f"reference fwd+bwd too slow at l > {REFERENCE_MAX_BWD_LEN}"
                 else:
-                    fn = _runner(backend, mode, case, dtype, device)
+                    fn = _runner(backend, mode, case, dtype, device, kernel, head_dim)
                     w, r = warmup, repeats
                     if backend == "reference" and mode == "fwd+bwd":
                         w, r = min(w, REFERENCE_BWD_RUNS[0]), min(r, REFERENCE_BWD_RUNS[1])
@@ -196,7 +243,8 @@ def format_table(records: list[dict]) -> str:
         ])
     head = ["b x l x d x n", "mode", "backend", "ms", "tokens/s", "peak MB", "vs reference"]
     threads = records[0]["threads"] if records else torch.get_num_threads()
-    title = f"selective scan ({records[0]['dtype'] if records else ''}, {threads} threads)"
+    what = "SSD" if records and records[0]["model"] == "ssd" else "selective scan"
+    title = f"{what} ({records[0]['dtype'] if records else ''}, {threads} threads)"
     return title + "\n" + tabulate(rows, headers=head, colalign=("left", "left", "left"))
 
 
@@ -210,9 +258,13 @@ def format_table(records: list[dict]) -> str:
 @click.option("--threads", default=0, show_default=True, help="torch threads (0: torch's default).")
 @click.option("--dtype", default="float32", show_default=True)
 @click.option("--device", default="cpu", show_default=True)
+@click.option("--kernel", type=click.Choice(KERNELS), default="s6", show_default=True,
+              help="s6: the selective scan's backends; ssd: the Mamba-2 SSD algorithms (reference, "
+              "chunked, cpu), D = heads x --head-dim.")
+@click.option("--head-dim", default=64, show_default=True, help="SSD head dim p (D must be a multiple).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the records here.")
-def scan_command(backends, cases, repeats, warmup, threads, dtype, device, json_path):
-    """Time the selective-scan backends, forward and forward+backward, side by side."""
+def scan_command(backends, cases, repeats, warmup, threads, dtype, device, kernel, head_dim, json_path):
+    """Time the selective-scan backends (or the SSD algorithms), forward and forward+backward."""
     parsed = None
     if cases:
         parsed = []
@@ -225,6 +277,7 @@ def scan_command(backends, cases, repeats, warmup, threads, dtype, device, json_
     if threads > 0:
         torch.set_num_threads(threads)
     try:
-        run_scan_benchmark(list(backends) or None, parsed, repeats, warmup, json_path, dtype=dtype, device=device)
+        run_scan_benchmark(list(backends) or None, parsed, repeats, warmup, json_path, dtype=dtype,
+                           device=device, kernel=kernel, head_dim=head_dim)
     except ValueError as e:
         raise click.ClickException(str(e)) from None

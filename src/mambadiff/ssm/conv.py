@@ -8,8 +8,8 @@ Everything is time-major, (b, l, e): that is how in_proj produces x (a column sl
 output) and how x_proj and the selective scan consume y, so this layout needs no transposing copies.
 
 Backends:
-- ``cpu``: the fused C kernel (csrc/causal_conv1d.c, in the same library as the ``cpu`` selective
-  scan): one pass over x forward, one recomputing pass backward, reading x in place through its
+- ``cpu``: the fused C kernel (causal_conv1d.c of ``mambadiff.kernels``, the library that also holds
+  the ``cpu`` selective scan): one pass over x forward, one recomputing pass backward, reading x in place through its
   strides. float32 / float64 (half precision is computed in float32).
 - ``torch``: ``F.conv1d`` on the transposed input, then SiLU; any device and dtype. It is also the
   reference that the kernel is tested against.
@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from .scan import cpu as cpu_kernels
+from .. import kernels
 
 __all__ = ["CONV_BACKENDS", "CONV_BACKEND_FOR_SCAN", "causal_conv1d_silu", "causal_conv1d_silu_torch"]
 
@@ -64,15 +64,13 @@ class _CausalConv1dSiluCPU(torch.autograd.Function):
         # reverse: the anti-causal conv
         b, l, e = x.shape
         k = weight_t.shape[0]
-        suffix = "f32" if x.dtype == torch.float32 else "f64"
         y = x.new_empty(b, l, e)  # (b, l, e)
-        threads = cpu_kernels.threads_for(b * l * e * k, MIN_WORK_PER_THREAD)
+        threads = kernels.threads_for(b * l * e * k, MIN_WORK_PER_THREAD)
         chunk = _chunk(b, l, e, threads)
-        lib = cpu_kernels.load()
         # reverse -> the kernel's anti flag: it still walks memory in ascending time
-        getattr(lib, f"cc_fwd_{suffix}")(
-            x.data_ptr(), weight_t.data_ptr(), cpu_kernels.ptr(bias),
-            y.data_ptr(), cpu_kernels.batch_time_strides(x, y), b, l, e, k, chunk, int(reverse),
+        kernels.function("cc_fwd", x.dtype)(
+            x.data_ptr(), weight_t.data_ptr(), kernels.ptr(bias),
+            y.data_ptr(), kernels.batch_time_strides(x, y), b, l, e, k, chunk, int(reverse),
             threads)
         ctx.save_for_backward(x, weight_t, bias)
         ctx.reverse = reverse
@@ -84,18 +82,17 @@ class _CausalConv1dSiluCPU(torch.autograd.Function):
         x, weight_t, bias = ctx.saved_tensors
         b, l, e = x.shape
         k = weight_t.shape[0]
-        gy = cpu_kernels.unit_last_stride(gy)  # (b, l, e)
-        threads = cpu_kernels.threads_for(2 * b * l * e * k, MIN_WORK_PER_THREAD)
+        gy = kernels.unit_last_stride(gy)  # (b, l, e)
+        threads = kernels.threads_for(2 * b * l * e * k, MIN_WORK_PER_THREAD)
         chunk = _chunk(b, l, e, threads)
         ntasks = b * (-(-l // chunk))
         gx = x.new_empty(b, l, e)  # (b, l, e)
         gw_part = x.new_empty(ntasks, k, e)  # (tasks, k, e) summed below
         gb_part = x.new_empty(ntasks, e) if bias is not None else None  # (tasks, e)
-        suffix = "f32" if x.dtype == torch.float32 else "f64"
-        rc = getattr(cpu_kernels.load(), f"cc_bwd_{suffix}")(
-            x.data_ptr(), weight_t.data_ptr(), cpu_kernels.ptr(bias),
+        rc = kernels.function("cc_bwd", x.dtype)(
+            x.data_ptr(), weight_t.data_ptr(), kernels.ptr(bias),
             gy.data_ptr(), gx.data_ptr(), gw_part.data_ptr(),
-            cpu_kernels.ptr(gb_part), cpu_kernels.batch_time_strides(x, gy, gx), b, l, e, k, chunk,
+            kernels.ptr(gb_part), kernels.batch_time_strides(x, gy, gx), b, l, e, k, chunk,
             int(ctx.reverse), threads)
         if rc != 0:
             raise MemoryError("causal_conv1d cpu kernel: scratch allocation failed")
@@ -121,19 +118,19 @@ def causal_conv1d_silu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
         raise ValueError(f"bias must have shape (e,) = ({e},), got {tuple(bias.shape)}")
     on_cpu = x.device.type == "cpu"
     if backend == "auto":
-        backend = "cpu" if on_cpu and cpu_kernels.is_available() else "torch"
+        backend = "cpu" if on_cpu and kernels.is_available() else "torch"
     if backend == "torch":
         if reverse:
             return causal_conv1d_silu_torch(x.flip(1), weight, bias).flip(1)
         return causal_conv1d_silu_torch(x, weight, bias)
     if not on_cpu:
         raise ValueError(f"backend 'cpu' needs CPU tensors, got x on {x.device}")
-    if not cpu_kernels.is_available():
+    if not kernels.is_available():
         raise RuntimeError(f"causal_conv1d backend 'cpu' is unavailable: "
-                           f"{cpu_kernels.unavailable_reason()}")
+                           f"{kernels.unavailable_reason()}")
     dtype = x.dtype
     ct = torch.float64 if dtype == torch.float64 else torch.float32  # compute dtype
     y = _CausalConv1dSiluCPU.apply(
-        cpu_kernels.unit_last_stride(x.to(ct)), weight.to(ct).t().contiguous(),
+        kernels.unit_last_stride(x.to(ct)), weight.to(ct).t().contiguous(),
         None if bias is None else bias.to(ct).contiguous(), bool(reverse))
     return y.to(dtype)

@@ -6,8 +6,8 @@ dims flattened).
     RMSNorm(x)      = x / sqrt(mean(x^2) + eps) * weight
     RMSNorm(x, z)   = RMSNorm(x * silu(z))          (gate first, then normalise: Mamba-2's order)
 
-Backends: on CPU, float32 / float64 tensors go through the fused C kernel (csrc/rms_norm.c, in the
-``cpu`` scan library): one pass forward, one recomputing pass backward, instead of the half dozen
+Backends: on CPU, float32 / float64 tensors go through the fused C kernel (rms_norm.c of
+``mambadiff.kernels``): one pass forward, one recomputing pass backward, instead of the half dozen
 elementwise passes (and as many saved tensors) of the PyTorch expression, which is the fallback on
 every other device and dtype and the reference the kernel is tested against.
 """
@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from .scan import cpu as cpu_kernels
+from .. import kernels
 
 __all__ = ["RMSNorm", "rms_norm", "rms_norm_torch"]
 
@@ -42,7 +42,7 @@ def rms_norm_torch(x: torch.Tensor, weight: torch.Tensor, z: torch.Tensor | None
 
 def _rows(t: torch.Tensor) -> torch.Tensor:
     """(..., e) as a (r, e) view with unit channel stride (a copy only when no view exists)."""
-    return cpu_kernels.unit_last_stride(t.reshape(-1, t.shape[-1]))  # (r, e)
+    return kernels.unit_last_stride(t.reshape(-1, t.shape[-1]))  # (r, e)
 
 
 class _RMSNormCPU(torch.autograd.Function):
@@ -50,13 +50,12 @@ class _RMSNormCPU(torch.autograd.Function):
     def forward(ctx, x, weight, z, eps):
         # x, z (r, e) unit channel stride; weight (e,) contiguous
         rows, e = x.shape
-        suffix = "f32" if x.dtype == torch.float32 else "f64"
         y = x.new_empty(rows, e)  # (r, e)
         rstd = x.new_empty(rows)  # (r,)
         strides = (ctypes.c_int64 * 3)(x.stride(0), 0 if z is None else z.stride(0), y.stride(0))
-        getattr(cpu_kernels.load(), f"rn_fwd_{suffix}")(
-            x.data_ptr(), cpu_kernels.ptr(z), weight.data_ptr(), y.data_ptr(),
-            rstd.data_ptr(), strides, rows, e, eps, cpu_kernels.threads_for(rows * e, MIN_WORK_PER_THREAD))
+        kernels.function("rn_fwd", x.dtype)(
+            x.data_ptr(), kernels.ptr(z), weight.data_ptr(), y.data_ptr(),
+            rstd.data_ptr(), strides, rows, e, eps, kernels.threads_for(rows * e, MIN_WORK_PER_THREAD))
         ctx.save_for_backward(x, weight, z, rstd)
         return y
 
@@ -65,18 +64,17 @@ class _RMSNormCPU(torch.autograd.Function):
     def backward(ctx, gy):
         x, weight, z, rstd = ctx.saved_tensors
         rows, e = x.shape
-        gy = cpu_kernels.unit_last_stride(gy)  # (r, e)
-        threads = cpu_kernels.threads_for(2 * rows * e, MIN_WORK_PER_THREAD)
+        gy = kernels.unit_last_stride(gy)  # (r, e)
+        threads = kernels.threads_for(2 * rows * e, MIN_WORK_PER_THREAD)
         ntasks = max(1, min(rows, threads))
         gx = x.new_empty(rows, e)  # (r, e)
         gz = x.new_empty(rows, e) if z is not None else None  # (r, e)
         gw_part = x.new_empty(ntasks, e)  # (tasks, e) summed below
         strides = (ctypes.c_int64 * 5)(x.stride(0), 0 if z is None else z.stride(0), gy.stride(0),
                                        gx.stride(0), 0 if gz is None else gz.stride(0))
-        suffix = "f32" if x.dtype == torch.float32 else "f64"
-        rc = getattr(cpu_kernels.load(), f"rn_bwd_{suffix}")(
-            x.data_ptr(), cpu_kernels.ptr(z), weight.data_ptr(), rstd.data_ptr(),
-            gy.data_ptr(), gx.data_ptr(), cpu_kernels.ptr(gz), gw_part.data_ptr(),
+        rc = kernels.function("rn_bwd", x.dtype)(
+            x.data_ptr(), kernels.ptr(z), weight.data_ptr(), rstd.data_ptr(),
+            gy.data_ptr(), gx.data_ptr(), kernels.ptr(gz), gw_part.data_ptr(),
             strides, rows, e, ntasks, threads)
         if rc != 0:
             raise MemoryError("rms_norm cpu kernel: scratch allocation failed")
@@ -92,13 +90,13 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, z: torch.Tensor | None = Non
     use_cpu = (backend == "cpu" or (
         backend == "auto" and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
         and weight.dtype == x.dtype and (z is None or z.dtype == x.dtype)
-        and cpu_kernels.is_available()))
+        and kernels.is_available()))
     if not use_cpu:
         return rms_norm_torch(x, weight, z, eps)
     if x.device.type != "cpu":
         raise ValueError(f"backend 'cpu' needs CPU tensors, got x on {x.device}")
-    if not cpu_kernels.is_available():
-        raise RuntimeError(f"rms_norm backend 'cpu' is unavailable: {cpu_kernels.unavailable_reason()}")
+    if not kernels.is_available():
+        raise RuntimeError(f"rms_norm backend 'cpu' is unavailable: {kernels.unavailable_reason()}")
     shape, dtype = x.shape, x.dtype
     ct = torch.float64 if dtype == torch.float64 else torch.float32  # compute dtype
     y = _RMSNormCPU.apply(_rows(x.to(ct)), weight.to(ct).contiguous(),

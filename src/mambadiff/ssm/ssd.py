@@ -11,7 +11,7 @@ Recurrence per head (state (p, n); B, C shared by all heads, ngroups = 1):
 - ``ssd_chunked``: the chunked matmul algorithm of the paper (any device; the GPU path). Inside a
   chunk of q tokens the output is a masked attention-like matmul (C B^T weighted by a decay matrix
   built with a stable segment sum in log space); across chunks only the (h, p, n) states are passed.
-- ``ssd_scan_cpu``: the fused C kernel (csrc/ssd_scan.c, in the ``cpu`` scan library). Because the
+- ``ssd_scan_cpu``: the fused C kernel (ssd_scan.c of ``mambadiff.kernels``). Because the
   decay is one scalar per (token, head), a state update costs two multiply-adds and the output one,
   with no exp per state element (S6 needs one). Forward and a recomputing backward; the forward keeps
   only the state at every chunk start. float32 / float64 (half precision is computed in float32).
@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
 from .checks import at_least_f32, check_positive_int
-from .scan import cpu as cpu_kernels
+from .. import kernels
 
 __all__ = ["SSD_ALGORITHMS", "resolve_algorithm", "ssd", "ssd_chunked", "ssd_reference", "ssd_scan_cpu",
            "ssd_scan_cpu_packed", "segsum"]
@@ -214,16 +214,15 @@ class _SSDScanCPU(torch.autograd.Function):
         x, B, C = xbc[..., :e], xbc[..., e:e + n], xbc[..., e + n:]  # views
         q = _chunk_len(n, p)
         nchunks = -(-l // q)
-        suffix = "f32" if xbc.dtype == torch.float32 else "f64"
         y = xbc.new_empty(b, l, e)  # (b, l, h*p)
         ckpt = (xbc.new_empty(b, h, nchunks, n, p) if nchunks > 1 and any(ctx.needs_input_grad)
                 else None)  # (b, h, chunks, n, p) state entering every chunk, for the backward
-        o = lambda t: cpu_kernels.time_origin(t, reverse)  # noqa: E731
-        rc = getattr(cpu_kernels.load(), f"ssd_fwd_{suffix}")(
+        o = lambda t: kernels.time_origin(t, reverse)  # noqa: E731
+        rc = kernels.function("ssd_fwd", xbc.dtype)(
             o(x), o(dt), A.data_ptr(), o(B), o(C),
-            cpu_kernels.ptr(D), o(y),
-            cpu_kernels.ptr(ckpt), cpu_kernels.batch_time_strides(x, dt, B, C, y, reverse=reverse), b, l, h, p, n, q,
-            cpu_kernels.threads_for(b * l * e * n, MIN_WORK_PER_THREAD))
+            kernels.ptr(D), o(y),
+            kernels.ptr(ckpt), kernels.batch_time_strides(x, dt, B, C, y, reverse=reverse), b, l, h, p, n, q,
+            kernels.threads_for(b * l * e * n, MIN_WORK_PER_THREAD))
         if rc != 0:
             raise MemoryError("ssd cpu kernel: scratch allocation failed")
         ctx.save_for_backward(xbc, dt, A, D, ckpt)
@@ -240,9 +239,9 @@ class _SSDScanCPU(torch.autograd.Function):
         p = e // h
         x, B, C = xbc[..., :e], xbc[..., e:e + n], xbc[..., e + n:]  # views
         q = _chunk_len(n, p)
-        threads = cpu_kernels.threads_for(2 * b * l * e * n, MIN_WORK_PER_THREAD)
+        threads = kernels.threads_for(2 * b * l * e * n, MIN_WORK_PER_THREAD)
         g = _num_groups(b, h, threads)
-        gy = cpu_kernels.unit_last_stride(gy)  # (b, l, h*p)
+        gy = kernels.unit_last_stride(gy)  # (b, l, h*p)
         gxbc = xbc.new_empty(b, l, width)  # (b, l, h*p + 2n)
         gx = gxbc[..., :e]  # (b, l, h*p) view: the kernel writes it in place
         gdt = xbc.new_empty(b, l, h)  # (b, l, h)
@@ -250,15 +249,14 @@ class _SSDScanCPU(torch.autograd.Function):
         gB_part = xbc.new_zeros(g, b, l, n)  # (g, b, l, n) summed over g below
         gC_part = xbc.new_zeros(g, b, l, n)  # (g, b, l, n)
         gD_part = xbc.new_empty(b, h) if D is not None else None  # (b, h)
-        suffix = "f32" if xbc.dtype == torch.float32 else "f64"
         rev = ctx.reverse
-        o = lambda t: cpu_kernels.time_origin(t, rev)  # noqa: E731
-        rc = getattr(cpu_kernels.load(), f"ssd_bwd_{suffix}")(
+        o = lambda t: kernels.time_origin(t, rev)  # noqa: E731
+        rc = kernels.function("ssd_bwd", xbc.dtype)(
             o(x), o(dt), A.data_ptr(), o(B), o(C),
-            cpu_kernels.ptr(D), o(gy),
-            cpu_kernels.ptr(ckpt), o(gx), o(gdt),
+            kernels.ptr(D), o(gy),
+            kernels.ptr(ckpt), o(gx), o(gdt),
             gA_part.data_ptr(), gB_part.data_ptr(), gC_part.data_ptr(),
-            cpu_kernels.ptr(gD_part), cpu_kernels.batch_time_strides(x, dt, B, C, gy, gx, gdt, reverse=rev),
+            kernels.ptr(gD_part), kernels.batch_time_strides(x, dt, B, C, gy, gx, gdt, reverse=rev),
             b, l, h, p, n, q, g, threads)
         if rc == -2:
             raise RuntimeError("ssd cpu kernel: backward without the forward's checkpoints")
@@ -281,8 +279,8 @@ def ssd_scan_cpu_packed(xbc: torch.Tensor, dt: torch.Tensor, A: torch.Tensor,
     time-flipped inputs, flipped back, computed in place without the flipped copies."""
     if xbc.device.type != "cpu":
         raise ValueError(f"algorithm 'cpu' needs CPU tensors, got x on {xbc.device}")
-    if not cpu_kernels.is_available():
-        raise RuntimeError(f"ssd algorithm 'cpu' is unavailable: {cpu_kernels.unavailable_reason()}")
+    if not kernels.is_available():
+        raise RuntimeError(f"ssd algorithm 'cpu' is unavailable: {kernels.unavailable_reason()}")
     b, l, width = xbc.shape
     h = dt.shape[-1]
     if tuple(dt.shape) != (b, l, h) or (width - 2 * n) <= 0 or (width - 2 * n) % h:
@@ -290,7 +288,7 @@ def ssd_scan_cpu_packed(xbc: torch.Tensor, dt: torch.Tensor, A: torch.Tensor,
                          f"dt (b, l, h) = {tuple(dt.shape)}")
     dtype = xbc.dtype
     ct = torch.float64 if dtype == torch.float64 else torch.float32  # compute dtype
-    y = _SSDScanCPU.apply(cpu_kernels.unit_last_stride(xbc.to(ct)), cpu_kernels.unit_last_stride(dt.to(ct)),
+    y = _SSDScanCPU.apply(kernels.unit_last_stride(xbc.to(ct)), kernels.unit_last_stride(dt.to(ct)),
                           A.to(ct).contiguous(), None if D is None else D.to(ct).contiguous(),
                           int(n), bool(reverse))  # (b, l, h*p)
     return y.to(dtype)
@@ -316,7 +314,7 @@ def resolve_algorithm(algorithm: str, device: torch.device) -> str:
     if algorithm not in SSD_ALGORITHMS:
         raise ValueError(f"algorithm must be one of {SSD_ALGORITHMS}, got {algorithm!r}")
     if algorithm == "auto":
-        return "cpu" if device.type == "cpu" and cpu_kernels.is_available() else "chunked"
+        return "cpu" if device.type == "cpu" and kernels.is_available() else "chunked"
     return algorithm
 
 

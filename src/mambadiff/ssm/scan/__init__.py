@@ -31,9 +31,9 @@ CONCRETE_BACKENDS = ("reference", "cpu", "torch", "triton")
 def available_backends() -> tuple[str, ...]:
     """Concrete backends usable now (``cpu`` only when its C kernel compiles and loads, ``triton``
     only when CUDA is available and triton imports)."""
-    from . import cpu
+    from ... import kernels
 
-    usable = {"cpu": cpu.is_available, "triton": _triton_available}
+    usable = {"cpu": kernels.is_available, "triton": _triton_available}
     return tuple(name for name in CONCRETE_BACKENDS if name not in usable or usable[name]())
 
 
@@ -55,13 +55,14 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
 
         return selective_scan_torch(*args)
     if backend == "cpu":
+        from ... import kernels
         from . import cpu
 
         if u.device.type != "cpu":
             raise ValueError(f"backend 'cpu' needs CPU tensors, got u on {u.device}")
-        if not cpu.is_available():
+        if not kernels.is_available():
             raise RuntimeError(f"selective_scan backend 'cpu' is unavailable: "
-                               f"{cpu.unavailable_reason()}")
+                               f"{kernels.unavailable_reason()}")
         return cpu.selective_scan_cpu(*args)
     if backend == "triton":
         if u.device.type != "cuda":
@@ -82,9 +83,9 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
 
 def _pick_auto(u: torch.Tensor, initial_state) -> str:
     if u.device.type == "cpu":
-        from . import cpu
+        from ... import kernels
 
-        return "cpu" if cpu.is_available() else "torch"
+        return "cpu" if kernels.is_available() else "torch"
     if u.device.type == "cuda" and initial_state is None and _mamba_ssm_available():
         return "mamba_ssm"
     if u.device.type == "cuda" and _triton_available():

@@ -4,7 +4,7 @@
  *           w lane (one of SS_W consecutive channels processed together in SIMD),
  *           t time step inside a chunk of at most SS_T steps, g d-group (a backward task's channels).
  *
- * Compiled twice by cpu.py from this one file and linked into one shared library:
+ * Compiled twice by kernels/build.py from this one file and linked into one shared library:
  *   -DSS_DOUBLE=0 (float32, functions *_f32)   and   -DSS_DOUBLE=1 (float64, functions *_f64)
  * All tensors arrive as raw pointers. Optional pointers may be NULL.
  *

@@ -1,6 +1,6 @@
 /* Process-wide CPU math settings, kept in the kernel library because it shares torch's OpenMP runtime
  * (libgomp): a parallel region here runs on the same threads as torch's intra-op work. Compiled twice
- * by cpu.py like the kernels (see ss_math.h); mambadiff.runtime calls the float32 copy.
+ * by kernels/build.py like the kernels (see ss_math.h); mambadiff.runtime calls the float32 copy.
  */
 #include "ss_math.h"
 

@@ -1,5 +1,5 @@
 /* Fused SSD recurrence (Mamba-2: one scalar decay per head) for CPU: forward and backward in plain
- * C + OpenMP (no torch headers). Compiled twice by cpu.py (see ss_math.h).
+ * C + OpenMP (no torch headers). Compiled twice by kernels/build.py (see ss_math.h).
  *
  * Glossary: b batch, l length, h heads, p head dim (channels of a head), n state size,
  *           t time step, q steps per chunk (checkpoint interval), g head group (a backward task's heads).
@@ -98,20 +98,26 @@ SSD_INLINE void SS_FN(ssd_step)(real *restrict S, real *restrict y, const real *
  *   dx_t     = dt_t G_t^T B_t + D gy_t           dB_t[k] = dt_t (G_t[k,:] . x_t)
  *   dC_t[k]  = gy_t . S_t[k,:]                    ddt_t, dA from ga_t = <G_t, a_t S_{t-1}>
  * Two passes per chunk, neither of which stores states:
- *   1. forward from the chunk's checkpoint: S_t again, dC_t (S_t is at hand) and
- *      ey_t = gy_t . (C_t S_t) = sum_k C_t[k] dC_t[k];
- *   2. backward: G_t, dB_t, dx_t, and ga_t without S: <G_t, S_t> = ga_{t+1} + ey_t (expand G_t) and
- *      a_t S_{t-1} = S_t - B_t (dt_t x_t)^T give ga_t = ga_{t+1} + ey_t - dt_t sum_k B_t[k] (G_t[k,:] . x_t),
- *      whose last sum reuses dB's dot products. At a chunk's first step ga is taken exactly as
- *      <a_t G_t, checkpoint> instead, so rounding in the recursion never spans more than one chunk.
+ *   1. forward from the chunk's checkpoint: S_t again, dC_t and ey_t = gy_t . (C_t a_t S_{t-1});
+ *   2. backward: G_t, dB_t, dx_t, and ga_t without S: <G_t, S_t> = ga_{t+1} + gy_t . (C_t S_t)
+ *      (expand G_t) and a_t S_{t-1} = S_t - B_t (dt_t x_t)^T give
+ *          ga_t = ga_{t+1} + ey_t - dt_t bdot_t,   bdot_t = sum_k B_t[k] (a_{t+1} G_{t+1}[k,:] . x_t),
+ *      once the step's own term dt_t (B_t . C_t)(gy_t . x_t), present in both <G_t, S_t> and
+ *      <G_t, B_t (dt_t x_t)^T>, is cancelled exactly by leaving it out of both. Kept in, the two
+ *      sums are O(1) where ga_t (proportional to a_t) is tiny under strong decay, and their float32
+ *      rounding, carried undamped by the recursion, swamps dA and ddt. Both sums come from dot
+ *      products the passes compute anyway: gy_t . S_{t-1}[k,:] (dC_t[k] = a_t of it +
+ *      dt_t B_t[k] (gy_t . x_t)) and a_{t+1} G_{t+1}[k,:] . x_t (dB_t[k] = dt_t (it + C_t[k] (gy_t . x_t))).
+ *      At a chunk's first step ga is taken exactly as <a_t G_t, checkpoint> instead.
  * Each pass reads and writes one (n, p) state (S or G) per step, which stays in L1.
  */
 
-/* Pass 1, one step: S <- a S + B (dt x); gC[k] += gy . S[k,:]; returns sum_k C[k] (gy . S[k,:]). */
+/* Pass 1, one step: S <- a S + B (dt x); gC[k] += gy . S[k,:] (gyx = gy . x); returns
+ * a sum_k C[k] (gy . S_old[k,:]), the step's ey without its own input's term (see above). */
 SSD_INLINE real SS_FN(ssd_bwd_state_step)(real *restrict S, const real *restrict xt,
                                           const real *restrict gyt, const real *restrict Bt,
                                           const real *restrict Ct, real *restrict gCt, real a,
-                                          real dt, int64_t n, int64_t p, real *restrict u) {
+                                          real dt, real gyx, int64_t n, int64_t p, real *restrict u) {
     real ey = 0;
 #pragma omp simd
     for (int64_t j = 0; j < p; j++) u[j] = dt * xt[j];
@@ -121,22 +127,23 @@ SSD_INLINE real SS_FN(ssd_bwd_state_step)(real *restrict S, const real *restrict
         real acc = 0;
 #pragma omp simd reduction(+ : acc)
         for (int64_t j = 0; j < p; j++) {
-            real s = a * row[j] + bk * u[j];
-            row[j] = s;
-            acc += gyt[j] * s;
+            acc += gyt[j] * row[j];
+            row[j] = a * row[j] + bk * u[j];
         }
-        gCt[k] += acc;
+        gCt[k] += a * acc + bk * dt * gyx;
         ey += Ct[k] * acc;
     }
-    return ey;
+    return a * ey;
 }
 
 /* Pass 2, one step. G holds a_{t+1} G_{t+1} on entry and a_t G_t on exit; gsum (p) receives
- * G_t^T B_t; gB[k] += dt (G_t[k,:] . x_t). Returns sum_k B[k] (G_t[k,:] . x_t). */
+ * G_t^T B_t; gB[k] += dt (G_t[k,:] . x_t) (gyx = gy . x). Returns bdot = sum_k B[k] (G_in[k,:] . x_t)
+ * over the entry G, without the step's own term (see above). */
 SSD_INLINE real SS_FN(ssd_bwd_adjoint_step)(real *restrict G, const real *restrict xt,
                                             const real *restrict gyt, const real *restrict Bt,
                                             const real *restrict Ct, real *restrict gBt, real a,
-                                            real dt, int64_t n, int64_t p, real *restrict gsum) {
+                                            real dt, real gyx, int64_t n, int64_t p,
+                                            real *restrict gsum) {
     real bdot = 0;
 #pragma omp simd
     for (int64_t j = 0; j < p; j++) gsum[j] = 0;
@@ -146,12 +153,12 @@ SSD_INLINE real SS_FN(ssd_bwd_adjoint_step)(real *restrict G, const real *restri
         real acc = 0;
 #pragma omp simd reduction(+ : acc)
         for (int64_t j = 0; j < p; j++) {
+            acc += Gk[j] * xt[j];
             real gk = Gk[j] + ck * gyt[j];
-            acc += gk * xt[j];
             gsum[j] += bk * gk;
             Gk[j] = a * gk;
         }
-        gBt[k] += dt * acc;
+        gBt[k] += dt * (acc + ck * gyx);
         bdot += bk * acc;
     }
     return bdot;
@@ -192,7 +199,7 @@ static inline void ssd_lane_sums(float *restrict sums, const float *restrict lan
 SSD_INLINE float ssd_bwd_state_step_avx2(float *restrict S, const float *restrict xt,
                                          const float *restrict gyt, const float *restrict Bt,
                                          const float *restrict Ct, float *restrict gCt, float a,
-                                         float dt, int64_t n, int64_t p, float *restrict lanes,
+                                         float dt, float gyx, int64_t n, int64_t p, float *restrict lanes,
                                          float *restrict sums) {
     const __m256 va = _mm256_set1_ps(a), vdt = _mm256_set1_ps(dt);
     for (int64_t j0 = 0; j0 < p; j0 += 32) {
@@ -207,9 +214,9 @@ SSD_INLINE float ssd_bwd_state_step_avx2(float *restrict S, const float *restric
             float *Sk = S + k * p + j0;
             __m256 vc = _mm256_setzero_ps();
             for (int64_t jb = 0; jb < jn; jb++) {
-                const __m256 s = _mm256_fmadd_ps(va, _mm256_loadu_ps(Sk + 8 * jb), _mm256_mul_ps(bk, u[jb]));
-                _mm256_storeu_ps(Sk + 8 * jb, s);
-                vc = _mm256_fmadd_ps(gy[jb], s, vc);
+                const __m256 s_old = _mm256_loadu_ps(Sk + 8 * jb);
+                vc = _mm256_fmadd_ps(gy[jb], s_old, vc);
+                _mm256_storeu_ps(Sk + 8 * jb, _mm256_fmadd_ps(va, s_old, _mm256_mul_ps(bk, u[jb])));
             }
             if (j0 > 0) vc = _mm256_add_ps(vc, _mm256_loadu_ps(lanes + 8 * k));
             _mm256_storeu_ps(lanes + 8 * k, vc);
@@ -218,17 +225,17 @@ SSD_INLINE float ssd_bwd_state_step_avx2(float *restrict S, const float *restric
     ssd_lane_sums(sums, lanes, n);
     float ey = 0;
     for (int64_t k = 0; k < n; k++) {
-        gCt[k] += sums[k];
+        gCt[k] += a * sums[k] + Bt[k] * dt * gyx;
         ey += Ct[k] * sums[k];
     }
-    return ey;
+    return a * ey;
 }
 
 /* ssd_bwd_adjoint_step for float32, p % 8 == 0. */
 SSD_INLINE float ssd_bwd_adjoint_step_avx2(float *restrict G, const float *restrict xt,
                                            const float *restrict gyt, const float *restrict Bt,
                                            const float *restrict Ct, float *restrict gBt, float a,
-                                           float dt, int64_t n, int64_t p, float *restrict gsum,
+                                           float dt, float gyx, int64_t n, int64_t p, float *restrict gsum,
                                            float *restrict lanes, float *restrict sums) {
     const __m256 va = _mm256_set1_ps(a);
     for (int64_t j0 = 0; j0 < p; j0 += 32) {
@@ -240,9 +247,9 @@ SSD_INLINE float ssd_bwd_adjoint_step_avx2(float *restrict G, const float *restr
             float *Gk = G + k * p + j0;
             __m256 vb = _mm256_setzero_ps();
             for (int64_t jb = 0; jb < jn; jb++) {
-                const __m256 gk = _mm256_fmadd_ps(ck, _mm256_loadu_ps(gyt + j0 + 8 * jb),
-                                                  _mm256_loadu_ps(Gk + 8 * jb));
-                vb = _mm256_fmadd_ps(gk, _mm256_loadu_ps(xt + j0 + 8 * jb), vb);
+                const __m256 g_in = _mm256_loadu_ps(Gk + 8 * jb);
+                vb = _mm256_fmadd_ps(g_in, _mm256_loadu_ps(xt + j0 + 8 * jb), vb);
+                const __m256 gk = _mm256_fmadd_ps(ck, _mm256_loadu_ps(gyt + j0 + 8 * jb), g_in);
                 gs[jb] = _mm256_fmadd_ps(bk, gk, gs[jb]);
                 _mm256_storeu_ps(Gk + 8 * jb, _mm256_mul_ps(va, gk));
             }
@@ -254,7 +261,7 @@ SSD_INLINE float ssd_bwd_adjoint_step_avx2(float *restrict G, const float *restr
     ssd_lane_sums(sums, lanes, n);
     float bdot = 0;
     for (int64_t k = 0; k < n; k++) {
-        gBt[k] += dt * sums[k];
+        gBt[k] += dt * (sums[k] + Ct[k] * gyx);
         bdot += Bt[k] * sums[k];
     }
     return bdot;
@@ -292,7 +299,7 @@ static inline __m512 ssd_hsum16(const __m512 *v) {
 SSD_INLINE float ssd_bwd_state_step_avx512(float *restrict S, const float *restrict xt,
                                            const float *restrict gyt, const float *restrict Bt,
                                            const float *restrict Ct, float *restrict gCt, float a,
-                                           float dt, int64_t n, int64_t p) {
+                                           float dt, float gyx, int64_t n, int64_t p) {
     const __m512 va = _mm512_set1_ps(a), vdt = _mm512_set1_ps(dt);
     __m512 vey = _mm512_setzero_ps();
     int64_t k0 = 0;
@@ -306,14 +313,15 @@ SSD_INLINE float ssd_bwd_state_step_avx512(float *restrict S, const float *restr
 #pragma GCC unroll 16
             for (int kk = 0; kk < 16; kk++) {
                 float *Sk = S + (k0 + kk) * p + j0;
-                const __m512 s = _mm512_fmadd_ps(va, _mm512_loadu_ps(Sk),
-                                                 _mm512_mul_ps(_mm512_set1_ps(Bt[k0 + kk]), u));
-                _mm512_storeu_ps(Sk, s);
-                acc[kk] = _mm512_fmadd_ps(gy, s, acc[kk]);
+                const __m512 s_old = _mm512_loadu_ps(Sk);
+                acc[kk] = _mm512_fmadd_ps(gy, s_old, acc[kk]);
+                _mm512_storeu_ps(Sk, _mm512_fmadd_ps(va, s_old,
+                                                     _mm512_mul_ps(_mm512_set1_ps(Bt[k0 + kk]), u)));
             }
         }
-        const __m512 sums = ssd_hsum16(acc); /* lane kk: gy . S[k0 + kk, :] */
-        _mm512_storeu_ps(gCt + k0, _mm512_add_ps(_mm512_loadu_ps(gCt + k0), sums));
+        const __m512 sums = ssd_hsum16(acc); /* lane kk: gy . S_old[k0 + kk, :] */
+        const __m512 own = _mm512_mul_ps(_mm512_loadu_ps(Bt + k0), _mm512_set1_ps(dt * gyx));
+        _mm512_storeu_ps(gCt + k0, _mm512_add_ps(_mm512_loadu_ps(gCt + k0), _mm512_fmadd_ps(va, sums, own)));
         vey = _mm512_fmadd_ps(_mm512_loadu_ps(Ct + k0), sums, vey);
     }
     float ey = _mm512_reduce_add_ps(vey);
@@ -323,15 +331,15 @@ SSD_INLINE float ssd_bwd_state_step_avx512(float *restrict S, const float *restr
         __m512 acc = _mm512_setzero_ps();
         for (int64_t j0 = 0; j0 < p; j0 += 16) {
             const __m512 u = _mm512_mul_ps(vdt, _mm512_loadu_ps(xt + j0));
-            const __m512 s = _mm512_fmadd_ps(va, _mm512_loadu_ps(Sk + j0), _mm512_mul_ps(bk, u));
-            _mm512_storeu_ps(Sk + j0, s);
-            acc = _mm512_fmadd_ps(_mm512_loadu_ps(gyt + j0), s, acc);
+            const __m512 s_old = _mm512_loadu_ps(Sk + j0);
+            acc = _mm512_fmadd_ps(_mm512_loadu_ps(gyt + j0), s_old, acc);
+            _mm512_storeu_ps(Sk + j0, _mm512_fmadd_ps(va, s_old, _mm512_mul_ps(bk, u)));
         }
         const float dot = _mm512_reduce_add_ps(acc);
-        gCt[k] += dot;
+        gCt[k] += a * dot + Bt[k] * dt * gyx;
         ey += Ct[k] * dot;
     }
-    return ey;
+    return a * ey;
 }
 
 /* ssd_bwd_adjoint_step for float32, p % 16 == 0, rows in blocks of 16 as above. The channels go in
@@ -341,7 +349,8 @@ SSD_INLINE float ssd_bwd_state_step_avx512(float *restrict S, const float *restr
 SSD_INLINE float ssd_bwd_adjoint_step_avx512(float *restrict G, const float *restrict xt,
                                              const float *restrict gyt, const float *restrict Bt,
                                              const float *restrict Ct, float *restrict gBt, float a,
-                                             float dt, int64_t n, int64_t p, float *restrict gsum) {
+                                             float dt, float gyx, int64_t n, int64_t p,
+                                             float *restrict gsum) {
     const __m512 va = _mm512_set1_ps(a), vdt = _mm512_set1_ps(dt);
     __m512 vbdot = _mm512_setzero_ps();
     for (int64_t j0 = 0; j0 < p; j0 += 16) _mm512_storeu_ps(gsum + j0, _mm512_setzero_ps());
@@ -364,8 +373,9 @@ SSD_INLINE float ssd_bwd_adjoint_step_avx512(float *restrict G, const float *res
                 float *Gk = G + (k0 + kk) * p + j0;
                 const __m512 ck = _mm512_set1_ps(Ct[k0 + kk]), bk = _mm512_set1_ps(Bt[k0 + kk]);
                 for (int64_t v = 0; v < nv; v++) {
-                    const __m512 gk = _mm512_fmadd_ps(ck, gy[v], _mm512_loadu_ps(Gk + 16 * v));
-                    acc[kk] = _mm512_fmadd_ps(gk, x[v], acc[kk]);
+                    const __m512 g_in = _mm512_loadu_ps(Gk + 16 * v);
+                    acc[kk] = _mm512_fmadd_ps(g_in, x[v], acc[kk]);
+                    const __m512 gk = _mm512_fmadd_ps(ck, gy[v], g_in);
                     if (kk & 1)
                         gs1[v] = _mm512_fmadd_ps(bk, gk, gs1[v]);
                     else
@@ -376,8 +386,9 @@ SSD_INLINE float ssd_bwd_adjoint_step_avx512(float *restrict G, const float *res
             for (int64_t v = 0; v < nv; v++)
                 _mm512_storeu_ps(gsum + j0 + 16 * v, _mm512_add_ps(gs0[v], gs1[v]));
         }
-        const __m512 sums = ssd_hsum16(acc); /* lane kk: G_t[k0 + kk, :] . x_t */
-        _mm512_storeu_ps(gBt + k0, _mm512_fmadd_ps(vdt, sums, _mm512_loadu_ps(gBt + k0)));
+        const __m512 sums = ssd_hsum16(acc); /* lane kk: G_in[k0 + kk, :] . x_t */
+        const __m512 dots = _mm512_fmadd_ps(_mm512_loadu_ps(Ct + k0), _mm512_set1_ps(gyx), sums);
+        _mm512_storeu_ps(gBt + k0, _mm512_fmadd_ps(vdt, dots, _mm512_loadu_ps(gBt + k0)));
         vbdot = _mm512_fmadd_ps(_mm512_loadu_ps(Bt + k0), sums, vbdot);
     }
     float bdot = _mm512_reduce_add_ps(vbdot);
@@ -386,13 +397,14 @@ SSD_INLINE float ssd_bwd_adjoint_step_avx512(float *restrict G, const float *res
         const __m512 bk = _mm512_set1_ps(Bt[k]), ck = _mm512_set1_ps(Ct[k]);
         __m512 acc = _mm512_setzero_ps();
         for (int64_t j0 = 0; j0 < p; j0 += 16) {
-            const __m512 gk = _mm512_fmadd_ps(ck, _mm512_loadu_ps(gyt + j0), _mm512_loadu_ps(Gk + j0));
-            acc = _mm512_fmadd_ps(gk, _mm512_loadu_ps(xt + j0), acc);
+            const __m512 g_in = _mm512_loadu_ps(Gk + j0);
+            acc = _mm512_fmadd_ps(g_in, _mm512_loadu_ps(xt + j0), acc);
+            const __m512 gk = _mm512_fmadd_ps(ck, _mm512_loadu_ps(gyt + j0), g_in);
             _mm512_storeu_ps(gsum + j0, _mm512_fmadd_ps(bk, gk, _mm512_loadu_ps(gsum + j0)));
             _mm512_storeu_ps(Gk + j0, _mm512_mul_ps(va, gk));
         }
         const float dot = _mm512_reduce_add_ps(acc);
-        gBt[k] += dt * dot;
+        gBt[k] += dt * (dot + Ct[k] * gyx);
         bdot += Bt[k] * dot;
     }
     return bdot;
@@ -473,40 +485,40 @@ int SS_FN(ssd_fwd)(const real *x, const real *dt, const real *A, const real *B, 
 
 /* One pass-1 step of one head, by the widest vector path that fits p. */
 SSD_INLINE real SS_FN(ssd_bwd_state_dispatch)(real *S, const real *xt, const real *gyt, const real *Bt,
-                                              const real *Ct, real *gCt, real a, real dt, int64_t n,
-                                              int64_t p, real *u, real *lanes, real *sums) {
+                                              const real *Ct, real *gCt, real a, real dt, real gyx,
+                                              int64_t n, int64_t p, real *u, real *lanes, real *sums) {
     (void)lanes;
     (void)sums;
 #if SSD_HAVE_AVX512
-    if (p % 16 == 0) return ssd_bwd_state_step_avx512(S, xt, gyt, Bt, Ct, gCt, a, dt, n, p);
+    if (p % 16 == 0) return ssd_bwd_state_step_avx512(S, xt, gyt, Bt, Ct, gCt, a, dt, gyx, n, p);
 #endif
 #if SSD_HAVE_AVX2
-    if (p % 8 == 0) return ssd_bwd_state_step_avx2(S, xt, gyt, Bt, Ct, gCt, a, dt, n, p, lanes, sums);
+    if (p % 8 == 0) return ssd_bwd_state_step_avx2(S, xt, gyt, Bt, Ct, gCt, a, dt, gyx, n, p, lanes, sums);
 #endif
-    return SS_FN(ssd_bwd_state_step)(S, xt, gyt, Bt, Ct, gCt, a, dt, n, p, u);
+    return SS_FN(ssd_bwd_state_step)(S, xt, gyt, Bt, Ct, gCt, a, dt, gyx, n, p, u);
 }
 
 /* One pass-2 step of one head, by the widest vector path that fits p. */
 SSD_INLINE real SS_FN(ssd_bwd_adjoint_dispatch)(real *G, const real *xt, const real *gyt, const real *Bt,
-                                                const real *Ct, real *gBt, real a, real dt, int64_t n,
-                                                int64_t p, real *gsum, real *lanes, real *sums) {
+                                                const real *Ct, real *gBt, real a, real dt, real gyx,
+                                                int64_t n, int64_t p, real *gsum, real *lanes, real *sums) {
     (void)lanes;
     (void)sums;
 #if SSD_HAVE_AVX512
-    if (p % 16 == 0) return ssd_bwd_adjoint_step_avx512(G, xt, gyt, Bt, Ct, gBt, a, dt, n, p, gsum);
+    if (p % 16 == 0) return ssd_bwd_adjoint_step_avx512(G, xt, gyt, Bt, Ct, gBt, a, dt, gyx, n, p, gsum);
 #endif
 #if SSD_HAVE_AVX2
     if (p % 8 == 0)
-        return ssd_bwd_adjoint_step_avx2(G, xt, gyt, Bt, Ct, gBt, a, dt, n, p, gsum, lanes, sums);
+        return ssd_bwd_adjoint_step_avx2(G, xt, gyt, Bt, Ct, gBt, a, dt, gyx, n, p, gsum, lanes, sums);
 #endif
-    return SS_FN(ssd_bwd_adjoint_step)(G, xt, gyt, Bt, Ct, gBt, a, dt, n, p, gsum);
+    return SS_FN(ssd_bwd_adjoint_step)(G, xt, gyt, Bt, Ct, gBt, a, dt, gyx, n, p, gsum);
 }
 
 /* Per-thread scratch of the backward, in elements, for blocks of up to nh heads: the states S and
- * adjoints G (nh, n, p), the vectors u, gsum (p), per-chunk decays and ey (q, nh), ga_next (nh),
+ * adjoints G (nh, n, p), the vectors u, gsum (p), per-chunk decays, ey and gy . x (q, nh), ga_next (nh),
  * the AVX2 path's lane partial sums (n, 8) and totals (n), and D's gradient per channel (nh, p). */
 static inline int64_t SS_FN(ssd_bwd_scratch)(int64_t nh, int64_t n, int64_t p, int64_t q) {
-    return 2 * nh * n * p + 2 * p + 2 * q * nh + nh + 9 * n + nh * p;
+    return 2 * nh * n * p + 2 * p + 3 * q * nh + nh + 9 * n + nh * p;
 }
 
 /* Backward of heads h0 .. h0+nh-1 of batch row bi: chunks last to first, two passes each (see
@@ -524,7 +536,8 @@ SSD_INLINE void SS_FN(ssd_bwd_block)(const real *x, const real *dt, const real *
                                      real *gD_out) {
     const int64_t np = n * p, nchunks = (l + q - 1) / q;
     real *S = scratch, *G = S + nh * np, *u = G + nh * np, *gsum = u + p, *decay = gsum + p,
-         *ey = decay + q * nh, *ga_next = ey + q * nh, *lanes = ga_next + nh, *sums = lanes + 8 * n,
+         *ey = decay + q * nh, *gyx = ey + q * nh, *ga_next = gyx + q * nh, *lanes = ga_next + nh,
+         *sums = lanes + 8 * n,
          *gDv = sums + n;
     for (int64_t hj = 0; hj < nh; hj++) gA_out[hj] = ga_next[hj] = 0;
     memset(G, 0, sizeof(real) * (size_t)(nh * np));
@@ -543,23 +556,32 @@ SSD_INLINE void SS_FN(ssd_bwd_block)(const real *x, const real *dt, const real *
             for (int64_t hj = 0; hj < nh; hj++) {
                 const int64_t hi = h0 + hj;
                 const real dtv = dt[bi * ds.sb + t * ds.sl + hi], a = SS_FN(ssd_exp)(dtv * A[hi]);
+                const real *xt = x + bi * xs.sb + t * xs.sl + hi * p;
+                const real *gyt = gy + bi * gys.sb + t * gys.sl + hi * p;
+                real dot = 0;
+#pragma omp simd reduction(+ : dot)
+                for (int64_t j = 0; j < p; j++) dot += gyt[j] * xt[j];
                 decay[i * nh + hj] = a;
-                ey[i * nh + hj] = SS_FN(ssd_bwd_state_dispatch)(
-                    S + hj * np, x + bi * xs.sb + t * xs.sl + hi * p, gy + bi * gys.sb + t * gys.sl + hi * p,
-                    Bt, Ct, gC + t * n, a, dtv, n, p, u, lanes, sums);
+                gyx[i * nh + hj] = dot;
+                ey[i * nh + hj] = SS_FN(ssd_bwd_state_dispatch)(S + hj * np, xt, gyt, Bt, Ct, gC + t * n, a,
+                                                                dtv, dot, n, p, u, lanes, sums);
             }
         }
         for (int64_t i = tc - 1; i >= 0; i--) { /* pass 2 */
             const int64_t t = t0 + i;
             const real *Bt = B + bi * bs.sb + t * bs.sl, *Ct = C + bi * cs.sb + t * cs.sl;
+            real bc = 0; /* B_t . C_t, shared by the heads */
+#pragma omp simd reduction(+ : bc)
+            for (int64_t k = 0; k < n; k++) bc += Bt[k] * Ct[k];
             for (int64_t hj = 0; hj < nh; hj++) {
                 const int64_t hi = h0 + hj;
                 const real dtv = dt[bi * ds.sb + t * ds.sl + hi], a = decay[i * nh + hj];
                 const real *xt = x + bi * xs.sb + t * xs.sl + hi * p;
                 const real *gyt = gy + bi * gys.sb + t * gys.sl + hi * p;
                 real *Gh = G + hj * np;
+                const real gyxt = gyx[i * nh + hj];
                 const real bdot = SS_FN(ssd_bwd_adjoint_dispatch)(Gh, xt, gyt, Bt, Ct, gB + t * n, a, dtv,
-                                                                  n, p, gsum, lanes, sums);
+                                                                  gyxt, n, p, gsum, lanes, sums);
                 real ga = ga_next[hj] + ey[i * nh + hj] - dtv * bdot; /* <G_t, a_t S_{t-1}> */
                 if (i == 0) { /* exactly, from the checkpoint: G now holds a_t G_t */
                     real dot = 0;
@@ -579,9 +601,9 @@ SSD_INLINE void SS_FN(ssd_bwd_block)(const real *x, const real *dt, const real *
                     gxt[j] = dtv * gsum[j] + Dh * gyt[j];
                 }
                 /* dL/ddt_t = <G_t, x_t B_t^T> + ga A = x_t . (G_t^T B_t) + ga A, and x_t . (G_t^T B_t)
-                 * = sum_k B_t[k] (G_t[k,:] . x_t) is bdot; a = exp(dt A): da/ddt = A a, da/dA = dt a,
-                 * and ga has the factor a in it */
-                gdt[bi * gds.sb + t * gds.sl + hi] = bdot + ga * A[hi];
+                 * = sum_k B_t[k] (G_t[k,:] . x_t) = bdot + (B_t . C_t)(gy_t . x_t); a = exp(dt A):
+                 * da/ddt = A a, da/dA = dt a, and ga has the factor a in it */
+                gdt[bi * gds.sb + t * gds.sl + hi] = bdot + bc * gyxt + ga * A[hi];
                 gA_out[hj] += ga * dtv;
             }
         }

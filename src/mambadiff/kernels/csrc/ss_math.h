@@ -1,5 +1,5 @@
 /* Shared by the CPU library sources (selective_scan.c, causal_conv1d.c, runtime.c): the element type,
- * symbol naming and vectorisable exp / log1p. Each kernel file is compiled twice by cpu.py:
+ * symbol naming and vectorisable exp / log1p. Each kernel file is compiled twice by kernels/build.py:
  *   -DSS_DOUBLE=0 (float32, functions *_f32)   and   -DSS_DOUBLE=1 (float64, functions *_f64)
  */
 #ifndef SS_MATH_H

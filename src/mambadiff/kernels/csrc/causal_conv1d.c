@@ -1,5 +1,5 @@
 /* Fused causal depthwise conv1d + SiLU for CPU (the Mamba block's short convolution), forward and
- * backward, in plain C + OpenMP (no torch headers). Compiled twice by cpu.py (see ss_math.h).
+ * backward, in plain C + OpenMP (no torch headers). Compiled twice by kernels/build.py (see ss_math.h).
  * With anti != 0 the same kernels compute the anti-causal conv (tap j reads step t + (k - 1) - j),
  * which is the causal conv of the time-flipped sequence, flipped back: the backward direction of a
  * bidirectional block. Memory is still walked in ascending time (walking it backwards through

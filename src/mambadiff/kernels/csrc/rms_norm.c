@@ -1,5 +1,5 @@
 /* Fused RMSNorm, optionally gated by SiLU (the Mamba-2 output norm), for CPU: forward and backward
- * in plain C + OpenMP (no torch headers). Compiled twice by cpu.py (see ss_math.h).
+ * in plain C + OpenMP (no torch headers). Compiled twice by kernels/build.py (see ss_math.h).
  *
  * Glossary: r row (one token: all leading dims flattened), e normalised width, j channel.
  *
