@@ -28,7 +28,7 @@ def _all_threads(monkeypatch):
     if os.environ.get("MAMBADIFF_TEST_ALL_THREADS") == "1":
         import mambadiff.ssm.conv as conv
         import mambadiff.ssm.norm as norm
-        import mambadiff.ssm.scan.cpu as scan_cpu
+        import mambadiff.ssm.scan.cpu as scan_cpu  # the selective-scan wrapper
         import mambadiff.ssm.ssd as ssd
 
         for module in (conv, norm, scan_cpu, ssd):
