@@ -16,7 +16,13 @@ MQAR runs at each (sequence length, key-value pairs) of ``mqar_settings`` with i
 learning rate (``mqar_steps``, ``mqar_lr``): N pairs, then all N keys queried in random order at random
 positions, keys and values from alphabets of ``mqar_num_symbols`` (chance 1 / mqar_num_symbols).
 Attention and models whose state stores key-value products can look the keys up; time-invariant
-convolutions (S4D, S4) cannot.
+convolutions (S4D, S4) cannot. Measured at the defaults (width 64, 2 layers, batch 64, 1000 steps at lr
+3e-3, one thread, seed 0), held-out per-token accuracy at 64 x 8 (chance 1/32): attention 1.000,
+Mamba-2 0.990, H3 0.928, Mamba 0.201, S4D 0.180, S4 0.179; at 128 x 16 attention 1.000, Mamba-2 0.992,
+Mamba 0.146, S4D 0.103, S4 0.077 (H3 not measured there). Mamba (S6, one diagonal state per channel)
+stays on the plateau of guessing among the row's values within this budget, while Mamba-2 (a head's
+state is an outer product of B and x) leaves it after ~400 steps.
+H3 costs the most per step: its diagonal SSM convolves h * p * p key-value products.
 """
 from __future__ import annotations
 
