@@ -21,6 +21,7 @@ from mambadiff.config import from_dict, to_dict
 from mambadiff.data.seq2seq import Seq2SeqDataset, load_seq2seq_split, read_seq2seq_jsonl, resolve_split_path
 from mambadiff.data.tokenizer import TextTokenizer, build_tokenizer, load_tokenizer
 from mambadiff.diffusion import GaussianDiffusion, create_timestep_sampler, sample_ancestral, sample_respaced
+from mambadiff.diffusion.masked import WEIGHTINGS, MaskedDiffusion, sample_masked
 from mambadiff.models.backbones import BACKBONES
 from mambadiff.models.denoiser import Denoiser, DenoiserConfig
 from mambadiff.progress import progress_bar
@@ -55,6 +56,10 @@ class DiffusionConfig:
     # logged "nll"). 0 = DiffuSeq's objective (mse + decoder_nll + tT). > 0 adds a direct token-level
     # signal (an "anchor" loss in the spirit of Difformer), which speeds up learning on small budgets.
     nll_weight: float = 0.0
+    # gaussian: DiffuSeq's continuous diffusion over embeddings | masked: absorbing-state diffusion over
+    # target tokens (MDLM / RDM; diffusion/masked.py), trained with weighted CE on masked positions
+    process: str = "gaussian"
+    masked_weighting: str = "rdm"  # masked: rdm | elbo | uniform (see diffusion/masked.py)
 
 
 @dataclass
@@ -67,6 +72,12 @@ class SampleConfig:
     clamp: str = "round"           # each step: round x0 to the nearest embedding (DiffuSeq) | logits (embedding
                                    # of the tied head's argmax token) | none
     batch_size: int = 64
+    # process masked: K confidence-ordered unmasking steps (steps 0 = 20); token draw temperature (0 argmax);
+    # remask: committed tokens compete again with new proposals (RDM); forbid_adjacent_repeat: a position
+    # never proposes a (non-special) token its committed neighbour holds
+    temperature: float = 0.0
+    remask: bool = False
+    forbid_adjacent_repeat: bool = False
     limit: int = 0                 # examples to sample; 0: all
     seed: int = 123
 
@@ -89,6 +100,7 @@ class Seq2SeqConfig:
             raise ValueError(f"data.tokenizer must be bert|trained, got {self.data.tokenizer!r}")
         if self.sample.samples < 1:
             raise ValueError("sample.samples must be >= 1")
+        validate_process(self)
 
 
 # ---- data ------------------------------------------------------------------------------------------
@@ -118,12 +130,18 @@ def prepare_tokenizer(cfg: Seq2SeqConfig, data_folder: Path) -> TextTokenizer:
     return tok
 
 
-def build_denoiser(cfg: Seq2SeqConfig, vocab_size: int) -> Denoiser:
+def build_denoiser(cfg: Seq2SeqConfig, vocab_size: int, tokenizer: TextTokenizer | None = None) -> Denoiser:
+    """The denoiser of ``cfg``; with ``model.embedding_init: minilm`` and a ``tokenizer``, its word
+    embedding starts from all-MiniLM-L6-v2's vectors for that vocab."""
     model_cfg = dataclasses.replace(cfg.model, vocab_size=vocab_size, diffusion_steps=cfg.diffusion.steps)
     if model_cfg.backbone.name == "transformer" and model_cfg.backbone.max_len < cfg.data.seq_len:
         model_cfg.backbone = dataclasses.replace(model_cfg.backbone, max_len=cfg.data.seq_len)
     cfg.model = model_cfg
-    return Denoiser(model_cfg)
+    model = Denoiser(model_cfg)
+    if model_cfg.embedding_init == "minilm" and tokenizer is not None:
+        from mambadiff.models.pretrained_embedding import minilm_embedding
+        model.set_word_embedding(minilm_embedding(tokenizer, model_cfg.emb_dim))
+    return model
 
 
 class _DDPDenoiser:
@@ -170,14 +188,15 @@ class DiffusionSeq2SeqTask:
     def count_tokens(self, batch) -> int:
         return int(batch["input_ids"].numel())
 
-    def _losses(self, model, batch, t, noise, x_start_noise, with_nll: bool = True) -> dict[str, torch.Tensor]:
+    def _losses(self, model, batch, t, noise, x_start_noise, with_nll: bool = True,
+                self_condition: bool = False) -> dict[str, torch.Tensor]:
         # no padding mask, as DiffuSeq: target-side [PAD]s are generated like any token (the model
         # decides where the output ends), so the denoiser must see them at training and sampling alike
         return self.diffusion.training_losses(
             _DDPDenoiser(model), batch["input_ids"], batch["input_mask"], t,
             attention_mask=None, noise=noise, x_start_noise=x_start_noise,
             nll_grad=bool(self.cfg.diffusion.nll_weight),  # nll only logged: no graph for it
-            with_nll=with_nll)
+            with_nll=with_nll, self_condition=self_condition)
 
     def loss(self, model, batch, ctx: StepContext):
         g = ctx.generator()
@@ -190,7 +209,7 @@ class DiffusionSeq2SeqTask:
         t, w = ctx.slice(t).to(ctx.device), ctx.slice(w).to(ctx.device)
         # the logged-only nll costs a v-wide head pass: computed on the steps whose metrics are logged
         losses = self._losses(model, batch, t, ctx.slice(noise).to(ctx.device), ctx.slice(x0_noise).to(ctx.device),
-                              with_nll=ctx.log_metrics)
+                              with_nll=ctx.log_metrics, self_condition=self_condition_step(self.cfg, g))
         objective = losses["loss"]  # (b,) DiffuSeq: mse + decoder_nll + tT
         if self.cfg.diffusion.nll_weight:
             objective = objective + self.cfg.diffusion.nll_weight * losses["nll"]  # (b,)
@@ -225,6 +244,112 @@ class DiffusionSeq2SeqTask:
 
     def load_state_dict(self, state: dict) -> None:
         self.t_sampler.load_state_dict(_from_jsonable(state["t_sampler"]))
+
+
+# ---- masked (absorbing-state) process ------------------------------------------------------------
+def validate_process(cfg: Seq2SeqConfig) -> None:
+    if cfg.diffusion.process not in PROCESSES:
+        raise ValueError(f"diffusion.process must be one of {PROCESSES}, got {cfg.diffusion.process!r}")
+    if cfg.diffusion.masked_weighting not in WEIGHTINGS:
+        raise ValueError(f"diffusion.masked_weighting must be one of {WEIGHTINGS}, got {cfg.diffusion.masked_weighting!r}")
+    if cfg.sample.temperature < 0:
+        raise ValueError(f"sample.temperature must be >= 0, got {cfg.sample.temperature}")
+
+
+PROCESSES = ("gaussian", "masked")
+
+
+def self_condition_step(cfg: Seq2SeqConfig, g: torch.Generator) -> bool:
+    """Whether this training step conditions on a no-grad first estimate (half the steps, drawn from the
+    step's generator after its other draws); always False without ``model.self_condition``."""
+    return bool(cfg.model.self_condition) and bool(torch.rand((), generator=g) < 0.5)
+
+
+def build_masked_diffusion(cfg: Seq2SeqConfig, tok: TextTokenizer) -> MaskedDiffusion:
+    return MaskedDiffusion(cfg.diffusion.steps, tok.mask_id, cfg.diffusion.masked_weighting)
+
+
+class MaskedSeq2SeqTask:
+    """Training task of ``diffusion.process: masked``: weighted CE on masked target positions."""
+
+    def __init__(self, cfg: Seq2SeqConfig, train_set: Seq2SeqDataset, eval_set: Seq2SeqDataset | None,
+                 tok: TextTokenizer):
+        self.cfg = cfg
+        self.diffusion = build_masked_diffusion(cfg, tok)
+        self.train = train_set.tensors()  # (N, l) each
+        self.eval = eval_set.tensors() if eval_set is not None else None
+
+    num_train_examples = DiffusionSeq2SeqTask.num_train_examples
+    get_batch = DiffusionSeq2SeqTask.get_batch
+    count_tokens = DiffusionSeq2SeqTask.count_tokens
+
+    def _losses(self, model, batch, t, g, self_condition=False):
+        return self.diffusion.training_losses(_DDPDenoiser(model), batch["input_ids"], batch["input_mask"], t,
+                                              generator=g, self_condition=self_condition)
+
+    def loss(self, model, batch, ctx: StepContext):
+        g = ctx.generator()
+        t = torch.randint(0, self.cfg.diffusion.steps, (ctx.global_batch,), generator=g)  # (B,)
+        masking = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (), generator=g)))
+        sc = self_condition_step(self.cfg, g)
+        if ctx.offset:  # this rank's rows of the global draw: skip the uniforms of the rows before it
+            torch.rand((ctx.offset, batch["input_ids"].shape[1]), generator=masking, dtype=torch.float64)
+        losses = self._losses(model, batch, ctx.slice(t).to(ctx.device), masking, sc)
+        metrics = {k: float(v.detach().float().mean()) for k, v in losses.items()}
+        return losses["loss"].mean(), metrics
+
+    @torch.no_grad()
+    def evaluate(self, model) -> dict[str, float]:
+        """Eval losses on a fixed validation subset at fixed timesteps and masks (comparable across steps)."""
+        if self.eval is None:
+            return {}
+        n = self.eval["input_ids"].shape[0]
+        g = torch.Generator().manual_seed(1234)
+        t_all = torch.randint(0, self.cfg.diffusion.steps, (n,), generator=g)
+        device = next(model.parameters()).device
+        sums: dict[str, float] = {}
+        for i in range(0, n, 64):
+            batch = {k: v[i:i + 64].to(device) for k, v in self.eval.items() if k != "index"}
+            out = self._losses(model, batch, t_all[i:i + 64].to(device), g)
+            for k, v in out.items():
+                sums[k] = sums.get(k, 0.0) + float(v.sum())
+        return {k: v / n for k, v in sums.items()}
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+def make_seq2seq_task(cfg: Seq2SeqConfig, train_set, eval_set, tok: TextTokenizer):
+    """The training task of ``diffusion.process``."""
+    if cfg.diffusion.process == "masked":
+        return MaskedSeq2SeqTask(cfg, train_set, eval_set, tok)
+    return DiffusionSeq2SeqTask(cfg, train_set, eval_set)
+
+
+def sample_token_ids(model, cfg: Seq2SeqConfig, tok: TextTokenizer, ids: torch.Tensor, imask: torch.Tensor,
+                     steps: int, eta: float, g: torch.Generator) -> torch.Tensor:
+    """Generated ids ``(b, l)`` of one batch with the sampler of ``diffusion.process``."""
+    sc = cfg.sample
+    self_condition = bool(cfg.model.self_condition)
+    if cfg.diffusion.process == "masked":
+        return sample_masked(build_masked_diffusion(cfg, tok), model, ids, imask, steps=steps or 20,
+                             temperature=sc.temperature, remask=sc.remask,
+                             forbid_adjacent_repeat=sc.forbid_adjacent_repeat,
+                             forbidden_ids=(tok.cls_id, tok.unk_id), special_ids=(tok.pad_id, tok.sep_id),
+                             self_condition=self_condition, generator=g).token_ids
+    diffusion = GaussianDiffusion.from_name(cfg.diffusion.schedule, cfg.diffusion.steps)
+    clamp = None if sc.clamp == "none" else sc.clamp
+    # DiffuSeq gives the denoiser no padding mask while sampling: the target length is unknown
+    if steps and steps < cfg.diffusion.steps:
+        out = sample_respaced(diffusion, model, ids, imask, None, steps=steps, eta=eta, clamp=clamp, generator=g,
+                              self_condition=self_condition)
+    else:
+        out = sample_ancestral(diffusion, model, ids, imask, None, clamp=clamp, generator=g,
+                               self_condition=self_condition)
+    return out.token_ids
 
 
 def _jsonable(obj):
@@ -334,11 +459,9 @@ def generate(model: Denoiser, tok: TextTokenizer, cfg: Seq2SeqConfig, dataset: S
     batch_size = batch_size or sc.batch_size
     limit = sc.limit if limit is None else limit
     seed = sc.seed if seed is None else seed
-    diffusion = GaussianDiffusion.from_name(cfg.diffusion.schedule, cfg.diffusion.steps)
     device = next(model.parameters()).device
     data = dataset.tensors()
     n = data["input_ids"].shape[0] if not limit else min(limit, data["input_ids"].shape[0])
-    clamp = None if sc.clamp == "none" else sc.clamp
     outputs: list[list[str]] = [[] for _ in range(n)]
     sources, references = [], []
     for i in range(n):
@@ -351,13 +474,9 @@ def generate(model: Denoiser, tok: TextTokenizer, cfg: Seq2SeqConfig, dataset: S
         for i in range(0, n, batch_size):
             ids = data["input_ids"][i:min(n, i + batch_size)].to(device)  # (b, l)
             imask = data["input_mask"][i:min(n, i + batch_size)].to(device)  # (b, l)
-            # DiffuSeq gives the denoiser no padding mask while sampling: the target length is unknown
-            if steps and steps < cfg.diffusion.steps:
-                out = sample_respaced(diffusion, model, ids, imask, None, steps=steps, eta=eta, clamp=clamp, generator=g)
-            else:
-                out = sample_ancestral(diffusion, model, ids, imask, None, clamp=clamp, generator=g)
+            out_ids = sample_token_ids(model, cfg, tok, ids, imask, steps, eta, g)  # (b, l)
             for j in range(ids.shape[0]):
-                outputs[i + j].append(_decode_target(tok, out.token_ids[j].cpu(), imask[j].cpu()))
+                outputs[i + j].append(_decode_target(tok, out_ids[j].cpu(), imask[j].cpu()))
             bar.update(1)
     bar.close()
     if samples > 1 and mbr:
@@ -393,12 +512,12 @@ def build_seq2seq_trainer(cfg: Seq2SeqConfig, dist_info=None):
         eval_set = load_seq2seq_split(data_folder, "valid", tok, d.seq_len, layout=d.layout,
                                       on_overflow=d.on_overflow, limit=d.eval_size)
     torch.manual_seed(cfg.train.seed)
-    model = build_denoiser(cfg, tok.vocab_size)
+    model = build_denoiser(cfg, tok.vocab_size, tok)
     if dist_info.is_main:
         report = model.parameter_report()
         print(f"model: {cfg.model.backbone.name} backbone, parameters " +
               ", ".join(f"{k} {v:,}" for k, v in report.items()) + f"; {len(train_set):,} training pairs")
-    task = DiffusionSeq2SeqTask(cfg, train_set, eval_set)
+    task = make_seq2seq_task(cfg, train_set, eval_set, tok)
     trainer = Trainer(model, task, cfg.train, cfg.run_dir, to_dict(cfg), dist_info=dist_info,
                       write_extra=lambda folder: tok.save(folder / "tokenizer"))
     return trainer, tok
