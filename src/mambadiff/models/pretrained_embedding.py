@@ -61,8 +61,10 @@ def project_rows(rows: torch.Tensor, dim: int) -> torch.Tensor:
     rows to mean norm sqrt(dim): ``(v, dim)``."""
     centred = rows - rows.mean(dim=0, keepdim=True)  # (v, m)
     if dim < rows.shape[1]:
-        _, _, vh = torch.linalg.svd(centred.double(), full_matrices=False)  # vh (m, m)
-        out = (centred.double() @ vh[:dim].T).float()  # (v, dim)
+        # principal directions from the (m, m) covariance: far cheaper than an SVD of the (v, m) rows
+        _, vectors = torch.linalg.eigh((centred.T @ centred).double())  # ascending eigenvalues; (m, m)
+        top = vectors[:, -dim:].flip(-1).float()  # (m, dim), leading direction first
+        out = centred @ top  # (v, dim)
     else:
         out = torch.cat([centred, centred.new_zeros(rows.shape[0], dim - rows.shape[1])], dim=1)  # (v, dim)
     mean_norm = out.norm(dim=1).mean().clamp_min(1e-12)

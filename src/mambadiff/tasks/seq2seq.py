@@ -23,7 +23,7 @@ from mambadiff.data.tokenizer import TextTokenizer, build_tokenizer, load_tokeni
 from mambadiff.diffusion import GaussianDiffusion, create_timestep_sampler, sample_ancestral, sample_respaced
 from mambadiff.diffusion.masked import WEIGHTINGS, MaskedDiffusion, sample_masked
 from mambadiff.models.backbones import BACKBONES
-from mambadiff.models.denoiser import Denoiser, DenoiserConfig
+from mambadiff.models.denoiser import EMBEDDING_INITS, Denoiser, DenoiserConfig
 from mambadiff.progress import progress_bar
 from mambadiff.train import StepContext, TrainConfig
 from mambadiff.train.checkpoint import load_state, read_json, resolve_checkpoint, run_config
@@ -254,6 +254,8 @@ def validate_process(cfg: Seq2SeqConfig) -> None:
         raise ValueError(f"diffusion.masked_weighting must be one of {WEIGHTINGS}, got {cfg.diffusion.masked_weighting!r}")
     if cfg.sample.temperature < 0:
         raise ValueError(f"sample.temperature must be >= 0, got {cfg.sample.temperature}")
+    if cfg.model.embedding_init not in EMBEDDING_INITS:
+        raise ValueError(f"model.embedding_init must be one of {EMBEDDING_INITS}, got {cfg.model.embedding_init!r}")
 
 
 PROCESSES = ("gaussian", "masked")
@@ -338,7 +340,7 @@ def sample_token_ids(model, cfg: Seq2SeqConfig, tok: TextTokenizer, ids: torch.T
         return sample_masked(build_masked_diffusion(cfg, tok), model, ids, imask, steps=steps or 20,
                              temperature=sc.temperature, remask=sc.remask,
                              forbid_adjacent_repeat=sc.forbid_adjacent_repeat,
-                             forbidden_ids=(tok.cls_id, tok.unk_id), special_ids=(tok.pad_id, tok.sep_id),
+                             forbidden_ids=(tok.unk_id,), special_ids=(tok.pad_id, tok.sep_id, tok.cls_id),
                              self_condition=self_condition, generator=g).token_ids
     diffusion = GaussianDiffusion.from_name(cfg.diffusion.schedule, cfg.diffusion.steps)
     clamp = None if sc.clamp == "none" else sc.clamp
