@@ -21,6 +21,7 @@ from mambadiff.config import from_dict, to_dict
 from mambadiff.data.seq2seq import Seq2SeqDataset, load_seq2seq_split, read_seq2seq_jsonl, resolve_split_path
 from mambadiff.data.tokenizer import TextTokenizer, build_tokenizer, load_tokenizer
 from mambadiff.diffusion import GaussianDiffusion, create_timestep_sampler, sample_ancestral, sample_respaced
+from mambadiff.diffusion.embedding_space import embedding_space
 from mambadiff.diffusion.masked import WEIGHTINGS, MaskedDiffusion, sample_masked
 from mambadiff.models.backbones import BACKBONES
 from mambadiff.models.denoiser import EMBEDDING_INITS, Denoiser, DenoiserConfig
@@ -60,6 +61,10 @@ class DiffusionConfig:
     # target tokens (MDLM / RDM; diffusion/masked.py), trained with weighted CE on masked positions
     process: str = "gaussian"
     masked_weighting: str = "rdm"  # masked: rdm | elbo | uniform (see diffusion/masked.py)
+    # gaussian, in the manner of Difformer (diffusion/embedding_space.py): layer-normalised embedding rows,
+    # and a noise-scale factor F (x_t = sqrt(ab) x0 + F sqrt(1 - ab) eps)
+    embedding_norm: bool = False
+    noise_factor: float = 1.0
 
 
 @dataclass
@@ -192,8 +197,9 @@ class DiffusionSeq2SeqTask:
                 self_condition: bool = False) -> dict[str, torch.Tensor]:
         # no padding mask, as DiffuSeq: target-side [PAD]s are generated like any token (the model
         # decides where the output ends), so the denoiser must see them at training and sampling alike
+        d = self.cfg.diffusion
         return self.diffusion.training_losses(
-            _DDPDenoiser(model), batch["input_ids"], batch["input_mask"], t,
+            embedding_space(_DDPDenoiser(model), d.embedding_norm, d.noise_factor), batch["input_ids"], batch["input_mask"], t,
             attention_mask=None, noise=noise, x_start_noise=x_start_noise,
             nll_grad=bool(self.cfg.diffusion.nll_weight),  # nll only logged: no graph for it
             with_nll=with_nll, self_condition=self_condition)
@@ -254,6 +260,8 @@ def validate_process(cfg: Seq2SeqConfig) -> None:
         raise ValueError(f"diffusion.masked_weighting must be one of {WEIGHTINGS}, got {cfg.diffusion.masked_weighting!r}")
     if cfg.sample.temperature < 0:
         raise ValueError(f"sample.temperature must be >= 0, got {cfg.sample.temperature}")
+    if not cfg.diffusion.noise_factor > 0:
+        raise ValueError(f"diffusion.noise_factor must be > 0, got {cfg.diffusion.noise_factor}")
     if cfg.model.embedding_init not in EMBEDDING_INITS:
         raise ValueError(f"model.embedding_init must be one of {EMBEDDING_INITS}, got {cfg.model.embedding_init!r}")
 
@@ -343,6 +351,7 @@ def sample_token_ids(model, cfg: Seq2SeqConfig, tok: TextTokenizer, ids: torch.T
                              forbidden_ids=(tok.unk_id,), special_ids=(tok.pad_id, tok.sep_id, tok.cls_id),
                              self_condition=self_condition, generator=g).token_ids
     diffusion = GaussianDiffusion.from_name(cfg.diffusion.schedule, cfg.diffusion.steps)
+    model = embedding_space(model, cfg.diffusion.embedding_norm, cfg.diffusion.noise_factor)
     clamp = None if sc.clamp == "none" else sc.clamp
     # DiffuSeq gives the denoiser no padding mask while sampling: the target length is unknown
     if steps and steps < cfg.diffusion.steps:
