@@ -13,7 +13,8 @@ TINY = ["data.builtin_train=300", "data.builtin_valid=40", "data.builtin_test=40
         "data.seq_len=40", "data.eval_size=16", "model.emb_dim=32", "model.backbone.d_model=32",
         "model.backbone.n_layers=2", "train.batch_size=16", "train.log_every=2", "train.progress=false",
         "diffusion.steps=100", "diffusion.process=masked", "sample.steps=4", "sample.batch_size=8"]
-BACKBONES = {"mamba": [], "mamba2": ["model.backbone.headdim=16"], "s4d": [], "transformer": [],
+NO_ATTN = ["model.backbone.attn_layers=[]"]
+BACKBONES = {"mamba": NO_ATTN, "mamba2": ["model.backbone.headdim=16", *NO_ATTN], "s4d": NO_ATTN, "transformer": NO_ATTN,
              "hybrid": ["model.backbone.name=mamba2", "model.backbone.headdim=16", "model.backbone.attn_layers=[1]",
                         "model.backbone.n_heads=2", "model.backbone.ff_dim=64"]}
 

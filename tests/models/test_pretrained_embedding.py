@@ -72,7 +72,7 @@ def test_denoiser_starts_from_minilm_and_freezes(freeze):
     tok = train_tokenizer(["how do i learn python quickly?", "what is the best phone?"] * 3, vocab_size=80)
     cfg = load_config(Seq2SeqConfig, "demo", ["model.embedding_init=minilm", f"model.freeze_embedding={freeze}",
                                               "model.emb_dim=32", "model.backbone.d_model=32",
-                                              "model.backbone.n_layers=1"])
+                                              "model.backbone.n_layers=1", "model.backbone.attn_layers=[]"])
     model = build_denoiser(cfg, tok.vocab_size, tok)
     torch.testing.assert_close(model.word_embedding.weight.detach(), minilm_embedding(tok, 32), rtol=0, atol=0)
     assert model.word_embedding.weight.requires_grad is not freeze

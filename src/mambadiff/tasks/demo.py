@@ -15,11 +15,12 @@ from mambadiff.train.checkpoint import atomic_write_json, atomic_write_text, lat
 from .seq2seq import Seq2SeqConfig, generate, prepare_data_folder, train_seq2seq
 
 METRIC_COLUMNS = [("bleu", "BLEU"), ("rouge_l", "ROUGE-L"), ("dist1", "dist-1"), ("ibleu", "iBLEU"),
-                  ("copy_rate", "copy rate"), ("len_words", "length")]
+                  ("copy_rate", "copy rate"), ("repeat_rate", "repeats"), ("len_words", "length")]
 
 
 def run_demo(run_dir: str = "runs/demo", config: str = "demo", overrides: list[str] | None = None,
              json_path: str | None = None, resume: bool = False, progress: bool = True, n_examples: int = 4) -> dict:
+    from mambadiff.bench.quality import adjacent_repeat_rate
     from mambadiff.metrics.generation import generation_metrics
 
     cfg = load_config(Seq2SeqConfig, config, [f"run_dir={run_dir}", *(overrides or [])])
@@ -45,8 +46,9 @@ def run_demo(run_dir: str = "runs/demo", config: str = "demo", overrides: list[s
     srcs = [r["source"] for r in records]
     model_m = generation_metrics(outputs, refs, srcs)
     copy_m = generation_metrics(srcs, refs, srcs)
+    model_m["repeat_rate"], copy_m["repeat_rate"] = adjacent_repeat_rate(outputs), adjacent_repeat_rate(srcs)
     rows = [[name] + [m.get(k, float("nan")) for k, _ in METRIC_COLUMNS]
-            for name, m in (("MambaDiff (" + cfg.model.backbone.name + ")", model_m), ("copy source", copy_m))]
+            for name, m in ((f"MambaDiff ({cfg.model.backbone.name}, {cfg.diffusion.process})", model_m), ("copy source", copy_m))]
     print()
     print(tabulate(rows, headers=["", *[h for _, h in METRIC_COLUMNS]], floatfmt=".4f"))
     print()
