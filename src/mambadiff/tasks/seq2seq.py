@@ -79,7 +79,8 @@ class SampleConfig:
     batch_size: int = 64
     # process masked: K confidence-ordered unmasking steps (steps 0 = 20); token draw temperature (0 argmax);
     # remask: committed tokens compete again with new proposals (RDM); forbid_adjacent_repeat: a position
-    # never proposes a (non-special) token its committed neighbour holds
+    # never proposes a (non-special) token its committed neighbour holds. At temperature 0 the masked sampler is
+    # deterministic, so samples > 1 (MBR) needs temperature > 0
     temperature: float = 0.0
     remask: bool = False
     forbid_adjacent_repeat: bool = False
