@@ -9,7 +9,7 @@ from mambadiff.tasks.seq2seq import Seq2SeqConfig, build_seq2seq_trainer
 
 TINY = ("data.builtin_train=200 data.builtin_valid=20 data.builtin_test=20 data.vocab_size=200 "
         "data.seq_len=32 model.emb_dim=16 model.backbone.d_model=32 model.backbone.n_layers=1 "
-        "train.batch_size=8 diffusion.steps=100")
+        "train.batch_size=8 diffusion.steps=100 diffusion.process=gaussian model.backbone.attn_layers=[]")
 
 
 def test_records_and_ratios(tmp_path, run_cli):

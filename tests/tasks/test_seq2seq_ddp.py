@@ -10,7 +10,7 @@ ARGS = ["train", "--config", "demo", "train.steps=3", "train.batch_size=8", "tra
         "data.builtin_train=200", "data.builtin_valid=20", "data.builtin_test=20", "data.vocab_size=200",
         "data.seq_len=32", "data.eval_size=8", "model.emb_dim=16", "model.backbone.d_model=16",
         "model.backbone.n_layers=1", "model.dropout=0.0", "diffusion.steps=50", "train.num_threads=1",
-        "train.device=cpu"]  # gloo on CPU, also on a machine with (fewer) GPUs
+        "train.device=cpu", "diffusion.process=gaussian", "model.backbone.attn_layers=[]"]  # gloo on CPU, also on a machine with (fewer) GPUs
 
 
 @pytest.mark.timeout(600)

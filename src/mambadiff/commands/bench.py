@@ -14,6 +14,8 @@ BENCH_COMMANDS = {
     "classify": ("mambadiff.bench.classify", "classify_bench_command", "Classifier inference time vs length."),
     "denoiser": ("mambadiff.bench.denoiser", "denoiser_command",
                  "Seq2seq training steps of whole configs side by side (tokens/s, speed vs the first)."),
+    "quality": ("mambadiff.bench.quality", "quality_command",
+                "Paraphrase quality of recipes trained for the same wall-clock (BLEU, ROUGE-L, repeats, ...)."),
 }
 
 

@@ -196,6 +196,7 @@ class GaussianDiffusion:
         x_start_noise: torch.Tensor | None = None,
         nll_grad: bool = True,
         with_nll: bool = True,
+        self_condition: bool = False,
     ) -> dict[str, torch.Tensor]:
         """DiffuSeq's per-example losses; see the module docstring for the exact definitions.
 
@@ -205,7 +206,9 @@ class GaussianDiffusion:
         from the global RNG when None). Returns ``{"loss", "mse", "tT", "decoder_nll", "nll"}``,
         each ``(b,)``; only ``loss`` is meant to be optimised. ``nll_grad=False`` computes ``nll``
         without autograd (cheaper; right when it is only logged, as in DiffuSeq); ``with_nll=False``
-        leaves ``nll`` out altogether (a step whose metrics nobody reads).
+        leaves ``nll`` out altogether (a step whose metrics nobody reads). ``self_condition``: run the
+        model once without gradient and feed its x0 estimate back as ``self_cond`` (Analog Bits); the
+        caller picks the steps (the others see zeros, i.e. no ``self_cond``).
         """
         check_ids_and_mask(input_ids, input_mask, attention_mask, "training_losses")
         self._check_t(t, input_ids.shape[0], "training_losses")
@@ -230,7 +233,13 @@ class GaussianDiffusion:
             noise = torch.randn_like(x_start)
         x_t = self.q_sample(x_start, t, noise=noise, input_mask=input_mask)  # (b, l, e)
 
-        pred_x0 = model(x_t, self.model_timesteps(t), mask=attention_mask)  # (b, l, e)
+        model_t = self.model_timesteps(t)
+        if self_condition:
+            with torch.no_grad():
+                estimate = model(x_t, model_t, mask=attention_mask).detach()  # (b, l, e)
+            pred_x0 = model(x_t, model_t, mask=attention_mask, self_cond=estimate)  # (b, l, e)
+        else:
+            pred_x0 = model(x_t, model_t, mask=attention_mask)  # (b, l, e)
         if pred_x0.shape != x_start.shape:
             raise ValueError(
                 f"training_losses: model output shape {tuple(pred_x0.shape)} != x_t shape {tuple(x_start.shape)}"

@@ -14,6 +14,8 @@ of a :class:`NoiseSchedule` (the full schedule for :func:`sample_ancestral`, a r
    with ``clamp_step=0, clamp_first=True``); no [-1, 1] clipping (DiffuSeq: ``clip_denoised=False``);
 3. move to the previous kept step (below), add noise unless ``j == 0``;
 4. re-anchor: source positions are reset to their clean embeddings after every step.
+With ``self_condition`` the model also gets the previous step's (unclamped) ``x0_hat`` as
+``self_cond`` (none on the first step).
 
 At the end, ``token_ids = argmax(model.logits(x))`` (DiffuSeq decodes with the lm head, not by
 nearest neighbour) over all positions; callers cut the target span with ``input_mask``.
@@ -128,6 +130,7 @@ def _reverse_loop(
     variance: str,
     generator: torch.Generator | None,
     progress: bool,
+    self_condition: bool = False,
 ) -> SampleOutput:
     x_src = model.embed(input_ids)  # (b, l, e) clean embeddings (the anchor for the source side)
     b = x_src.shape[0]
@@ -138,9 +141,14 @@ def _reverse_loop(
     kept = schedule.timesteps.tolist()  # original timestep of each kept index
     order = range(len(kept) - 1, -1, -1)
     bar = progress_bar(len(kept), "diffusion sampling", enabled=progress)
+    previous = None  # the last step's x0 estimate, fed back when self-conditioning
     for j in order:
         t = torch.full((b,), kept[j], dtype=torch.long, device=x.device)  # (b,) ORIGINAL step
-        x0_hat = model(x, t, mask=attention_mask)  # (b, l, e)
+        if self_condition:
+            x0_hat = model(x, t, mask=attention_mask, self_cond=previous)  # (b, l, e)
+            previous = x0_hat
+        else:
+            x0_hat = model(x, t, mask=attention_mask)  # (b, l, e)
         if clamp == "round":
             x0_hat = round_to_vocab(x0_hat, vocab_weight)
         elif clamp == "logits":  # the embedding of the tied head's argmax token (what the nll term trains)
@@ -166,6 +174,7 @@ def sample_ancestral(
     generator: torch.Generator | None = None,
     progress: bool = False,
     variance: str = "fixed_large",
+    self_condition: bool = False,
 ) -> SampleOutput:
     """DiffuSeq's full T-step ancestral sampler (``p_sample_loop``); returns (x0 (b,l,e), ids (b,l)).
 
@@ -177,7 +186,8 @@ def sample_ancestral(
     _validate(diffusion, model, input_ids, input_mask, attention_mask, clamp, variance, "sample_ancestral")
     clamp = None if clamp == "none" else clamp
     return _reverse_loop(
-        diffusion.schedule, model, input_ids, input_mask, attention_mask, clamp, 1.0, variance, generator, progress
+        diffusion.schedule, model, input_ids, input_mask, attention_mask, clamp, 1.0, variance, generator, progress,
+        self_condition,
     )
 
 
@@ -194,6 +204,7 @@ def sample_respaced(
     generator: torch.Generator | None = None,
     progress: bool = False,
     variance: str = "fixed_large",
+    self_condition: bool = False,
 ) -> SampleOutput:
     """K-step sampler over evenly spaced original steps (``space_timesteps(T, steps)``, incl. T-1 and 0).
 
@@ -213,5 +224,6 @@ def sample_respaced(
         raise ValueError(f"sample_respaced: eta must lie in [0, 1], got {eta}")
     schedule = diffusion.schedule.respace(space_timesteps(diffusion.num_timesteps, steps))
     return _reverse_loop(
-        schedule, model, input_ids, input_mask, attention_mask, clamp, eta, variance, generator, progress
+        schedule, model, input_ids, input_mask, attention_mask, clamp, eta, variance, generator, progress,
+        self_condition,
     )

@@ -2,12 +2,20 @@
 
 Glossary: b batch, l length, e word-embedding width (emb_dim), d backbone width, v vocab.
 
-    ids ──embed──► (b,l,e)   x_t ──up-proj (e→d, tanh, d→d)──► + time embedding(t) ──► LayerNorm, dropout
+    ids ──embed──► (b,l,e)   x_t ──up-proj (e→d, tanh, d→d)──► + time embedding(t)
+        [+ self-cond projection (e→d) of the previous x0 estimate, when ``self_condition``] ──► LayerNorm, dropout
         ──► backbone stack (b,l,d) ──► down-proj (d→d, tanh, d→e) ──► predicted x0 (b,l,e)
     logits(h) = h @ word_embedding.T   (the rounding head, tied to the embedding)
     token_cross_entropy(h, ids)         -log softmax(logits(h))[ids] through ``tied_cross_entropy``
 
 The layout follows DiffuSeq's TransformerNetModel; only the backbone changes with the config.
+Both diffusion processes use this one network: the Gaussian process feeds it noisy embeddings, the
+masked process feeds it ``embed(ids)`` with [MASK] ids at masked positions and reads ``logits``.
+
+Self-conditioning (``self_condition: true``; Chen et al., Analog Bits): ``forward`` takes the
+previous x0 estimate ``self_cond (b, l, e)`` (None = zeros) through its own projection. The word
+embedding can start from all-MiniLM-L6-v2's vectors (``embedding_init: minilm``, see
+``models.pretrained_embedding``) and be frozen (``freeze_embedding``).
 """
 from __future__ import annotations
 
@@ -73,6 +81,9 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -
     return emb
 
 
+EMBEDDING_INITS = ("normal", "minilm")
+
+
 @dataclass
 class DenoiserConfig:
     vocab_size: int = 0            # set from the tokenizer
@@ -80,10 +91,15 @@ class DenoiserConfig:
     diffusion_steps: int = 2000    # T: timesteps are rescaled to [0, 1000) as DiffuSeq's rescale_timesteps
     dropout: float = 0.1
     backbone: BackboneConfig = field(default_factory=lambda: BackboneConfig(bidirectional=True))
+    self_condition: bool = False   # the network also sees its previous x0 estimate (Analog Bits)
+    embedding_init: str = "normal"  # normal: N(0, 1) as DiffuSeq | minilm: all-MiniLM-L6-v2 word vectors
+    freeze_embedding: bool = False  # keep the (pretrained) embedding and the tied head fixed
 
     def validate(self) -> None:
         if self.vocab_size <= 0:
             raise ValueError("model.vocab_size must be set (> 0)")
+        if self.embedding_init not in EMBEDDING_INITS:
+            raise ValueError(f"model.embedding_init must be one of {EMBEDDING_INITS}, got {self.embedding_init!r}")
         self.backbone.validate()
 
 
@@ -101,6 +117,19 @@ class Denoiser(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
         self.backbone = build_backbone(cfg.backbone)
         self.down_proj = nn.Sequential(nn.Linear(d, d), nn.Tanh(), nn.Linear(d, e))
+        # zero init: a self-conditioned network starts as the plain one
+        self.self_cond_proj = nn.Linear(e, d, bias=False) if cfg.self_condition else None
+        if self.self_cond_proj is not None:
+            nn.init.zeros_(self.self_cond_proj.weight)
+        self.word_embedding.weight.requires_grad_(not cfg.freeze_embedding)
+
+    def set_word_embedding(self, weight: torch.Tensor) -> None:
+        """Start the word embedding (and so the tied head) from ``weight (v, e)``."""
+        if tuple(weight.shape) != tuple(self.word_embedding.weight.shape):
+            raise ValueError(f"set_word_embedding: weight must have shape {tuple(self.word_embedding.weight.shape)}, "
+                             f"got {tuple(weight.shape)}")
+        with torch.no_grad():
+            self.word_embedding.weight.copy_(weight)
 
     # the diffusion process talks to the model through these three calls
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
@@ -113,7 +142,8 @@ class Denoiser(nn.Module):
         """-log p(ids | h) under the tied head: h (n, e), ids (n,) -> (n,)."""
         return tied_cross_entropy(h, self.word_embedding.weight, ids)
 
-    def forward(self, x_t: torch.Tensor, t: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, mask: torch.Tensor | None = None,
+                self_cond: torch.Tensor | None = None) -> torch.Tensor:
         if x_t.ndim != 3 or x_t.shape[-1] != self.emb_dim:
             raise ValueError(f"x_t must have shape (b, l, {self.emb_dim}), got {tuple(x_t.shape)}")
         if t.shape != x_t.shape[:1]:
@@ -121,6 +151,12 @@ class Denoiser(nn.Module):
         t_scaled = t.float() * (1000.0 / self.cfg.diffusion_steps)  # (b,)
         temb = self.time_embed(timestep_embedding(t_scaled, self.emb_dim))  # (b, d)
         h = self.up_proj(x_t) + temb[:, None, :]  # (b, l, d)
+        if self_cond is not None:
+            if self.self_cond_proj is None:
+                raise ValueError("self_cond given to a denoiser built without model.self_condition")
+            if self_cond.shape != x_t.shape:
+                raise ValueError(f"self_cond must have x_t's shape {tuple(x_t.shape)}, got {tuple(self_cond.shape)}")
+            h = h + self.self_cond_proj(self_cond)  # (b, l, d); None stands for zeros, which add nothing
         h = self.drop(self.in_norm(h))
         h = self.backbone(h, mask)  # (b, l, d)
         return self.down_proj(h)  # (b, l, e)

@@ -12,10 +12,11 @@ from mambadiff.config import load_config
 from mambadiff.data.seq2seq import load_seq2seq_split
 from mambadiff.train.checkpoint import atomic_write_json, atomic_write_text, latest_checkpoint, read_json
 
-from .seq2seq import Seq2SeqConfig, generate, prepare_data_folder, train_seq2seq
+from .paraphrase import generate
+from .seq2seq import Seq2SeqConfig, prepare_data_folder, train_seq2seq
 
 METRIC_COLUMNS = [("bleu", "BLEU"), ("rouge_l", "ROUGE-L"), ("dist1", "dist-1"), ("ibleu", "iBLEU"),
-                  ("copy_rate", "copy rate"), ("len_words", "length")]
+                  ("copy_rate", "copy rate"), ("repeat_rate", "repeats"), ("len_words", "length")]
 
 
 def run_demo(run_dir: str = "runs/demo", config: str = "demo", overrides: list[str] | None = None,
@@ -46,7 +47,7 @@ def run_demo(run_dir: str = "runs/demo", config: str = "demo", overrides: list[s
     model_m = generation_metrics(outputs, refs, srcs)
     copy_m = generation_metrics(srcs, refs, srcs)
     rows = [[name] + [m.get(k, float("nan")) for k, _ in METRIC_COLUMNS]
-            for name, m in (("MambaDiff (" + cfg.model.backbone.name + ")", model_m), ("copy source", copy_m))]
+            for name, m in ((f"MambaDiff ({cfg.model.backbone.name}, {cfg.diffusion.process})", model_m), ("copy source", copy_m))]
     print()
     print(tabulate(rows, headers=["", *[h for _, h in METRIC_COLUMNS]], floatfmt=".4f"))
     print()

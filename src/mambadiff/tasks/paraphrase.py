@@ -30,7 +30,7 @@ import torch
 
 from mambadiff.data.errors import DataError
 from mambadiff.data.seq2seq import build_example
-from mambadiff.diffusion import GaussianDiffusion, sample_ancestral, sample_respaced
+from mambadiff.diffusion import GaussianDiffusion
 from mambadiff.diffusion.mbr import mbr_select
 from mambadiff.progress import progress_bar
 from mambadiff.ssm.checks import check_positive_int
@@ -173,16 +173,11 @@ class Paraphraser:
 
     def sample_targets(self, input_ids: torch.Tensor, input_mask: torch.Tensor, settings: GenerationSettings,
                        generator: torch.Generator) -> torch.Tensor:
-        """One draw of the target tokens (b, l) for a laid-out batch: the one call into the sampler."""
-        clamp = None if settings.clamp == "none" else settings.clamp
-        # DiffuSeq gives the denoiser no padding mask while sampling: the target length is unknown
-        if settings.steps and settings.steps < self.max_steps:
-            out = sample_respaced(self.diffusion, self.model, input_ids, input_mask, None, steps=settings.steps,
-                                  eta=settings.eta, clamp=clamp, generator=generator)
-        else:
-            out = sample_ancestral(self.diffusion, self.model, input_ids, input_mask, None, clamp=clamp,
-                                   generator=generator)
-        return out.token_ids  # (b, l)
+        """One draw of the target tokens (b, l) for a laid-out batch: the one call into the sampler
+        of the model's ``diffusion.process``."""
+        from mambadiff.tasks.seq2seq import sample_token_ids
+        return sample_token_ids(self.model, self.cfg, self.tokenizer, input_ids, input_mask, settings.steps,
+                                settings.eta, generator, clamp=settings.clamp)  # (b, l)
 
     @torch.no_grad()
     def sample_batch(self, input_ids: torch.Tensor, input_mask: torch.Tensor, settings: GenerationSettings,

@@ -20,9 +20,11 @@ from mambadiff.config import from_dict, to_dict
 from mambadiff.data.seq2seq import (LAYOUTS, ON_OVERFLOW, Seq2SeqDataset, load_seq2seq_split, read_seq2seq_jsonl,
                                     resolve_split_path)
 from mambadiff.data.tokenizer import SPECIAL_TOKENS, TextTokenizer, build_tokenizer, load_tokenizer
-from mambadiff.diffusion import GaussianDiffusion, create_timestep_sampler
+from mambadiff.diffusion import GaussianDiffusion, create_timestep_sampler, sample_ancestral, sample_respaced
+from mambadiff.diffusion.embedding_space import embedding_space
+from mambadiff.diffusion.masked import WEIGHTINGS, MaskedDiffusion, sample_masked
 from mambadiff.models.backbones import BACKBONES
-from mambadiff.models.denoiser import Denoiser, DenoiserConfig
+from mambadiff.models.denoiser import EMBEDDING_INITS, Denoiser, DenoiserConfig
 from mambadiff.train import StepContext, TrainConfig
 from mambadiff.train.checkpoint import load_state, read_json, resolve_checkpoint, run_config
 
@@ -69,6 +71,14 @@ class DiffusionConfig:
     # logged "nll"). 0 = DiffuSeq's objective (mse + decoder_nll + tT). > 0 adds a direct token-level
     # signal (an "anchor" loss in the spirit of Difformer), which speeds up learning on small budgets.
     nll_weight: float = 0.0
+    # gaussian: DiffuSeq's continuous diffusion over embeddings | masked: absorbing-state diffusion over
+    # target tokens (MDLM / RDM; diffusion/masked.py), trained with weighted CE on masked positions
+    process: str = "gaussian"
+    masked_weighting: str = "rdm"  # masked: rdm | elbo | uniform (see diffusion/masked.py)
+    # gaussian, in the manner of Difformer (diffusion/embedding_space.py): layer-normalised embedding rows,
+    # and a noise-scale factor F (x_t = sqrt(ab) x0 + F sqrt(1 - ab) eps)
+    embedding_norm: bool = False
+    noise_factor: float = 1.0
 
 
 @dataclass
@@ -81,6 +91,13 @@ class SampleConfig:
     clamp: str = "round"           # each step: round x0 to the nearest embedding (DiffuSeq) | logits (embedding
                                    # of the tied head's argmax token) | none
     batch_size: int = 64
+    # process masked: K confidence-ordered unmasking steps (steps 0 = 20); token draw temperature (0 argmax);
+    # remask: committed tokens compete again with new proposals (RDM); forbid_adjacent_repeat: a position
+    # never proposes a (non-special) token its committed neighbour holds. At temperature 0 the masked sampler is
+    # deterministic, so samples > 1 (MBR) needs temperature > 0
+    temperature: float = 0.0
+    remask: bool = False
+    forbid_adjacent_repeat: bool = False
     limit: int = 0                 # examples to sample; 0: all
     seed: int = 123
 
@@ -103,6 +120,7 @@ class Seq2SeqConfig:
             raise ValueError(f"data.tokenizer must be bert|trained, got {self.data.tokenizer!r}")
         if self.sample.samples < 1:
             raise ValueError("sample.samples must be >= 1")
+        validate_process(self)
 
 
 # ---- data ------------------------------------------------------------------------------------------
@@ -136,12 +154,18 @@ def prepare_tokenizer(cfg: Seq2SeqConfig, data_folder: Path) -> TextTokenizer:
     return prepare_run_tokenizer(cfg.run_dir, cfg.data.tokenizer, cfg.data.vocab_size, train_file, build)
 
 
-def build_denoiser(cfg: Seq2SeqConfig, vocab_size: int) -> Denoiser:
+def build_denoiser(cfg: Seq2SeqConfig, vocab_size: int, tokenizer: TextTokenizer | None = None) -> Denoiser:
+    """The denoiser of ``cfg``; with ``model.embedding_init: minilm`` and a ``tokenizer``, its word
+    embedding starts from all-MiniLM-L6-v2's vectors for that vocab."""
     model_cfg = dataclasses.replace(cfg.model, vocab_size=vocab_size, diffusion_steps=cfg.diffusion.steps)
     if model_cfg.backbone.name == "transformer" and model_cfg.backbone.max_len < cfg.data.seq_len:
         model_cfg.backbone = dataclasses.replace(model_cfg.backbone, max_len=cfg.data.seq_len)
     cfg.model = model_cfg
-    return Denoiser(model_cfg)
+    model = Denoiser(model_cfg)
+    if model_cfg.embedding_init == "minilm" and tokenizer is not None:
+        from mambadiff.models.pretrained_embedding import minilm_embedding
+        model.set_word_embedding(minilm_embedding(tokenizer, model_cfg.emb_dim))
+    return model
 
 
 class _DDPDenoiser:
@@ -188,14 +212,16 @@ class DiffusionSeq2SeqTask:
     def count_tokens(self, batch) -> int:
         return int(batch["input_ids"].numel())
 
-    def _losses(self, model, batch, t, noise, x_start_noise, with_nll: bool = True) -> dict[str, torch.Tensor]:
+    def _losses(self, model, batch, t, noise, x_start_noise, with_nll: bool = True,
+                self_condition: bool = False) -> dict[str, torch.Tensor]:
         # no padding mask, as DiffuSeq: target-side [PAD]s are generated like any token (the model
         # decides where the output ends), so the denoiser must see them at training and sampling alike
+        d = self.cfg.diffusion
         return self.diffusion.training_losses(
-            _DDPDenoiser(model), batch["input_ids"], batch["input_mask"], t,
+            embedding_space(_DDPDenoiser(model), d.embedding_norm, d.noise_factor), batch["input_ids"], batch["input_mask"], t,
             attention_mask=None, noise=noise, x_start_noise=x_start_noise,
             nll_grad=bool(self.cfg.diffusion.nll_weight),  # nll only logged: no graph for it
-            with_nll=with_nll)
+            with_nll=with_nll, self_condition=self_condition)
 
     def loss(self, model, batch, ctx: StepContext):
         g = ctx.generator()
@@ -208,7 +234,7 @@ class DiffusionSeq2SeqTask:
         t, w = ctx.slice(t).to(ctx.device), ctx.slice(w).to(ctx.device)
         # the logged-only nll costs a v-wide head pass: computed on the steps whose metrics are logged
         losses = self._losses(model, batch, t, ctx.slice(noise).to(ctx.device), ctx.slice(x0_noise).to(ctx.device),
-                              with_nll=ctx.log_metrics)
+                              with_nll=ctx.log_metrics, self_condition=self_condition_step(self.cfg, g))
         objective = losses["loss"]  # (b,) DiffuSeq: mse + decoder_nll + tT
         if self.cfg.diffusion.nll_weight:
             objective = objective + self.cfg.diffusion.nll_weight * losses["nll"]  # (b,)
@@ -243,6 +269,120 @@ class DiffusionSeq2SeqTask:
 
     def load_state_dict(self, state: dict) -> None:
         self.t_sampler.load_state_dict(_from_jsonable(state["t_sampler"]))
+
+
+# ---- masked (absorbing-state) process ------------------------------------------------------------
+def validate_process(cfg: Seq2SeqConfig) -> None:
+    if cfg.diffusion.process not in PROCESSES:
+        raise ValueError(f"diffusion.process must be one of {PROCESSES}, got {cfg.diffusion.process!r}")
+    if cfg.diffusion.masked_weighting not in WEIGHTINGS:
+        raise ValueError(f"diffusion.masked_weighting must be one of {WEIGHTINGS}, got {cfg.diffusion.masked_weighting!r}")
+    if cfg.sample.temperature < 0:
+        raise ValueError(f"sample.temperature must be >= 0, got {cfg.sample.temperature}")
+    if not cfg.diffusion.noise_factor > 0:
+        raise ValueError(f"diffusion.noise_factor must be > 0, got {cfg.diffusion.noise_factor}")
+    if cfg.model.embedding_init not in EMBEDDING_INITS:
+        raise ValueError(f"model.embedding_init must be one of {EMBEDDING_INITS}, got {cfg.model.embedding_init!r}")
+
+
+PROCESSES = ("gaussian", "masked")
+
+
+def self_condition_step(cfg: Seq2SeqConfig, g: torch.Generator) -> bool:
+    """Whether this training step conditions on a no-grad first estimate (half the steps, drawn from the
+    step's generator after its other draws); always False without ``model.self_condition``."""
+    return bool(cfg.model.self_condition) and bool(torch.rand((), generator=g) < 0.5)
+
+
+def build_masked_diffusion(cfg: Seq2SeqConfig, tok: TextTokenizer) -> MaskedDiffusion:
+    return MaskedDiffusion(cfg.diffusion.steps, tok.mask_id, cfg.diffusion.masked_weighting)
+
+
+class MaskedSeq2SeqTask:
+    """Training task of ``diffusion.process: masked``: weighted CE on masked target positions."""
+
+    def __init__(self, cfg: Seq2SeqConfig, train_set: Seq2SeqDataset, eval_set: Seq2SeqDataset | None,
+                 tok: TextTokenizer):
+        self.cfg = cfg
+        self.diffusion = build_masked_diffusion(cfg, tok)
+        self.train = train_set.tensors()  # (N, l) each
+        self.eval = eval_set.tensors() if eval_set is not None else None
+
+    num_train_examples = DiffusionSeq2SeqTask.num_train_examples
+    get_batch = DiffusionSeq2SeqTask.get_batch
+    count_tokens = DiffusionSeq2SeqTask.count_tokens
+
+    def _losses(self, model, batch, t, g, self_condition=False):
+        return self.diffusion.training_losses(_DDPDenoiser(model), batch["input_ids"], batch["input_mask"], t,
+                                              generator=g, self_condition=self_condition)
+
+    def loss(self, model, batch, ctx: StepContext):
+        g = ctx.generator()
+        t = torch.randint(0, self.cfg.diffusion.steps, (ctx.global_batch,), generator=g)  # (B,)
+        masking = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (), generator=g)))
+        sc = self_condition_step(self.cfg, g)
+        if ctx.offset:  # this rank's rows of the global draw: skip the uniforms of the rows before it
+            torch.rand((ctx.offset, batch["input_ids"].shape[1]), generator=masking, dtype=torch.float64)
+        losses = self._losses(model, batch, ctx.slice(t).to(ctx.device), masking, sc)
+        metrics = {k: float(v.detach().float().mean()) for k, v in losses.items()}
+        return losses["loss"].mean(), metrics
+
+    @torch.no_grad()
+    def evaluate(self, model) -> dict[str, float]:
+        """Eval losses on a fixed validation subset at fixed timesteps and masks (comparable across steps)."""
+        if self.eval is None:
+            return {}
+        n = self.eval["input_ids"].shape[0]
+        g = torch.Generator().manual_seed(1234)
+        t_all = torch.randint(0, self.cfg.diffusion.steps, (n,), generator=g)
+        device = next(model.parameters()).device
+        sums: dict[str, float] = {}
+        for i in range(0, n, 64):
+            batch = {k: v[i:i + 64].to(device) for k, v in self.eval.items() if k != "index"}
+            out = self._losses(model, batch, t_all[i:i + 64].to(device), g)
+            for k, v in out.items():
+                sums[k] = sums.get(k, 0.0) + float(v.sum())
+        return {k: v / n for k, v in sums.items()}
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+def make_seq2seq_task(cfg: Seq2SeqConfig, train_set, eval_set, tok: TextTokenizer):
+    """The training task of ``diffusion.process``."""
+    if cfg.diffusion.process == "masked":
+        return MaskedSeq2SeqTask(cfg, train_set, eval_set, tok)
+    return DiffusionSeq2SeqTask(cfg, train_set, eval_set)
+
+
+def sample_token_ids(model, cfg: Seq2SeqConfig, tok: TextTokenizer, ids: torch.Tensor, imask: torch.Tensor,
+                     steps: int, eta: float, g: torch.Generator, clamp: str | None = None) -> torch.Tensor:
+    """Generated ids ``(b, l)`` of one batch with the sampler of ``diffusion.process``.
+
+    ``clamp`` (Gaussian process only) defaults to ``cfg.sample.clamp``."""
+    sc = cfg.sample
+    self_condition = bool(cfg.model.self_condition)
+    if cfg.diffusion.process == "masked":
+        return sample_masked(build_masked_diffusion(cfg, tok), model, ids, imask, steps=steps or 20,
+                             temperature=sc.temperature, remask=sc.remask,
+                             forbid_adjacent_repeat=sc.forbid_adjacent_repeat,
+                             forbidden_ids=(tok.unk_id,), special_ids=(tok.pad_id, tok.sep_id, tok.cls_id),
+                             self_condition=self_condition, generator=g).token_ids
+    diffusion = GaussianDiffusion.from_name(cfg.diffusion.schedule, cfg.diffusion.steps)
+    model = embedding_space(model, cfg.diffusion.embedding_norm, cfg.diffusion.noise_factor)
+    clamp = sc.clamp if clamp is None else clamp
+    clamp = None if clamp == "none" else clamp
+    # DiffuSeq gives the denoiser no padding mask while sampling: the target length is unknown
+    if steps and steps < cfg.diffusion.steps:
+        out = sample_respaced(diffusion, model, ids, imask, None, steps=steps, eta=eta, clamp=clamp, generator=g,
+                              self_condition=self_condition)
+    else:
+        out = sample_ancestral(diffusion, model, ids, imask, None, clamp=clamp, generator=g,
+                               self_condition=self_condition)
+    return out.token_ids
 
 
 def _jsonable(obj):
@@ -367,12 +507,12 @@ def build_seq2seq_trainer(cfg: Seq2SeqConfig, dist_info=None):
         eval_set = load_seq2seq_split(data_folder, "valid", tok, d.seq_len, layout=d.layout,
                                       on_overflow=d.on_overflow, limit=d.eval_size)
     torch.manual_seed(cfg.train.seed)
-    model = build_denoiser(cfg, tok.vocab_size)
+    model = build_denoiser(cfg, tok.vocab_size, tok)
     if dist_info.is_main:
         report = model.parameter_report()
         print(f"model: {cfg.model.backbone.name} backbone, parameters " +
               ", ".join(f"{k} {v:,}" for k, v in report.items()) + f"; {len(train_set):,} training pairs")
-    task = DiffusionSeq2SeqTask(cfg, train_set, eval_set)
+    task = make_seq2seq_task(cfg, train_set, eval_set, tok)
     trainer = Trainer(model, task, cfg.train, cfg.run_dir, to_dict(cfg), dist_info=dist_info,
                       write_extra=lambda folder: tok.save(folder / "tokenizer"))
     return trainer, tok

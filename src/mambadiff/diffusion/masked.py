@@ -1,0 +1,280 @@
+"""Discrete masked (absorbing-state) diffusion for seq2seq: MDLM (Sahoo et al. 2024) / RDM (Zheng et al. 2023).
+
+Glossary: b batch, l length, e embedding width, v vocab, t diffusion step in [0, T), N selected positions,
+K sampling steps.
+
+Batch convention as the Gaussian process (``process.py``): ``input_ids (b, l)`` hold source and target,
+``input_mask (b, l)`` is 1 on TARGET positions. Only target positions are ever masked; the source is
+the clean condition. Target-side [PAD]s are target tokens, so the model decides the output length.
+
+Forward process: at step t every target token is replaced by [MASK] independently with probability
+``rate(t) = (t + 1) / T`` (linear in t; t = T - 1 masks every target token).
+
+Network: the denoiser of ``models.denoiser`` run on token ids: ``h = model(model.embed(x_t), t)``,
+logits ``model.logits(h)`` through the tied head. Self-conditioning feeds the previous ``h`` back as
+``self_cond`` (the estimate of x0 in embedding space, whose tied logits are the prediction).
+
+Loss, per example, with ``CE_i = -log p(ids_i | x_t)`` over the masked target positions ``M``,
+``n_target`` target positions and ``|M|`` masked ones:
+
+* ``elbo`` (MDLM's continuous-time bound for the linear schedule): ``T / (t + 1) * sum_M CE / n_target``,
+  an unbiased estimate of the mean target CE;
+* ``rdm`` (RDM's linear reweighting, which emphasises the low-noise steps):
+  ``(1 - t / T) * sum_M CE / max(|M|, 1)``;
+* ``uniform``: ``sum_M CE / max(|M|, 1)``.
+
+Sampling (``sample_masked``): all target positions start as [MASK]; step ``k = K .. 1`` runs the
+network at the step whose masking rate is ``k / K``, proposes a token for every masked position
+(argmax, or a draw at ``temperature``) with its log-probability as confidence, and commits the most
+confident proposals so that ``round(n_target * (K - k + 1) / K)`` positions hold tokens (RDM's top-k
+reparameterised decoding). With ``remask`` the committed tokens compete again, by the confidence they
+were committed with, against the new proposals: losers go back to [MASK]. After the last step every
+target position holds a token. ``forbid_adjacent_repeat`` removes from a position's proposals the
+non-special tokens its committed neighbours hold.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple, Sequence
+
+import torch
+
+from .process import check_ids_and_mask
+
+WEIGHTINGS = ("rdm", "elbo", "uniform")
+
+
+class MaskedSampleOutput(NamedTuple):
+    token_ids: torch.Tensor  # (b, l) source as given, target positions generated
+    committed_at: torch.Tensor  # (b, l) long: the step k (K..1) that committed the final token; 0 on the source
+
+
+class MaskedDiffusion:
+    """Absorbing-state diffusion over target tokens; holds only T, the [MASK] id and the weighting."""
+
+    def __init__(self, num_timesteps: int, mask_id: int, weighting: str = "rdm"):
+        if int(num_timesteps) < 1:
+            raise ValueError(f"MaskedDiffusion: num_timesteps must be >= 1, got {num_timesteps}")
+        if weighting not in WEIGHTINGS:
+            raise ValueError(f"MaskedDiffusion: weighting must be one of {WEIGHTINGS}, got {weighting!r}")
+        self.num_timesteps = int(num_timesteps)
+        self.mask_id = int(mask_id)
+        self.weighting = weighting
+
+    # ------------------------------------------------------------------ forward process
+    def mask_rate(self, t: torch.Tensor) -> torch.Tensor:
+        """Probability that a target token is masked at step ``t (b,)``: ``(t + 1) / T``."""
+        return (t.double() + 1.0) / self.num_timesteps  # (b,)
+
+    def timestep_for_rate(self, rate: float) -> int:
+        """The step whose masking rate is ``rate`` in (0, 1] (rounded up to the grid)."""
+        return min(self.num_timesteps - 1, max(0, int(-(-rate * self.num_timesteps // 1)) - 1))
+
+    def q_sample(self, input_ids: torch.Tensor, input_mask: torch.Tensor, t: torch.Tensor,
+                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(x_t (b, l), masked (b, l) bool)``: target tokens replaced by [MASK] with prob ``rate(t)``."""
+        check_ids_and_mask(input_ids, input_mask, None, "MaskedDiffusion.q_sample")
+        self._check_t(t, input_ids.shape[0], "q_sample")
+        u = torch.rand(input_ids.shape, generator=generator, dtype=torch.float64,
+                       device=generator.device if generator is not None else "cpu").to(input_ids.device)  # (b, l)
+        rate = self.mask_rate(t).to(input_ids.device)[:, None]  # (b, 1)
+        masked = input_mask.bool() & (u < rate)  # (b, l)
+        return torch.where(masked, torch.full_like(input_ids, self.mask_id), input_ids), masked
+
+    def _check_t(self, t, batch: int, who: str) -> None:
+        if not torch.is_tensor(t) or t.shape != (batch,) or t.dtype not in (torch.long, torch.int32):
+            raise ValueError(f"{who}: t must be an integer tensor of shape ({batch},), got "
+                             f"{getattr(t, 'dtype', type(t))} {tuple(getattr(t, 'shape', ()))}")
+        if batch and (int(t.min()) < 0 or int(t.max()) >= self.num_timesteps):
+            raise ValueError(f"{who}: t must lie in [0, {self.num_timesteps}), got {t.tolist()}")
+
+    # ------------------------------------------------------------------ loss
+    def loss_weight(self, t: torch.Tensor) -> torch.Tensor:
+        """The per-example factor of the weighting (see the module docstring): ``(b,)``."""
+        if self.weighting == "elbo":
+            return 1.0 / self.mask_rate(t)
+        if self.weighting == "rdm":
+            return 1.0 - t.double() / self.num_timesteps
+        return torch.ones_like(t, dtype=torch.float64)
+
+    def training_losses(self, model, input_ids: torch.Tensor, input_mask: torch.Tensor, t: torch.Tensor,
+                        generator: torch.Generator | None = None, self_condition: bool = False,
+                        attention_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """``{"loss", "ce", "mask_frac"}``, each ``(b,)``: the weighted loss that is optimised, the mean CE
+        over masked target positions (logged) and the fraction of target positions masked.
+
+        ``self_condition``: first run the network without gradient, then again with its output as
+        ``self_cond`` (the caller decides on which steps; zeros, i.e. None, on the others).
+        """
+        x_t, masked = self.q_sample(input_ids, input_mask, t, generator)  # (b, l), (b, l)
+        x_emb = model.embed(x_t)  # (b, l, e)
+        self_cond = None
+        if self_condition:
+            with torch.no_grad():
+                self_cond = model(x_emb.detach(), t, mask=attention_mask).detach()  # (b, l, e)
+        h = model(x_emb, t, mask=attention_mask, self_cond=self_cond)  # (b, l, e)
+        ce_sum, n_masked = masked_cross_entropy_sum(model, h, input_ids, masked)  # (b,), (b,)
+        n_target = input_mask.bool().sum(-1).to(ce_sum.dtype).clamp_min(1.0)  # (b,)
+        w = self.loss_weight(t).to(ce_sum.dtype)  # (b,)
+        per_masked = ce_sum / n_masked.clamp_min(1.0)  # (b,)
+        loss = w * ce_sum / n_target if self.weighting == "elbo" else w * per_masked
+        return {"loss": loss, "ce": per_masked, "mask_frac": n_masked / n_target}
+
+
+def masked_cross_entropy_sum(model, h: torch.Tensor, ids: torch.Tensor, where: torch.Tensor):
+    """Sum per example of the tied-head CE at positions ``where`` (only those go through the head),
+    and their count: ``(b,)``, ``(b,)``."""
+    keep = where.bool()  # (b, l)
+    ce = model.token_cross_entropy(h[keep], ids[keep])  # (N,)
+    rows = torch.arange(h.shape[0], device=h.device).unsqueeze(1).expand_as(keep)[keep]  # (N,)
+    total = ce.new_zeros(h.shape[0]).index_add(0, rows, ce)  # (b,)
+    return total, keep.sum(-1).to(ce.dtype)
+
+
+# ---------------------------------------------------------------------- sampler
+def commit_counts(n_target: torch.Tensor, k: int, steps: int) -> torch.Tensor:
+    """Target positions holding tokens after step k (K..1): ``round(n_target * (K - k + 1) / K)``; all at k = 1."""
+    return torch.div(n_target * (steps - k + 1) * 2 + steps, 2 * steps, rounding_mode="floor")  # (b,)
+
+
+def top_per_row(scores: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """``(b, l)`` bool: the ``counts[i]`` highest scores of row i (ties: lower position first)."""
+    order = torch.sort(scores, dim=-1, descending=True, stable=True).indices  # (b, l)
+    rank = torch.empty_like(order)
+    rank.scatter_(1, order, torch.arange(scores.shape[1], device=scores.device).expand_as(order))  # (b, l)
+    return rank < counts[:, None]
+
+
+@torch.no_grad()
+def sample_masked(diffusion: MaskedDiffusion, model, input_ids: torch.Tensor, input_mask: torch.Tensor, *,
+                  steps: int, temperature: float = 0.0, remask: bool = False,
+                  forbid_adjacent_repeat: bool = False, forbidden_ids: Sequence[int] = (),
+                  special_ids: Sequence[int] = (), self_condition: bool = False,
+                  generator: torch.Generator | None = None,
+                  attention_mask: torch.Tensor | None = None) -> MaskedSampleOutput:
+    """K-step confidence-ordered unmasking of the target positions (see the module docstring).
+
+    ``forbidden_ids``: tokens never proposed ([MASK] always is); ``special_ids``: tokens exempt from
+    ``forbid_adjacent_repeat`` ([PAD], [SEP] may repeat). ``self_condition``: feed each step's network
+    output into the next step. Deterministic given ``generator`` (used only when ``temperature > 0``).
+    """
+    check_ids_and_mask(input_ids, input_mask, attention_mask, "sample_masked")
+    if int(steps) < 1:
+        raise ValueError(f"sample_masked: steps must be >= 1, got {steps}")
+    if temperature < 0:
+        raise ValueError(f"sample_masked: temperature must be >= 0, got {temperature}")
+    steps = int(steps)
+    device = input_ids.device
+    target = input_mask.bool()  # (b, l)
+    b, l = input_ids.shape
+    mask_id = diffusion.mask_id
+    x = torch.where(target, torch.full_like(input_ids, mask_id), input_ids)  # (b, l)
+    committed = torch.zeros_like(target)  # (b, l) target positions that hold a token
+    confidence = torch.full((b, l), -torch.inf, device=device)  # (b, l) log-prob a token was committed with
+    committed_at = torch.zeros_like(input_ids)  # (b, l)
+    n_target = target.sum(-1)  # (b,)
+    banned = torch.tensor(sorted({mask_id, *map(int, forbidden_ids)}), device=device, dtype=torch.long)
+    exempt = torch.tensor(sorted(set(map(int, special_ids))), device=device, dtype=torch.long)
+    self_cond = None
+    for k in range(steps, 0, -1):
+        t = torch.full((b,), diffusion.timestep_for_rate(k / steps), dtype=torch.long, device=device)  # (b,)
+        h = model(model.embed(x), t, mask=attention_mask, self_cond=self_cond)  # (b, l, e)
+        if self_condition:
+            self_cond = h
+        open_pos = target & ~committed  # (b, l) positions that get a proposal
+        logits = model.logits(h[open_pos]).float()  # (N, v)
+        logits[:, banned] = -torch.inf
+        log_probs = torch.log_softmax(logits, dim=-1)  # (N, v)
+        if temperature > 0:  # Gumbel-max: argmax of the perturbed scores is a draw at this temperature
+            u = torch.rand(log_probs.shape, generator=generator,
+                           device=generator.device if generator is not None else "cpu").to(device)  # (N, v)
+            perturbed = log_probs / temperature - torch.log((-torch.log(u.clamp_min(1e-20))).clamp_min(1e-20))
+        else:
+            perturbed = log_probs.clone()  # (N, v)
+        if forbid_adjacent_repeat:
+            ban_neighbour_tokens(perturbed, x, committed, open_pos, exempt)
+        proposal = perturbed.argmax(-1)  # (N,)
+        scores = torch.full((b, l), -torch.inf, device=device)  # (b, l)
+        scores[open_pos] = log_probs.gather(1, proposal[:, None]).squeeze(1)
+        want = commit_counts(n_target, k, steps)  # (b,)
+        if remask:  # committed tokens compete again with the confidence they were committed with
+            candidates = torch.where(committed, confidence, scores)  # (b, l)
+            keep = top_per_row(candidates, want) & target  # (b, l)
+        else:
+            keep = committed | (top_per_row(scores, want - committed.sum(-1)) & open_pos)  # (b, l)
+        dropped = committed & ~keep  # (b, l) remasked
+        x = torch.where(dropped, torch.full_like(x, mask_id), x)
+        confidence = torch.where(dropped, torch.full_like(confidence, -torch.inf), confidence)
+        new = keep & ~committed  # (b, l)
+        tokens = torch.full_like(x, mask_id)  # (b, l)
+        tokens[open_pos] = proposal
+        if forbid_adjacent_repeat:
+            tokens, scores = resolve_adjacent_repeats(tokens, scores, new, x, keep & committed, open_pos,
+                                                      perturbed, log_probs, exempt)
+        x = torch.where(new, tokens, x)
+        confidence = torch.where(new, scores, confidence)
+        committed_at = torch.where(new, torch.full_like(committed_at, k), committed_at)
+        committed = keep
+    return MaskedSampleOutput(x, committed_at)
+
+
+def ban_neighbour_tokens(scores: torch.Tensor, x: torch.Tensor, committed: torch.Tensor,
+                         rows_of: torch.Tensor, exempt: torch.Tensor) -> None:
+    """In place: row r of ``scores (N, v)`` belongs to the r-th True position of ``rows_of (b, l)``; set
+    -inf for the (non-``exempt``) tokens that ``x`` holds at the ``committed`` positions next to it."""
+    rows, cols = rows_of.nonzero(as_tuple=True)  # (N,), (N,) in scores' row order
+    l = x.shape[1]
+    for offset in (-1, 1):
+        nb = (cols + offset).clamp(0, l - 1)  # (N,)
+        inside = (cols + offset >= 0) & (cols + offset < l)
+        tok = x[rows, nb]  # (N,)
+        ok = inside & committed[rows, nb] & ~torch.isin(tok, exempt)  # (N,)
+        idx = ok.nonzero(as_tuple=True)[0]
+        scores[idx, tok[idx]] = -torch.inf
+
+
+def resolve_adjacent_repeats(tokens, scores, new, x, fixed, open_pos, perturbed, log_probs, exempt):
+    """Tokens for the ``new`` positions of one step with no (non-exempt) token equal to a neighbour's.
+
+    Rounds: a new position whose proposal equals a neighbouring new position's of higher priority
+    (higher score; ties: the left one) waits; the others commit. Waiting positions propose again with
+    the committed neighbours' tokens banned. Each round commits at least the top position of every
+    row, so this ends. tokens / scores / new / x / fixed / open_pos ``(b, l)``; perturbed / log_probs
+    ``(N, v)`` in ``open_pos`` order. Returns (tokens, scores) ``(b, l)``.
+    """
+    b, l = tokens.shape
+    row_of = torch.full((b, l), -1, dtype=torch.long, device=tokens.device)  # (b, l) row in perturbed
+    row_of[open_pos] = torch.arange(int(open_pos.sum()), device=tokens.device)
+    x, fixed, pending = x.clone(), fixed.clone(), new.clone()
+    tokens, scores = tokens.clone(), scores.clone()
+    while bool(pending.any()):
+        lose = torch.zeros_like(pending)
+        for offset in (-1, 1):
+            nb_tok = _shift(tokens, offset, -1)  # (b, l) the neighbour's proposal
+            nb_pending = _shift(pending.long(), offset, 0).bool()
+            nb_score = _shift(scores, offset, -torch.inf)
+            nb_first = (nb_score > scores) | ((nb_score == scores) & (offset < 0))  # neighbour has priority
+            clash = pending & nb_pending & (nb_tok == tokens) & ~torch.isin(tokens, exempt) & nb_first
+            lose |= clash
+        win = pending & ~lose  # (b, l)
+        x = torch.where(win, tokens, x)
+        fixed |= win
+        pending &= ~win
+        if not bool(pending.any()):
+            break
+        rows = row_of[pending]  # (P,)
+        again = perturbed[rows].clone()  # (P, v)
+        ban_neighbour_tokens(again, x, fixed, pending, exempt)
+        choice = again.argmax(-1)  # (P,)
+        tokens[pending] = choice
+        scores[pending] = log_probs[rows].gather(1, choice[:, None]).squeeze(1)
+    return tokens, scores
+
+
+def _shift(t: torch.Tensor, offset: int, fill) -> torch.Tensor:
+    """``out[:, i] = t[:, i + offset]`` (``fill`` outside): the neighbour at ``offset`` of every position."""
+    out = torch.full_like(t, fill)
+    if offset < 0:
+        out[:, -offset:] = t[:, :offset]
+    else:
+        out[:, :-offset] = t[:, offset:]
+    return out

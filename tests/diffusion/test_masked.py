@@ -1,0 +1,203 @@
+"""Masked (absorbing-state) diffusion: forward process, weighted loss, confidence-ordered sampler."""
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mambadiff.diffusion.masked import MaskedDiffusion, commit_counts, sample_masked, top_per_row
+
+MASK = 4
+V, E = 30, 8
+
+
+class TableModel(nn.Module):
+    """A stand-in denoiser: its output at position i is a fixed row (no dependence on the input), so
+    confidences are known in advance; records every call's ``self_cond``."""
+
+    def __init__(self, l, seed=0, scale=3.0):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.emb_dim = E
+        self.weight = nn.Parameter(torch.randn(V, E, generator=g))
+        self.out = nn.Parameter(scale * torch.randn(l, E, generator=g))
+        self.calls = []
+
+    def embed(self, ids):
+        return self.weight[ids]
+
+    def forward(self, x, t, mask=None, self_cond=None):
+        self.calls.append(self_cond)
+        return self.out.expand(x.shape[0], -1, -1) + 0.0 * x
+
+    def logits(self, h):
+        return h @ self.weight.t()
+
+    def token_cross_entropy(self, h, ids):
+        return F.cross_entropy(self.logits(h), ids, reduction="none")
+
+
+def batch(b=3, l=12, src=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, V, (b, l), generator=g)
+    mask = torch.zeros(b, l, dtype=torch.long)
+    mask[:, src:] = 1
+    return ids, mask
+
+
+def test_source_never_masked_and_rate_follows_t():
+    d = MaskedDiffusion(100, MASK)
+    ids, mask = batch(b=400, l=20, src=6)
+    for t_val in (0, 30, 99):
+        t = torch.full((400,), t_val)
+        x_t, masked = d.q_sample(ids, mask, t, torch.Generator().manual_seed(t_val))
+        assert torch.equal(x_t[:, :6], ids[:, :6]) and not masked[:, :6].any()
+        assert torch.equal(x_t == MASK, masked)
+        frac = masked[:, 6:].double().mean().item()
+        assert abs(frac - (t_val + 1) / 100) < 0.01  # 5,600 draws: 4 sigma of the binomial < 0.01
+    assert masked[:, 6:].all()  # t = T - 1 masks every target token
+
+
+def test_loss_only_on_masked_target_positions():
+    d = MaskedDiffusion(50, MASK, "uniform")
+    ids, mask = batch()
+    model = TableModel(ids.shape[1])
+    t = torch.tensor([10, 25, 40])
+    x_t, masked = d.q_sample(ids, mask, t, torch.Generator().manual_seed(7))
+    loss = d.training_losses(model, ids, mask, t, generator=torch.Generator().manual_seed(7))["loss"].sum()
+    loss.backward()
+    grad_rows = model.out.grad.abs().sum(-1) > 0  # (l,) positions that got gradient
+    assert torch.equal(grad_rows, masked.any(0))
+    assert not grad_rows[:4].any()
+
+
+@pytest.mark.parametrize("weighting", ["rdm", "elbo", "uniform"])
+def test_weighting_matches_its_formula(weighting):
+    T = 40
+    d = MaskedDiffusion(T, MASK, weighting)
+    ids, mask = batch(b=4, l=16, src=5, seed=3)
+    model = TableModel(16, seed=1)
+    t = torch.tensor([3, 17, 29, 39])
+    out = d.training_losses(model, ids, mask, t, generator=torch.Generator().manual_seed(11))
+    _, masked = d.q_sample(ids, mask, t, torch.Generator().manual_seed(11))
+    ce = F.cross_entropy(model.logits(model.out).expand(4, -1, -1).reshape(-1, V), ids.reshape(-1),
+                         reduction="none").view(4, 16)
+    ce_sum = (ce * masked).sum(-1).double()
+    n_masked = masked.sum(-1).double().clamp_min(1)
+    if weighting == "elbo":
+        want = T / (t.double() + 1) * ce_sum / mask.sum(-1)
+    elif weighting == "rdm":
+        want = (1 - t.double() / T) * ce_sum / n_masked
+    else:
+        want = ce_sum / n_masked
+    torch.testing.assert_close(out["loss"].double(), want, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out["ce"].double(), ce_sum / n_masked, rtol=1e-5, atol=1e-6)
+
+
+def test_elbo_weighting_is_unbiased_for_the_mean_target_ce():
+    T = 20
+    d = MaskedDiffusion(T, MASK, "elbo")
+    ids, mask = batch(b=1, l=16, src=4, seed=5)
+    model = TableModel(16, seed=2)
+    ce = F.cross_entropy(model.logits(model.out), ids[0], reduction="none")[4:].mean()
+    n = 4000
+    ids_n, mask_n = ids.expand(n, -1), mask.expand(n, -1)
+    t = torch.randint(0, T, (n,), generator=torch.Generator().manual_seed(0))
+    est = d.training_losses(model, ids_n, mask_n, t, generator=torch.Generator().manual_seed(1))["loss"]
+    assert abs(est.mean().item() - ce.item()) < 4 * est.std().item() / n ** 0.5
+
+
+def test_top_per_row_and_commit_counts():
+    scores = torch.tensor([[0.1, 0.9, 0.5, -torch.inf], [3.0, 2.0, 1.0, 0.0]])
+    keep = top_per_row(scores, torch.tensor([2, 1]))
+    assert keep.tolist() == [[False, True, True, False], [True, False, False, False]]
+    n = torch.tensor([0, 1, 7, 20])
+    assert torch.equal(commit_counts(n, 1, 5), n)
+    counts = [commit_counts(n, k, 5) for k in range(5, 0, -1)]
+    assert all(bool((a <= b).all()) for a, b in zip(counts, counts[1:]))
+
+
+@pytest.mark.parametrize("remask", [False, True])
+@pytest.mark.parametrize("steps", [1, 3, 8])
+def test_sampler_unmasks_every_target_position_in_k_steps(steps, remask):
+    d = MaskedDiffusion(100, MASK)
+    ids, mask = batch(b=3, l=12, src=4)
+    model = TableModel(12)
+    out = sample_masked(d, model, ids, mask, steps=steps, remask=remask, temperature=1.0,
+                        generator=torch.Generator().manual_seed(0))
+    assert len(model.calls) == steps
+    assert torch.equal(out.token_ids[:, :4], ids[:, :4])  # the source is untouched
+    assert not (out.token_ids[:, 4:] == MASK).any()
+    assert (out.committed_at[:, 4:] >= 1).all() and (out.committed_at[:, :4] == 0).all()
+
+
+def test_sampler_commits_in_confidence_order():
+    d = MaskedDiffusion(100, MASK)
+    ids, mask = batch(b=2, l=16, src=4)
+    model = TableModel(16, seed=4)
+    out = sample_masked(d, model, ids, mask, steps=12)
+    logits = model.logits(model.out).detach()
+    logits[:, MASK] = -torch.inf  # [MASK] is never proposed
+    log_probs = torch.log_softmax(logits, -1)  # (l, v), the same at every step
+    conf = log_probs.max(-1).values[4:]  # argmax confidence per target position
+    order = out.committed_at[0, 4:]  # larger k = committed earlier
+    for i in range(12):
+        for j in range(12):
+            if order[i] > order[j]:
+                assert conf[i] >= conf[j]
+    assert torch.equal(out.token_ids[0, 4:], log_probs.argmax(-1)[4:])  # argmax decoding at temperature 0
+
+
+def test_sampler_is_deterministic_under_a_seed():
+    d = MaskedDiffusion(100, MASK)
+    ids, mask = batch(b=4, l=16, src=4)
+    model = TableModel(16, scale=0.3)  # flat distributions: draws differ between seeds
+    runs = [sample_masked(d, model, ids, mask, steps=5, temperature=1.0, generator=torch.Generator().manual_seed(s))
+            for s in (1, 1, 2)]
+    assert torch.equal(runs[0].token_ids, runs[1].token_ids)
+    assert not torch.equal(runs[0].token_ids, runs[2].token_ids)
+
+
+def test_forbid_adjacent_repeat_and_forbidden_ids():
+    d = MaskedDiffusion(100, MASK)
+    ids, mask = batch(b=2, l=14, src=4)
+    model = TableModel(14)
+    with torch.no_grad():  # every position prefers token 9, then token 10
+        model.out.copy_(model.weight[9] * 3 + model.weight[10] * 2)
+    plain = sample_masked(d, model, ids, mask, steps=4).token_ids[:, 4:]
+    assert (plain[:, 1:] == plain[:, :-1]).any()
+    out = sample_masked(d, model, ids, mask, steps=4, forbid_adjacent_repeat=True, forbidden_ids=(0,)).token_ids[:, 4:]
+    assert not (out[:, 1:] == out[:, :-1]).any()
+    assert not ((out == 0) | (out == MASK)).any()
+
+
+def test_sampler_feeds_each_estimate_into_the_next_step():
+    d = MaskedDiffusion(100, MASK)
+    ids, mask = batch()
+    model = TableModel(12)
+    sample_masked(d, model, ids, mask, steps=4, self_condition=True)
+    assert model.calls[0] is None and all(c is not None for c in model.calls[1:])
+    torch.testing.assert_close(model.calls[1], model.out.expand(3, -1, -1), rtol=0, atol=0)
+
+
+def test_training_self_condition_runs_a_no_grad_first_pass():
+    d = MaskedDiffusion(100, MASK)
+    ids, mask = batch()
+    model = TableModel(12)
+    t = torch.tensor([5, 50, 90])
+    d.training_losses(model, ids, mask, t, generator=torch.Generator().manual_seed(0))
+    assert model.calls == [None]
+    model.calls.clear()
+    d.training_losses(model, ids, mask, t, generator=torch.Generator().manual_seed(0), self_condition=True)
+    assert model.calls[0] is None and model.calls[1] is not None and not model.calls[1].requires_grad
+    torch.testing.assert_close(model.calls[1], model.out.detach().expand(3, -1, -1), rtol=0, atol=0)
+
+
+def test_bad_arguments_are_named():
+    with pytest.raises(ValueError, match="weighting"):
+        MaskedDiffusion(10, MASK, "nope")
+    d = MaskedDiffusion(10, MASK)
+    ids, mask = batch()
+    with pytest.raises(ValueError, match="t must lie"):
+        d.q_sample(ids, mask, torch.tensor([0, 1, 10]))
+    with pytest.raises(ValueError, match="steps"):
+        sample_masked(d, TableModel(12), ids, mask, steps=0)
