@@ -1,6 +1,8 @@
 """The `mambadiff` command tree: every command is documented and listed where a user looks for it."""
 from __future__ import annotations
 
+import re
+
 import click
 import pytest
 from click.testing import CliRunner
@@ -56,5 +58,6 @@ def test_top_level_help_names_every_subcommand():
     top = _help(())
     for path, command, parent in COMMANDS:
         if len(path) == 2:
-            line = " ".join(top.split(f"  {path[0]} ", 1)[1].split("\n  ")[0].split())
+            # the group's entry runs until the next entry (a line indented by exactly two spaces)
+            line = " ".join(re.split(r"\n  (?=\S)", top.split(f"  {path[0]} ", 1)[1])[0].split())
             assert path[1] in line, f"`mambadiff --help` does not mention {' '.join(path)}: {line!r}"

@@ -7,7 +7,7 @@ from mambadiff.config import SHIPPED_CONFIGS, ConfigError, load_config
 from mambadiff.tasks.classify import ClassifyConfig
 from mambadiff.tasks.seq2seq import Seq2SeqConfig
 
-CLASSIFY_CONFIGS = {"sst2-mamba", "imdb-mamba", "sentiment140-mamba"}
+CLASSIFY_CONFIGS = {"sst2-mamba", "imdb-mamba", "sentiment140-mamba", "lra-listops", "lra-text"}
 
 # name -> (file content, line, key, words of the reason)
 BAD_FILES = {

@@ -7,7 +7,8 @@ TINY_SEQ2SEQ = ["data.builtin_train=400", "data.builtin_valid=40", "data.builtin
                 "data.seq_len=40", "data.eval_size=0", "model.emb_dim=32", "model.backbone.d_model=32",
                 "model.backbone.n_layers=1", "train.batch_size=16", "train.log_every=5", "train.progress=false",
                 "diffusion.steps=100", "sample.steps=5", "sample.limit=8", "sample.batch_size=8",
-                "model.backbone.name=mamba", "train.steps=2"]
+                "model.backbone.name=mamba", "model.backbone.attn_layers=[]", "diffusion.process=gaussian",
+                "train.steps=2"]
 
 
 @pytest.fixture(scope="session")

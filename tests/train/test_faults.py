@@ -217,6 +217,7 @@ def test_cli_exits_130_on_sigint_during_training_and_start_up(tmp_path, monkeypa
 
     tiny = ["data.builtin_train=64", "data.builtin_valid=8", "data.builtin_test=8", "data.vocab_size=120",
             "data.seq_len=24", "data.eval_size=8", "model.emb_dim=16", "model.backbone.name=transformer",
+            "model.backbone.attn_layers=[]", "diffusion.process=gaussian",
             "model.backbone.d_model=16", "model.backbone.n_layers=1", "train.batch_size=4", "train.steps=5",
             "diffusion.steps=20", "train.progress=false"]
     real_loss = seq2seq.DiffusionSeq2SeqTask.loss
