@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from mambadiff.ssm import S4D, S4DConfig, S4DState, param_groups
-from mambadiff.ssm.s4d import fft_causal_conv, s4d_init_imag
+from mambadiff.ssm.lti import fft_causal_conv
+from mambadiff.ssm.s4d import s4d_init_imag
 
 
 def make(d_model=6, dtype=torch.float64, **kw) -> S4D:

@@ -32,13 +32,11 @@ import torch
 from torch import nn
 
 from .checks import check_positive_int, validate_sequence, validate_state_tensor, validate_token
-from .s4d import INITS, fft_causal_conv, s4d_init_imag
+from .lti import check_dt_and_lr_scale, complex_dtype, fft_causal_conv, log_uniform_log_dt, work_dtype_for
+from .s4d import INITS, s4d_init_imag
 
 __all__ = ["H3Config", "H3State", "H3"]
 
-
-def _complex_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.complex128 if dtype == torch.float64 else torch.complex64
 
 
 @dataclass
@@ -64,11 +62,7 @@ class H3Config:
             raise ValueError(f"d_state must be even (n/2 complex modes), got {self.d_state}")
         if self.init not in INITS:
             raise ValueError(f"init must be one of {INITS}, got {self.init!r}")
-        if not (0 < self.dt_min <= self.dt_max):
-            raise ValueError(f"dt_min/dt_max must satisfy 0 < dt_min <= dt_max, "
-                             f"got dt_min={self.dt_min}, dt_max={self.dt_max}")
-        if self.lr_scale <= 0:
-            raise ValueError(f"lr_scale must be > 0, got {self.lr_scale}")
+        check_dt_and_lr_scale(self.dt_min, self.dt_max, self.lr_scale)
 
     @property
     def n_heads(self) -> int:
@@ -103,9 +97,7 @@ class H3(nn.Module):
         self.in_proj = nn.Linear(d, 3 * d, bias=cfg.bias)  # d -> (q, k, v)
         self.out_proj = nn.Linear(d, d, bias=cfg.bias)  # d -> d
         self.shift_taps = nn.Parameter(torch.randn(d, cfg.shift_size) / math.sqrt(cfg.shift_size))  # (d, s)
-        log_dt = torch.rand(d, dtype=torch.float64) * (
-            math.log(cfg.dt_max) - math.log(cfg.dt_min)) + math.log(cfg.dt_min)  # (d,)
-        self.log_dt = nn.Parameter(log_dt.float())  # (d,)
+        self.log_dt = nn.Parameter(log_uniform_log_dt(d, cfg.dt_min, cfg.dt_max))  # (d,)
         self.log_A_real = nn.Parameter(torch.full((d, m), math.log(0.5)))  # (d, m) Re A = -1/2
         self.A_imag = nn.Parameter(s4d_init_imag(cfg.init, cfg.d_state).float().repeat(d, 1))  # (d, m)
         self.C = nn.Parameter(torch.view_as_real(torch.randn(d, m, dtype=torch.cfloat)).clone())  # (d, m, 2)
@@ -116,12 +108,9 @@ class H3(nn.Module):
 
     # ------------------------------------------------------------------ SSM parameters
 
-    def _work_dtype(self) -> torch.dtype:
-        return torch.float64 if self.log_dt.dtype == torch.float64 else torch.float32
-
     def _discrete(self, work: torch.dtype):
         """Diagonal SSM, ZOH with B = 1: dtA, dA, dB, C (d, m) complex."""
-        cdtype = _complex_dtype(work)
+        cdtype = complex_dtype(work)
         dt = torch.exp(self.log_dt.to(work))  # (d,)
         A = torch.complex(-torch.exp(self.log_A_real.to(work)), self.A_imag.to(work))  # (d, m)
         dtA = A * dt.unsqueeze(-1)  # (d, m)
@@ -133,7 +122,7 @@ class H3(nn.Module):
     def kernels(self, length: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Shift kernel (d, length) (the taps, zero past s) and diagonal kernel (d, length)."""
         check_positive_int("length", length)
-        work = self._work_dtype()
+        work = work_dtype_for(self.log_dt)
         taps = self.shift_taps.to(work)[:, :length]  # (d, min(s, l))
         shift = nn.functional.pad(taps, (0, length - taps.shape[1]))  # (d, l)
         dtA, _, dB, C = self._discrete(work)
@@ -148,7 +137,7 @@ class H3(nn.Module):
         validate_sequence(self, x, mask, self.d_model)
         b, l, d = x.shape
         h, p = self.config.n_heads, self.config.head_dim
-        work = self._work_dtype()
+        work = work_dtype_for(self.log_dt)
         qkv = self.in_proj(x)  # (b, l, 3d)
         if mask is not None:
             qkv = qkv * mask.unsqueeze(-1).to(qkv.dtype)  # (b, l, 3d) padding contributes nothing
@@ -170,10 +159,10 @@ class H3(nn.Module):
         check_positive_int("batch_size", batch_size)
         cfg = self.config
         device = self.log_dt.device if device is None else device
-        dtype = self._work_dtype() if dtype is None else dtype
+        dtype = work_dtype_for(self.log_dt) if dtype is None else dtype
         shift = torch.zeros(batch_size, cfg.d_model, cfg.shift_size, device=device, dtype=dtype)  # (b, d, s)
         ssm = torch.zeros(batch_size, cfg.n_heads, cfg.head_dim, cfg.head_dim, cfg.d_state // 2,
-                          device=device, dtype=_complex_dtype(dtype))  # (b, h, p, p, m)
+                          device=device, dtype=complex_dtype(dtype))  # (b, h, p, p, m)
         return H3State(shift_state=shift, ssm_state=ssm)
 
     def step(self, x_t: torch.Tensor, state: H3State) -> tuple[torch.Tensor, H3State]:
@@ -188,7 +177,7 @@ class H3(nn.Module):
         if not state.ssm_state.is_complex():
             raise ValueError(f"state.ssm_state must be complex, got {state.ssm_state.dtype}")
 
-        work = self._work_dtype()
+        work = work_dtype_for(self.log_dt)
         q, k, v = self.in_proj(x_t).to(work).chunk(3, dim=-1)  # (b, d) each
         keys = torch.cat([k.unsqueeze(-1), state.shift_state.to(work)[..., :-1]], dim=-1)  # (b, d, s) newest first
         k_shift = (keys * self.shift_taps.to(work)).sum(-1)  # (b, d)

@@ -54,9 +54,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checks import check_positive_int, validate_sequence, validate_state_tensor, validate_token
+from .checks import check_positive_int, validate_state_tensor, validate_token
 from .hippo import nplr
-from .s4d import fft_causal_conv
+from .lti import ConvolutionalSSM, check_dt_and_lr_scale, complex_dtype, log_uniform_log_dt
 
 __all__ = ["S4Config", "S4State", "S4", "DISCRETIZATIONS", "dplr_legs_init"]
 
@@ -73,9 +73,6 @@ def dplr_legs_init(d_state: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tens
     # eigenvalues come by decreasing imaginary part: the first m are the positive half
     return d.Lambda[:m], d.P_diag_basis[:m].mT.contiguous(), d.B_diag_basis[:m]
 
-
-def _complex_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.complex128 if dtype == torch.float64 else torch.complex64
 
 
 def _with_conjugates(z: torch.Tensor) -> torch.Tensor:
@@ -105,11 +102,7 @@ class S4Config:
             raise ValueError(f"d_state must be even (N/2 conjugate pairs), got {self.d_state}")
         if self.discretization not in DISCRETIZATIONS:
             raise ValueError(f"discretization must be one of {DISCRETIZATIONS}, got {self.discretization!r}")
-        if not (0 < self.dt_min <= self.dt_max):
-            raise ValueError(f"dt_min/dt_max must satisfy 0 < dt_min <= dt_max, "
-                             f"got dt_min={self.dt_min}, dt_max={self.dt_max}")
-        if self.lr_scale <= 0:
-            raise ValueError(f"lr_scale must be > 0, got {self.lr_scale}")
+        check_dt_and_lr_scale(self.dt_min, self.dt_max, self.lr_scale)
 
     @property
     def d_inner(self) -> int:
@@ -127,7 +120,7 @@ def _complex_param(z: torch.Tensor) -> nn.Parameter:
     return nn.Parameter(torch.view_as_real(z.to(torch.complex64)).clone())  # (..., 2) real view
 
 
-class S4(nn.Module):
+class S4(ConvolutionalSSM):
     """S4 sequence mixer wrapped in in/out projections (time-invariant, causal).
 
     Shape contract:
@@ -149,9 +142,7 @@ class S4(nn.Module):
         e = cfg.d_inner
 
         self.in_proj = nn.Linear(cfg.d_model, e, bias=cfg.bias)  # d -> e
-        log_dt = torch.rand(e, dtype=torch.float64) * (
-            math.log(cfg.dt_max) - math.log(cfg.dt_min)) + math.log(cfg.dt_min)  # (e,)
-        self.log_dt = nn.Parameter(log_dt.float())  # (e,)
+        self.log_dt = nn.Parameter(log_uniform_log_dt(e, cfg.dt_min, cfg.dt_max))  # (e,)
         Lambda, P, B = dplr_legs_init(cfg.d_state)  # (m,), (r, m), (m,)
         self.log_lambda_re = nn.Parameter(torch.log(-Lambda.real).float().repeat(e, 1))  # (e, m)
         self.lambda_im = nn.Parameter(Lambda.imag.float().repeat(e, 1))  # (e, m)
@@ -169,16 +160,13 @@ class S4(nn.Module):
 
     # ------------------------------------------------------------------ parameters
 
-    def _work_dtype(self) -> torch.dtype:
-        return torch.float64 if self.log_dt.dtype == torch.float64 else torch.float32
-
     def ssm_parameters(self, work_dtype: torch.dtype | None = None):
         """Full conjugate-symmetric parameters in ``work_dtype`` (default: the parameters' precision).
 
         Returns dt (e,) real, Lambda (e, N), P (r, e, N), B (e, N), C~ (e, N), all complex but dt.
         """
-        work = self._work_dtype() if work_dtype is None else work_dtype
-        cdtype = _complex_dtype(work)
+        work = self.work_dtype() if work_dtype is None else work_dtype
+        cdtype = complex_dtype(work)
 
         def cplx(p):
             return torch.view_as_complex(p.to(work).contiguous()).to(cdtype)
@@ -250,28 +238,10 @@ class S4(nn.Module):
 
     # ------------------------------------------------------------------ parallel
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        validate_sequence(self, x, mask, self.d_model)
-        l = x.shape[1]
-        if l > self.config.l_max:
-            raise ValueError(f"x has length {l} but this S4 layer's l_max is {self.config.l_max}; "
-                             f"build it with S4Config(l_max >= {l})")
-        u = self.in_proj(x)  # (b, l, e)
-        if mask is not None:
-            u = u * mask.unsqueeze(-1).to(u.dtype)  # (b, l, e) padded SSM inputs zeroed
-        work = self._work_dtype()
-        u = u.transpose(1, 2).to(work)  # (b, e, l)
-        K = self.kernel(l)  # (e, l)
-        y = fft_causal_conv(u, K) + self.D.to(work).unsqueeze(-1) * u  # (b, e, l)
-        y = F.gelu(y).transpose(1, 2).to(x.dtype)  # (b, l, e)
-        out = self._mix(y)  # (b, l, d)
-        if mask is not None:
-            out = out * mask.unsqueeze(-1).to(out.dtype)  # (b, l, d)
-        return out
-
-    def _mix(self, y: torch.Tensor) -> torch.Tensor:
-        out = self.out_proj(y)  # (..., 2d) or (..., d)
-        return F.glu(out, dim=-1) if self.config.glu else out  # (..., d)
+    def check_length(self, length: int) -> None:
+        if length > self.config.l_max:
+            raise ValueError(f"x has length {length} but this S4 layer's l_max is {self.config.l_max}; "
+                             f"build it with S4Config(l_max >= {length})")
 
     # ------------------------------------------------------------------ recurrent
 
@@ -279,8 +249,8 @@ class S4(nn.Module):
         """Complex zeros (b, e, N); ``dtype`` is the real dtype (complex64 for float32 etc.)."""
         check_positive_int("batch_size", batch_size)
         device = self.log_dt.device if device is None else device
-        dtype = self._work_dtype() if dtype is None else dtype
-        cdtype = dtype if dtype.is_complex else _complex_dtype(dtype)
+        dtype = self.work_dtype() if dtype is None else dtype
+        cdtype = dtype if dtype.is_complex else complex_dtype(dtype)
         return S4State(ssm_state=torch.zeros(batch_size, self.config.d_inner, self.config.d_state,
                                              device=device, dtype=cdtype))
 
@@ -316,10 +286,10 @@ class S4(nn.Module):
         if not state.ssm_state.is_complex():
             raise ValueError(f"state.ssm_state must be complex, got {state.ssm_state.dtype}")
 
-        work = self._work_dtype()
+        work = self.work_dtype()
         rec = self._recurrence()
         u = self.in_proj(x_t).to(work)  # (b, e)
-        h = state.ssm_state.to(_complex_dtype(work))  # (b, e, N)
+        h = state.ssm_state.to(complex_dtype(work))  # (b, e, N)
         if rec[0] == "bilinear":
             _, dt, Lambda, P, Pd, d0, core, dtB, C = rec
             half = (dt / 2)[:, None]  # (e, 1)
@@ -332,7 +302,7 @@ class S4(nn.Module):
             _, dA, dB, C = rec
             h = torch.einsum("enk,bek->ben", dA, h) + dB * u.unsqueeze(-1)  # (b, e, N)
         y = (h * C).sum(-1).real + self.D.to(work) * u  # (b, e)
-        out = self._mix(F.gelu(y).to(x_t.dtype))  # (b, d)
+        out = self.mix(F.gelu(y).to(x_t.dtype))  # (b, d)
         return out, S4State(ssm_state=h)
 
     def extra_repr(self) -> str:

@@ -35,10 +35,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checks import check_positive_int, validate_sequence, validate_state_tensor, validate_token
+from .checks import check_positive_int, validate_state_tensor, validate_token
 from .hippo import nplr
+from .lti import ConvolutionalSSM, check_dt_and_lr_scale, complex_dtype, log_uniform_log_dt
 
-__all__ = ["S4DConfig", "S4DState", "S4D", "s4d_init_imag", "fft_causal_conv"]
+__all__ = ["S4DConfig", "S4DState", "S4D", "s4d_init_imag"]
 
 INITS = ("lin", "inv", "legs")
 
@@ -55,17 +56,6 @@ def s4d_init_imag(init: str, d_state: int) -> torch.Tensor:
         w = nplr("legs", d_state).Lambda.imag[:m]  # (m,) the positive half, descending
         return w.flip(0).contiguous()  # (m,) ascending, like lin and inv
     raise ValueError(f"init must be one of {INITS}, got {init!r}")
-
-
-def fft_causal_conv(u: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
-    """Causal convolution y[t] = sum_{j<=t} K[j] u[t-j] via FFT.
-
-    u (b, e, l), K (e, l) -> (b, e, l). Zero-padding to 2l makes the circular product linear.
-    """
-    l = u.shape[-1]
-    u_f = torch.fft.rfft(u, n=2 * l)  # (b, e, l+1) complex
-    k_f = torch.fft.rfft(K, n=2 * l)  # (e, l+1) complex
-    return torch.fft.irfft(u_f * k_f, n=2 * l)[..., :l]  # (b, e, l)
 
 
 @dataclass
@@ -89,11 +79,7 @@ class S4DConfig:
             raise ValueError(f"d_state must be even (n/2 complex modes), got {self.d_state}")
         if self.init not in INITS:
             raise ValueError(f"init must be one of {INITS}, got {self.init!r}")
-        if not (0 < self.dt_min <= self.dt_max):
-            raise ValueError(f"dt_min/dt_max must satisfy 0 < dt_min <= dt_max, "
-                             f"got dt_min={self.dt_min}, dt_max={self.dt_max}")
-        if self.lr_scale <= 0:
-            raise ValueError(f"lr_scale must be > 0, got {self.lr_scale}")
+        check_dt_and_lr_scale(self.dt_min, self.dt_max, self.lr_scale)
 
     @property
     def d_inner(self) -> int:
@@ -107,11 +93,8 @@ class S4DState:
     ssm_state: torch.Tensor  # (b, e, m) complex
 
 
-def _complex_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.complex128 if dtype == torch.float64 else torch.complex64
 
-
-class S4D(nn.Module):
+class S4D(ConvolutionalSSM):
     """S4D sequence mixer wrapped in in/out projections (time-invariant, causal).
 
     Shape contract:
@@ -130,9 +113,7 @@ class S4D(nn.Module):
         e, m = cfg.d_inner, cfg.d_state // 2
 
         self.in_proj = nn.Linear(cfg.d_model, e, bias=cfg.bias)  # d -> e
-        log_dt = torch.rand(e, dtype=torch.float64) * (
-            math.log(cfg.dt_max) - math.log(cfg.dt_min)) + math.log(cfg.dt_min)  # (e,)
-        self.log_dt = nn.Parameter(log_dt.float())  # (e,)
+        self.log_dt = nn.Parameter(log_uniform_log_dt(e, cfg.dt_min, cfg.dt_max))  # (e,)
         self.log_A_real = nn.Parameter(torch.full((e, m), math.log(0.5)))  # (e, m) Re A = -1/2
         self.A_imag = nn.Parameter(s4d_init_imag(cfg.init, cfg.d_state).float().repeat(e, 1))
         C = torch.randn(e, m, dtype=torch.cfloat)  # (e, m) complex normal, E|C|^2 = 1
@@ -152,7 +133,7 @@ class S4D(nn.Module):
 
         Returns dtA (e, m), dA (e, m), dB (e, m) and C (e, m), all complex.
         """
-        cdtype = _complex_dtype(work_dtype)
+        cdtype = complex_dtype(work_dtype)
         dt = torch.exp(self.log_dt.to(work_dtype))  # (e,)
         A = torch.complex(-torch.exp(self.log_A_real.to(work_dtype)),
                           self.A_imag.to(work_dtype))  # (e, m)
@@ -162,37 +143,14 @@ class S4D(nn.Module):
         C = torch.view_as_complex(self.C.to(work_dtype).contiguous()).to(cdtype)  # (e, m)
         return dtA, dA, dB, C
 
-    def _work_dtype(self) -> torch.dtype:
-        return torch.float64 if self.log_dt.dtype == torch.float64 else torch.float32
-
     def kernel(self, length: int) -> torch.Tensor:
         """Convolution kernel K (e, length): K[:, j] = 2 Re(sum_m C dB dA^j)."""
-        dtA, _, dB, C = self._discrete(self._work_dtype())
+        dtA, _, dB, C = self._discrete(self.work_dtype())
         j = torch.arange(length, device=dtA.device, dtype=dtA.real.dtype)  # (l,)
         vandermonde = torch.exp(dtA.unsqueeze(-1) * j)  # (e, m, l)  dA^j
         return 2.0 * torch.einsum("em,eml->el", C * dB, vandermonde).real  # (e, l)
 
     # ------------------------------------------------------------------ parallel
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        validate_sequence(self, x, mask, self.d_model)
-        l = x.shape[1]
-        u = self.in_proj(x)  # (b, l, e)
-        if mask is not None:
-            u = u * mask.unsqueeze(-1).to(u.dtype)  # (b, l, e) padded SSM inputs zeroed
-        work = self._work_dtype()
-        u = u.transpose(1, 2).to(work)  # (b, e, l)
-        K = self.kernel(l)  # (e, l)
-        y = fft_causal_conv(u, K) + self.D.to(work).unsqueeze(-1) * u  # (b, e, l)
-        y = F.gelu(y).transpose(1, 2).to(x.dtype)  # (b, l, e)
-        out = self._mix(y)  # (b, l, d)
-        if mask is not None:
-            out = out * mask.unsqueeze(-1).to(out.dtype)  # (b, l, d)
-        return out
-
-    def _mix(self, y: torch.Tensor) -> torch.Tensor:
-        out = self.out_proj(y)  # (..., 2d) or (..., d)
-        return F.glu(out, dim=-1) if self.config.glu else out  # (..., d)
 
     # ------------------------------------------------------------------ recurrent
 
@@ -200,8 +158,8 @@ class S4D(nn.Module):
         """Complex zeros (b, e, m); ``dtype`` is the real dtype (complex64 for float32 etc.)."""
         check_positive_int("batch_size", batch_size)
         device = self.log_dt.device if device is None else device
-        dtype = self._work_dtype() if dtype is None else dtype
-        cdtype = dtype if dtype.is_complex else _complex_dtype(dtype)
+        dtype = self.work_dtype() if dtype is None else dtype
+        cdtype = dtype if dtype.is_complex else complex_dtype(dtype)
         e, m = self.config.d_inner, self.config.d_state // 2
         return S4DState(ssm_state=torch.zeros(batch_size, e, m, device=device, dtype=cdtype))
 
@@ -215,12 +173,12 @@ class S4D(nn.Module):
         if not state.ssm_state.is_complex():
             raise ValueError(f"state.ssm_state must be complex, got {state.ssm_state.dtype}")
 
-        work = self._work_dtype()
+        work = self.work_dtype()
         _, dA, dB, C = self._discrete(work)  # (e, m) each
         u = self.in_proj(x_t).to(work)  # (b, e)
         h = dA * state.ssm_state.to(dA.dtype) + dB * u.unsqueeze(-1)  # (b, e, m)
         y = 2.0 * (h * C).sum(-1).real + self.D.to(work) * u  # (b, e)
-        out = self._mix(F.gelu(y).to(x_t.dtype))  # (b, d)
+        out = self.mix(F.gelu(y).to(x_t.dtype))  # (b, d)
         return out, S4DState(ssm_state=h)
 
     def extra_repr(self) -> str:

@@ -1,0 +1,106 @@
+"""Shared pieces of the time-invariant (convolutional) state-space mixers: S4D, S4 and H3.
+
+Glossary: b batch, l length, d model width, e inner width (expand*d), m complex modes.
+
+A time-invariant SSM is a causal convolution with a kernel K (e, l) computed from its parameters, so
+S4D and S4 share one parallel path (``ConvolutionalSSM.forward``):
+
+    u = in_proj(x)                          (b, l, e)   padded positions zeroed
+    y = K * u + D u                         (b, e, l)   FFT convolution (``fft_causal_conv``)
+    out = out_proj(gelu(y))                 (b, l, d)   linear e -> 2d then GLU, or e -> d
+
+and differ only in how they build K (``kernel``) and in their recurrent ``step``.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .checks import validate_sequence
+
+__all__ = ["complex_dtype", "work_dtype_for", "fft_causal_conv", "log_uniform_log_dt", "check_dt_and_lr_scale",
+           "ConvolutionalSSM"]
+
+
+def complex_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The complex dtype that pairs with a real one: complex128 for float64, else complex64."""
+    return torch.complex128 if dtype == torch.float64 else torch.complex64
+
+
+def work_dtype_for(param: torch.Tensor) -> torch.dtype:
+    """float64 for a float64 layer, else float32 (kernels and states need at least float32's range)."""
+    return torch.float64 if param.dtype == torch.float64 else torch.float32
+
+
+def fft_causal_conv(u: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
+    """Causal convolution y[t] = sum_{j<=t} K[j] u[t-j] via FFT.
+
+    u (..., e, l), K (e, l) -> (..., e, l). Zero-padding to 2l makes the circular product linear.
+    """
+    l = u.shape[-1]
+    u_f = torch.fft.rfft(u, n=2 * l)  # (..., e, l+1) complex
+    k_f = torch.fft.rfft(K, n=2 * l)  # (e, l+1) complex
+    return torch.fft.irfft(u_f * k_f, n=2 * l)[..., :l]  # (..., e, l)
+
+
+def log_uniform_log_dt(size: int, dt_min: float, dt_max: float) -> torch.Tensor:
+    """log(dt) with dt log-uniform in [dt_min, dt_max]: (size,) float32."""
+    u = torch.rand(size, dtype=torch.float64)  # (size,)
+    return (u * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)).float()  # (size,)
+
+
+def check_dt_and_lr_scale(dt_min: float, dt_max: float, lr_scale: float) -> None:
+    """The dt range and learning-rate scale checks every time-invariant mixer's config runs."""
+    if not (0 < dt_min <= dt_max):
+        raise ValueError(f"dt_min/dt_max must satisfy 0 < dt_min <= dt_max, got dt_min={dt_min}, dt_max={dt_max}")
+    if lr_scale <= 0:
+        raise ValueError(f"lr_scale must be > 0, got {lr_scale}")
+
+
+class ConvolutionalSSM(nn.Module):
+    """Base of the convolutional mixers: the parallel path around a subclass's ``kernel(l) -> (e, l)``.
+
+    A subclass sets ``config`` (with d_model, d_inner, glu, bias), ``d_model``, ``log_dt`` (e,) and
+    ``D`` (e,), calls ``build_projections()``, and implements ``kernel``, ``allocate_state`` and
+    ``step``; ``check_length(l)`` may refuse lengths the kernel cannot cover.
+    """
+
+    def build_projections(self) -> None:
+        cfg = self.config
+        self.in_proj = nn.Linear(cfg.d_model, cfg.d_inner, bias=cfg.bias)  # d -> e
+        out_width = 2 * cfg.d_model if cfg.glu else cfg.d_model
+        self.out_proj = nn.Linear(cfg.d_inner, out_width, bias=cfg.bias)  # e -> 2d (GLU) or d
+
+    def work_dtype(self) -> torch.dtype:
+        return work_dtype_for(self.log_dt)
+
+    def check_length(self, length: int) -> None:
+        """Raise ValueError for lengths the kernel cannot cover (every length by default)."""
+
+    def kernel(self, length: int) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        validate_sequence(self, x, mask, self.d_model)
+        l = x.shape[1]
+        self.check_length(l)
+        u = self.in_proj(x)  # (b, l, e)
+        if mask is not None:
+            u = u * mask.unsqueeze(-1).to(u.dtype)  # (b, l, e) padded SSM inputs zeroed
+        work = self.work_dtype()
+        u = u.transpose(1, 2).to(work)  # (b, e, l)
+        K = self.kernel(l)  # (e, l)
+        y = fft_causal_conv(u, K) + self.D.to(work).unsqueeze(-1) * u  # (b, e, l)
+        y = F.gelu(y).transpose(1, 2).to(x.dtype)  # (b, l, e)
+        out = self.mix(y)  # (b, l, d)
+        if mask is not None:
+            out = out * mask.unsqueeze(-1).to(out.dtype)  # (b, l, d)
+        return out
+
+    def mix(self, y: torch.Tensor) -> torch.Tensor:
+        """Output projection of the GELU'd SSM output: (..., e) -> (..., d)."""
+        out = self.out_proj(y)  # (..., 2d) or (..., d)
+        return F.glu(out, dim=-1) if self.config.glu else out  # (..., d)
