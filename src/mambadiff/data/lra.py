@@ -36,13 +36,11 @@ import itertools
 import json
 import os
 import random
-import tempfile
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence, Union
 
-from mambadiff.fileio import atomic_write_text
+from mambadiff.fileio import atomic_open, atomic_write_text
 
 from .classification import ClassificationData
 from .errors import DataError
@@ -283,27 +281,10 @@ def generate_listops(n: int, seed: int = 0, rules: ListOpsRules | None = None,
 
 
 # ---- TSV files -----------------------------------------------------------------------------------
-@contextmanager
-def _atomic_text_file(path: Path):
-    """A text file written in a temp file beside ``path`` and moved into place only when complete."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def write_listops_tsv(path: str | os.PathLike, examples, parens: bool = True) -> int:
     """Write (tree, value) pairs as LRA's TSV (header ``Source\\tTarget``), atomically; returns the row count."""
     n = 0
-    with _atomic_text_file(Path(path)) as f:
+    with atomic_open(path, "w", encoding="utf-8", newline="") as f:
         w = csv.writer(f, delimiter="\t", lineterminator="\n")
         w.writerow(LISTOPS_HEADER)
         for tree, value in examples:
