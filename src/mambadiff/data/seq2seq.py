@@ -46,7 +46,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -79,46 +79,43 @@ ON_OVERFLOW = ("truncate", "error")
 # ---------------------------------------------------------------------------------------------
 # Reading
 # ---------------------------------------------------------------------------------------------
-def read_seq2seq_jsonl(path: str | os.PathLike) -> list[tuple[str, str]]:
-    """Strictly parse a DiffuSeq jsonl file into ``[(src, trg), ...]`` (texts stripped).
+def iter_seq2seq_jsonl(lines: Iterable[bytes], name: str,
+                       require_trg: bool = True) -> Iterator[tuple[int, str, str | None]]:
+    """Strictly parse DiffuSeq jsonl lines (bytes) as they are read: ``(line number, src, trg)``.
 
-    Raises `DataError` (file, line, field) on any malformed input; see the module docstring.
-    Blank lines after the last record are allowed.
+    ``trg`` may be absent when ``require_trg`` is False (then None). Raises `DataError` (``name``,
+    line, field) on any malformed input; blank lines after the last record are allowed.
     """
-    p = Path(path)
-    name = str(p)
-    if not p.is_file():
-        raise DataError("file not found", file=name)
-    raw = p.read_bytes()
-    lines = raw.split(b"\n")
-    # Drop the trailing blank lines (a final newline, or several).
-    while lines and not lines[-1].strip():
-        lines.pop()
-    if not lines:
-        raise DataError("file is empty (expected one {\"src\": ..., \"trg\": ...} object per line)",
-                        file=name, line=1)
-    pairs: list[tuple[str, str]] = []
+    keys = "'src' and 'trg'" if require_trg else "'src' (and optionally 'trg')"
+    blank_since = None  # first line of a run of blank lines: an error unless the input ends there
+    n_rows = 0
     for lineno, bline in enumerate(lines, start=1):
         if lineno == 1 and bline.startswith(b"\xef\xbb\xbf"):  # UTF-8 byte order mark
             bline = bline[3:]
+        if not bline.strip():
+            blank_since = blank_since or lineno
+            continue
+        if blank_since is not None:
+            raise DataError("blank line (expected a JSON object)", file=name, line=blank_since)
         try:
             line = bline.decode("utf-8")
         except UnicodeDecodeError as e:
             raise DataError(f"bytes are not valid UTF-8 (byte {e.start + 1} of the line: {bline[e.start:e.start + 4]!r})",
                             file=name, line=lineno, field=_guess_field(bline, e.start)) from None
-        if not line.strip():
-            raise DataError("blank line (expected a JSON object)", file=name, line=lineno)
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
             raise DataError(f"malformed JSON ({e.msg} at column {e.colno})", file=name, line=lineno,
                             field=_guess_field(bline, e.pos)) from None
         if not isinstance(obj, dict):
-            raise DataError(f"expected a JSON object with 'src' and 'trg', got {type(obj).__name__}",
+            raise DataError(f"expected a JSON object with {keys}, got {type(obj).__name__}",
                             file=name, line=lineno)
-        texts = []
+        texts: list[str | None] = []
         for key in ("src", "trg"):
             if key not in obj:
+                if key == "trg" and not require_trg:
+                    texts.append(None)
+                    continue
                 raise DataError(f"missing key (keys present: {sorted(obj)})", file=name, line=lineno, field=key)
             v = obj[key]
             if not isinstance(v, str):
@@ -127,8 +124,23 @@ def read_seq2seq_jsonl(path: str | os.PathLike) -> list[tuple[str, str]]:
             if not v:
                 raise DataError("empty string", file=name, line=lineno, field=key)
             texts.append(v)
-        pairs.append((texts[0], texts[1]))
-    return pairs
+        n_rows += 1
+        yield lineno, texts[0], texts[1]
+    if not n_rows:
+        raise DataError(f"file is empty (expected one JSON object with {keys} per line)", file=name, line=1)
+
+
+def read_seq2seq_jsonl(path: str | os.PathLike) -> list[tuple[str, str]]:
+    """Strictly parse a DiffuSeq jsonl file into ``[(src, trg), ...]`` (texts stripped).
+
+    Raises `DataError` (file, line, field) on any malformed input; see the module docstring.
+    Blank lines after the last record are allowed.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise DataError("file not found", file=str(p))
+    with open(p, "rb") as f:
+        return [(src, trg) for _, src, trg in iter_seq2seq_jsonl(f, str(p))]
 
 
 def _guess_field(bline: bytes, pos: int) -> str | None:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import IO, Any, Iterable, Iterator
 
 from mambadiff.data.errors import DataError
+from mambadiff.data.seq2seq import iter_seq2seq_jsonl
 from mambadiff.fileio import atomic_write_json
 
 from .paraphrase import SourceRow
@@ -32,46 +33,9 @@ SETTINGS_SCHEMA = "mambadiff.generate/1"
 
 # ---- inputs --------------------------------------------------------------------------------------
 def iter_jsonl_rows(stream: IO[bytes], name: str) -> Iterator[SourceRow]:
-    """Rows of a jsonl byte stream (see the module docstring); DataError names ``name``, line, field."""
-    blank_since = None  # first line of a run of blank lines: an error unless the file ends there
-    n_rows = 0
-    for lineno, raw in enumerate(stream, start=1):
-        if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):  # UTF-8 byte order mark
-            raw = raw[3:]
-        if not raw.strip():
-            blank_since = blank_since or lineno
-            continue
-        if blank_since is not None:
-            raise DataError("blank line (expected a JSON object)", file=name, line=blank_since)
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise DataError(f"bytes are not valid UTF-8 (byte {e.start + 1} of the line)", file=name,
-                            line=lineno) from None
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise DataError(f"malformed JSON ({e.msg} at column {e.colno})", file=name, line=lineno) from None
-        if not isinstance(obj, dict):
-            raise DataError(f"expected a JSON object with 'src' (and optionally 'trg'), got {type(obj).__name__}",
-                            file=name, line=lineno)
-        values: dict[str, str | None] = {}
-        for key in ("src", "trg"):
-            if key == "trg" and key not in obj:
-                values[key] = None
-                continue
-            v = obj.get(key)
-            if key not in obj:
-                raise DataError(f"missing key (keys present: {sorted(obj)})", file=name, line=lineno, field=key)
-            if not isinstance(v, str):
-                raise DataError(f"expected a string, got {type(v).__name__}", file=name, line=lineno, field=key)
-            if not v.strip():
-                raise DataError("empty string", file=name, line=lineno, field=key)
-            values[key] = v.strip()
-        n_rows += 1
-        yield SourceRow(values["src"], values["trg"], name, lineno)
-    if not n_rows:
-        raise DataError("file is empty (expected one {\"src\": ...} object per line)", file=name, line=1)
+    """Rows of a jsonl byte stream (``trg`` optional); DataError names ``name``, line, field."""
+    for lineno, src, trg in iter_seq2seq_jsonl(stream, name, require_trg=False):
+        yield SourceRow(src, trg, name, lineno)
 
 
 def iter_text_rows(lines: Iterable[str], name: str) -> Iterator[SourceRow]:
