@@ -110,3 +110,20 @@ def print_table(records: list[dict], columns: list[str], floatfmt: str = ".4g") 
     text = tabulate(rows, headers=columns, floatfmt=floatfmt)
     print(text)
     return text
+
+
+def parse_int_pairs(text: str, expected: str, param_hint: str | None = None) -> tuple[tuple[int, int], ...]:
+    """``"64x128,8x256"`` -> ((64, 128), (8, 256)); a malformed item is a click error naming ``expected``."""
+    import click
+
+    out = []
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        try:
+            a, b = item.lower().split("x")
+            out.append((int(a), int(b)))
+        except ValueError:
+            raise click.BadParameter(f"{item!r}: expected {expected}", param_hint=param_hint) from None
+    return tuple(out)

@@ -21,7 +21,7 @@ import torch
 
 from mambadiff.models.backbones import BACKBONES, BackboneConfig, build_backbone, count_parameters
 
-from .common import print_table, time_and_peak, write_json
+from .common import parse_int_pairs, print_table, time_and_peak, write_json
 
 DEFAULT_MODELS = ("mamba", "mamba2", "s4d", "s4", "transformer", "lstm")
 
@@ -89,20 +89,6 @@ def run_layers_benchmark(models=DEFAULT_MODELS, train_cases=((64, 128), (64, 102
     return records
 
 
-def _pairs(text: str) -> tuple[tuple[int, int], ...]:
-    out = []
-    for item in text.split(","):
-        item = item.strip()
-        if not item:
-            continue
-        try:
-            b, l = item.lower().split("x")
-            out.append((int(b), int(l)))
-        except ValueError:
-            raise click.BadParameter(f"{item!r}: expected BxL, e.g. 64x128") from None
-    return tuple(out)
-
-
 @click.command("layers")
 @click.option("--model", "models", multiple=True, default=DEFAULT_MODELS, show_default=True,
               help="Stacks to time (repeat the option or separate by commas); Mamba-1 may name a "
@@ -121,4 +107,4 @@ def layers_command(models, train, infer, d_model, n_layers, repeats, warmup, dev
     unknown = [m for m in models if m.partition(":")[0] not in BACKBONES]
     if unknown:
         raise click.BadParameter(f"unknown {unknown}; expected some of {sorted(BACKBONES)}", param_hint="--model")
-    run_layers_benchmark(models, _pairs(train), _pairs(infer), d_model, n_layers, repeats, warmup, device, json_path)
+    run_layers_benchmark(models, parse_int_pairs(train, "BxL, e.g. 64x128"), parse_int_pairs(infer, "BxL, e.g. 64x128"), d_model, n_layers, repeats, warmup, device, json_path)

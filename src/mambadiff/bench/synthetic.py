@@ -43,6 +43,7 @@ from mambadiff.tasks.synthetic import SyntheticTask, SyntheticTaskConfig
 from mambadiff.train import TrainConfig, Trainer, seed_everything
 from mambadiff.train.checkpoint import atomic_write_text
 from mambadiff.train.distributed import DistInfo
+from .common import parse_int_pairs
 
 # Quick defaults, tuned so that Mamba clearly beats S4D within a few CPU minutes.
 DEFAULT_D_MODEL = 64
@@ -259,21 +260,6 @@ def format_table(records: list[dict]) -> str:
     return tabulate(rows, headers=["task", "l", "kv", "model", "params", "accuracy", "seq acc", "chance", "train s"])
 
 
-def _settings(text: str) -> tuple[tuple[int, int], ...]:
-    out = []
-    for item in text.split(","):
-        item = item.strip()
-        if not item:
-            continue
-        try:
-            l, n = item.lower().split("x")
-            out.append((int(l), int(n)))
-        except ValueError:
-            raise click.BadParameter(f"{item!r}: expected LxN (sequence length x key-value pairs), e.g. 64x8",
-                                     param_hint="--mqar") from None
-    return tuple(out)
-
-
 @click.command("synthetic", help="Selective copying, induction heads and multi-query associative recall: "
                                  "selective and attention models vs time-invariant ones (S4D, S4).")
 @click.option("--task", "tasks", multiple=True, type=click.Choice(TASKS),
@@ -300,7 +286,7 @@ def synthetic_command(tasks, models, d_model, n_layers, steps, seq_len, mqar, mq
                       mqar_num_symbols, seed, json_path, num_threads):
     tasks = tasks or DEFAULT_TASKS
     models = tuple(name.strip() for item in models for name in item.split(",") if name.strip()) or ("mamba", "s4d")
-    mqar_settings = _settings(mqar)
+    mqar_settings = parse_int_pairs(mqar, "LxN (sequence length x key-value pairs), e.g. 64x8", "--mqar")
     kw = dict(d_model=d_model, n_layers=n_layers, steps=steps, seq_len=seq_len, seed=seed,
               mqar_settings=mqar_settings, mqar_num_symbols=mqar_num_symbols, mqar_steps=mqar_steps,
               mqar_lr=mqar_lr)

@@ -194,6 +194,26 @@ class _DDPDenoiser:
         return self.inner.word_embedding
 
 
+def fixed_eval_losses(eval_tensors: dict[str, torch.Tensor] | None, diffusion_steps: int, model,
+                      batch_losses, batch_size: int = 64) -> dict[str, float]:
+    """Mean eval losses over ``eval_tensors`` at timesteps (and noise) drawn from one fixed seed, so
+    evaluations are comparable across training steps. ``batch_losses(batch, t (b,), generator)``
+    returns per-example losses ``{name: (b,)}``; the generator supplies any further draws."""
+    if eval_tensors is None:
+        return {}
+    n = eval_tensors["input_ids"].shape[0]
+    g = torch.Generator().manual_seed(1234)
+    t_all = torch.randint(0, diffusion_steps, (n,), generator=g)  # (n,)
+    device = next(model.parameters()).device
+    sums: dict[str, float] = {}
+    for i in range(0, n, batch_size):
+        batch = {k: v[i:i + batch_size].to(device) for k, v in eval_tensors.items() if k != "index"}
+        out = batch_losses(batch, t_all[i:i + batch_size].to(device), g)
+        for k, v in out.items():
+            sums[k] = sums.get(k, 0.0) + float(v.sum())
+    return {k: v / n for k, v in sums.items()}
+
+
 class DiffusionSeq2SeqTask:
     def __init__(self, cfg: Seq2SeqConfig, train_set: Seq2SeqDataset, eval_set: Seq2SeqDataset | None):
         self.cfg = cfg
@@ -246,23 +266,14 @@ class DiffusionSeq2SeqTask:
     @torch.no_grad()
     def evaluate(self, model) -> dict[str, float]:
         """Eval losses on a fixed validation subset at fixed timesteps (comparable across steps)."""
-        if self.eval is None:
-            return {}
-        n = self.eval["input_ids"].shape[0]
-        g = torch.Generator().manual_seed(1234)
-        t_all = torch.randint(0, self.cfg.diffusion.steps, (n,), generator=g)
-        device = next(model.parameters()).device
-        sums: dict[str, float] = {}
-        bs = 64
-        for i in range(0, n, bs):
-            batch = {k: v[i:i + bs].to(device) for k, v in self.eval.items() if k != "index"}
+        emb_dim = self.cfg.model.emb_dim
+
+        def batch_losses(batch, t, g):
             b, l = batch["input_ids"].shape
-            noise = torch.randn(b, l, self.cfg.model.emb_dim, generator=g).to(device)
-            x0n = torch.randn(b, l, self.cfg.model.emb_dim, generator=g).to(device)
-            out = self._losses(model, batch, t_all[i:i + bs].to(device), noise, x0n)
-            for k, v in out.items():
-                sums[k] = sums.get(k, 0.0) + float(v.sum())
-        return {k: v / n for k, v in sums.items()}
+            noise = torch.randn(b, l, emb_dim, generator=g).to(t.device)  # (b, l, e)
+            x0n = torch.randn(b, l, emb_dim, generator=g).to(t.device)  # (b, l, e)
+            return self._losses(model, batch, t, noise, x0n)
+        return fixed_eval_losses(self.eval, self.cfg.diffusion.steps, model, batch_losses)
 
     def state_dict(self) -> dict:
         return {"t_sampler": _jsonable(self.t_sampler.state_dict())}
@@ -330,19 +341,8 @@ class MaskedSeq2SeqTask:
     @torch.no_grad()
     def evaluate(self, model) -> dict[str, float]:
         """Eval losses on a fixed validation subset at fixed timesteps and masks (comparable across steps)."""
-        if self.eval is None:
-            return {}
-        n = self.eval["input_ids"].shape[0]
-        g = torch.Generator().manual_seed(1234)
-        t_all = torch.randint(0, self.cfg.diffusion.steps, (n,), generator=g)
-        device = next(model.parameters()).device
-        sums: dict[str, float] = {}
-        for i in range(0, n, 64):
-            batch = {k: v[i:i + 64].to(device) for k, v in self.eval.items() if k != "index"}
-            out = self._losses(model, batch, t_all[i:i + 64].to(device), g)
-            for k, v in out.items():
-                sums[k] = sums.get(k, 0.0) + float(v.sum())
-        return {k: v / n for k, v in sums.items()}
+        return fixed_eval_losses(self.eval, self.cfg.diffusion.steps, model,
+                                 lambda batch, t, g: self._losses(model, batch, t, g))
 
     def state_dict(self) -> dict:
         return {}
