@@ -213,3 +213,26 @@ def _next_random(py_state) -> float:
     r = random.Random()
     r.setstate((py_state["version"], tuple(py_state["internal"]), py_state["gauss_next"]))
     return r.random()
+
+
+def test_train_seconds_accumulate_across_a_resume(tmp_path):
+    """Every log record carries the training clock; a resumed run continues it from its checkpoint."""
+    class Slow(ToyTask):
+        def loss(self, model, batch, ctx):
+            import time
+            time.sleep(0.01)
+            return super().loss(model, batch, ctx)
+
+    t1 = Trainer(make_model(), Slow(), cfg(steps=6), tmp_path, {})
+    t1.cfg.steps = 3
+    t1.fit()
+    saved = json.loads((latest_checkpoint(tmp_path) / "trainer_state.json").read_text())["train_seconds"]
+    assert saved >= 3 * 2 * 0.01  # 3 steps of 2 micro-batches
+    t2 = Trainer(make_model(), Slow(), cfg(steps=6), tmp_path, {})
+    assert t2.resume()
+    t2.fit()
+    recs = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    clock = [r["train_seconds"] for r in recs if r["split"] == "train"]
+    assert len(clock) == 6 and all(b > a for a, b in zip(clock, clock[1:]))
+    assert clock[3] > saved  # step 4 comes after the resumed checkpoint's clock
+    assert all("train_seconds" in r for r in recs if r["split"] == "eval")

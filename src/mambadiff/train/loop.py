@@ -225,6 +225,10 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=use_amp and cfg.precision == "fp16")
         self.order = EpochOrder(task.num_train_examples(), cfg.seed)
         self.step = 0
+        # wall-clock seconds spent in fit() over the whole run (resumes add to it): the x axis of
+        # quality-against-training-time curves; start-up and checkpoint loading are not counted
+        self.train_seconds_before = 0.0
+        self._fit_start: float | None = None
         self.log = MetricsLog(self.run_dir / "metrics.jsonl", self.dist.is_main, tensorboard=cfg.tensorboard)
         self.last_eval: dict = {}
         self.best: dict = {}  # the evaluation that checkpoints/best holds (train.best_metric)
@@ -236,7 +240,8 @@ class Trainer:
         return self.ema.copy_model(self.model) if self.ema is not None else self.model
 
     def _write_checkpoint(self, folder: Path, with_optimizer: bool = True) -> Path:
-        state = {"step": self.step, "order": self.order.state_dict(), "rng": rng_state(),
+        state = {"step": self.step, "train_seconds": self.train_seconds(),
+                 "order": self.order.state_dict(), "rng": rng_state(),
                  "task": self.task.state_dict(), "last_eval": self.last_eval, "best": self.best}
         opt = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                "scaler": self.scaler.state_dict()} if with_optimizer else None
@@ -244,6 +249,11 @@ class Trainer:
             folder, model_state=self.model.state_dict(), config=self.full_config, trainer_state=state,
             optimizer_state=opt, ema_state=self.ema.state_dict() if self.ema else None,
             write_extra=self.write_extra)
+
+    def train_seconds(self) -> float:
+        """Training wall-clock seconds so far (this fit() plus those of the runs resumed from)."""
+        now = 0.0 if self._fit_start is None else time.perf_counter() - self._fit_start
+        return self.train_seconds_before + now
 
     def save(self) -> Path | None:
         path = None
@@ -334,6 +344,7 @@ class Trainer:
         except (KeyError, TypeError, ValueError, RuntimeError) as e:
             raise CheckpointError(where, f"does not restore ({type(e).__name__}: {e})") from None
         self.step = state["step"]
+        self.train_seconds_before = float(state.get("train_seconds", 0.0))
         self.last_eval = state.get("last_eval", {})
         self.best = state.get("best", {})
         self._saved = (self.step, folder)
@@ -414,7 +425,7 @@ class Trainer:
             model.eval()
             with torch.no_grad():
                 result = self.task.evaluate(model)
-            self.log.write({"split": "eval", "step": self.step, **result})
+            self.log.write({"split": "eval", "step": self.step, "train_seconds": self.train_seconds(), **result})
             self.last_eval = result
             self._saved = None  # the newest checkpoint lacks this evaluation
             self._track_best(result)
@@ -442,7 +453,7 @@ class Trainer:
 
     def _fit(self) -> TrainResult:
         cfg = self.cfg
-        start = time.perf_counter()
+        start = self._fit_start = time.perf_counter()
         deadline = start + cfg.max_minutes * 60 if cfg.max_minutes > 0 else math.inf
         bar = progress_bar(cfg.steps, "train", initial=self.step,
                            enabled=bool(cfg.progress and self.dist.is_main))
@@ -467,7 +478,7 @@ class Trainer:
                     window_tokens, window_t0 = 0, now
                     loss_sum, loss_steps = 0.0, 0
                     rec = {"split": "train", "step": self.step, "lr": self.scheduler.get_last_lr()[0],
-                           "tokens_per_s": tok_s, **metrics}
+                           "tokens_per_s": tok_s, "train_seconds": self.train_seconds(), **metrics}
                     self.log.write(rec)
                 if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.steps:
                     self.evaluate()
@@ -490,6 +501,7 @@ class Trainer:
         else:
             path = self.save()  # atomic: a second Ctrl-C here leaves the previous checkpoint intact
         seconds = time.perf_counter() - start
+        self.train_seconds_before, self._fit_start = self.train_seconds(), None  # the clock stops with fit()
         return TrainResult(step=self.step, run_dir=self.run_dir, checkpoint=path, last_eval=self.last_eval,
                            seconds=seconds, tokens_per_s=total_tokens / max(seconds, 1e-9),
                            interrupted=interrupted, best=dict(self.best))
