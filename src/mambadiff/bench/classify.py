@@ -26,7 +26,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import click
 import torch
 
 from mambadiff.models.backbones import BACKBONES, BackboneConfig
@@ -203,55 +202,3 @@ def _inference_ms_per_example(cfg, model, tok, n: int, batch: int) -> dict:
     seconds = time.perf_counter() - t0
     return {"infer_ms_per_example": 1000 * seconds / len(ds), "infer_examples": len(ds), "infer_batch": batch,
             "infer_mean_len": sum(ds.lengths) / len(ds)}
-
-
-def _lengths(text: str) -> tuple[int, ...]:
-    try:
-        out = tuple(int(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise click.BadParameter(f"{text!r}: expected comma-separated lengths, e.g. 64,128,256") from None
-    if not out or min(out) <= 0:
-        raise click.BadParameter(f"{text!r}: expected positive lengths")
-    return out
-
-
-@click.command("classify")
-@click.option("--task", type=click.Choice(TASKS), default=None,
-              help="Train each model on this task for --minutes (equal wall-clock, equal parameters) and "
-                   "record accuracy, tokens/s and inference ms per example, instead of timing inference vs length.")
-@click.option("--model", "models", multiple=True, type=click.Choice(tuple(BACKBONES)),
-              help=f"Classifiers (repeat the option); default: {', '.join(DEFAULT_MODELS)}; with --task: the "
-                   f"registered ones of {', '.join(TASK_MODELS)}.")
-@click.option("--minutes", default=10.0, show_default=True, help="--task: training minutes per model.")
-@click.option("--override", "overrides", multiple=True,
-              help="--task: a config override key=value for every model (repeat), e.g. data.listops.n_train=20000.")
-@click.option("--out-dir", default=None, help="--task: run folders go here (default runs/bench-classify-TASK).")
-@click.option("--infer-examples", default=256, show_default=True, help="--task: test examples timed for inference.")
-@click.option("--seq-lens", default=",".join(map(str, DEFAULT_SEQ_LENS)), show_default=True,
-              help="Comma-separated sequence lengths.")
-@click.option("--batch", default=8, show_default=True, help="Batch size (--task: of the timed inference).")
-@click.option("--repeats", default=3, show_default=True)
-@click.option("--warmup", default=1, show_default=True)
-@click.option("--d-model", default=128, show_default=True, help="Mamba reference width (sets the parameter target).")
-@click.option("--layers", "n_layers", default=2, show_default=True)
-@click.option("--bidirectional", is_flag=True, help="Bidirectional backbones (non-causal Transformer).")
-@click.option("--device", default="cpu", show_default=True)
-@click.option("--threads", default=0, show_default=True,
-              help="torch intra-op threads for the run; 0: torch's default (--task: 1). Use 1 on a busy shared CPU.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the records here.")
-def classify_bench_command(task, models, minutes, overrides, out_dir, infer_examples, seq_lens, batch, repeats, warmup,
-                           d_model, n_layers, bidirectional, device, threads, json_path):
-    """Classifier inference seconds per batch vs sequence length at matched parameter counts, or (--task)
-    whole LRA tasks trained at equal wall-clock and parameter count."""
-    from mambadiff.config import ConfigError
-    from mambadiff.data.errors import DataError
-    try:
-        if task is not None:
-            run_task_benchmark(task, models, minutes, overrides, out_dir, json_path, infer_examples=infer_examples,
-                               infer_batch=batch, threads=threads or 1)
-        else:
-            run_classify_benchmark(models or DEFAULT_MODELS, _lengths(seq_lens), batch, repeats, warmup, json_path,
-                                   d_model=d_model, n_layers=n_layers, bidirectional=bidirectional, device=device,
-                                   threads=threads)
-    except (ConfigError, DataError, FileExistsError, FileNotFoundError, ValueError) as e:
-        raise click.ClickException(" ".join(str(e).split())) from None

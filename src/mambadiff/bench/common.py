@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import gc
 import json
+import shlex
 import statistics
 import sys
 import time
@@ -112,18 +113,27 @@ def print_table(records: list[dict], columns: list[str], floatfmt: str = ".4g") 
     return text
 
 
-def parse_int_pairs(text: str, expected: str, param_hint: str | None = None) -> tuple[tuple[int, int], ...]:
-    """``"64x128,8x256"`` -> ((64, 128), (8, 256)); a malformed item is a click error naming ``expected``."""
-    import click
+class BenchArgumentError(ValueError):
+    """A bad benchmark argument: ``argument`` is the parameter's name, ``message`` what is wrong with it.
+    The command line reports it against the option that set the parameter."""
 
-    out = []
-    for item in text.split(","):
-        item = item.strip()
-        if not item:
-            continue
-        try:
-            a, b = item.lower().split("x")
-            out.append((int(a), int(b)))
-        except ValueError:
-            raise click.BadParameter(f"{item!r}: expected {expected}", param_hint=param_hint) from None
-    return tuple(out)
+    def __init__(self, argument: str, message: str):
+        super().__init__(f"{argument}: {message}")
+        self.argument = argument
+        self.message = message
+
+
+def check_at_least(**values: tuple[float, float]) -> None:
+    """``name=(value, least)``, checked in order: BenchArgumentError for the first value below its least."""
+    for name, (value, least) in values.items():
+        if value < least:
+            raise BenchArgumentError(name, f"must be >= {least}, got {value}")
+
+
+def split_spec(spec: str) -> tuple[str, list[str]]:
+    """``"NAME_OR_YAML key=value ..."`` (shell quoting) -> (name, overrides); BenchArgumentError("spec")
+    when it is empty."""
+    parts = shlex.split(spec)
+    if not parts:
+        raise BenchArgumentError("spec", "an empty spec")
+    return parts[0], parts[1:]

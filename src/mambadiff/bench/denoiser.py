@@ -15,16 +15,13 @@ kept (each config runs in a temporary one).
 """
 from __future__ import annotations
 
-import shlex
 import statistics
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import click
-
-from .common import print_table, write_json
+from .common import check_at_least, print_table, split_spec, write_json
 
 DEFAULT_CONFIGS = ("qqp-transformer-cpu", "qqp-mamba2-cpu", "qqp-mamba2-hybrid-cpu")
 
@@ -44,10 +41,7 @@ def _build(spec: str, index: int, root: Path, threads: int, train_pairs: int) ->
     from mambadiff.config import load_config
     from mambadiff.tasks.seq2seq import Seq2SeqConfig, build_seq2seq_trainer
 
-    parts = shlex.split(spec)
-    if not parts:
-        raise click.BadParameter("an empty --config", param_hint="--config")
-    name, overrides = parts[0], parts[1:]
+    name, overrides = split_spec(spec)
     forced = [f"run_dir={root / str(index)}", f"data.max_train={train_pairs}", "data.eval_size=0",
               f"train.num_threads={threads}", "train.progress=false"]
     cfg = load_config(Seq2SeqConfig, name, [*overrides, *forced])
@@ -59,11 +53,9 @@ def _build(spec: str, index: int, root: Path, threads: int, train_pairs: int) ->
 def run_denoiser_benchmark(specs=DEFAULT_CONFIGS, steps: int = 20, rounds: int = 5, warmup: int = 2,
                            threads: int = 1, train_pairs: int = 2048, json_path=None) -> list[dict]:
     """Time training steps of each config spec ("NAME_OR_YAML key=value ...") in turn; returns the
-    records it prints and writes."""
-    for name, value, least in (("steps", steps, 1), ("rounds", rounds, 1), ("warmup", warmup, 0),
-                               ("threads", threads, 1), ("train_pairs", train_pairs, 1)):
-        if value < least:
-            raise click.BadParameter(f"must be >= {least}, got {value}", param_hint=f"--{name.replace('_', '-')}")
+    records it prints and writes. A bad number or an empty spec raises ``BenchArgumentError``."""
+    check_at_least(steps=(steps, 1), rounds=(rounds, 1), warmup=(warmup, 0), threads=(threads, 1),
+                   train_pairs=(train_pairs, 1))
     with tempfile.TemporaryDirectory(prefix="mambadiff-bench-") as tmp:
         entries = [_build(spec, i, Path(tmp), threads, train_pairs) for i, spec in enumerate(specs)]
         for _ in range(rounds):
@@ -94,25 +86,3 @@ def run_denoiser_benchmark(specs=DEFAULT_CONFIGS, steps: int = 20, rounds: int =
                           "tokens_per_s", "speed_vs_first"], floatfmt=".4g")
     write_json(json_path, records)
     return records
-
-
-@click.command("denoiser")
-@click.option("--config", "configs", multiple=True, default=DEFAULT_CONFIGS, show_default=True,
-              help='A shipped config name or YAML file, optionally with key=value overrides in the same '
-                   'quoted string, e.g. "qqp-mamba2-cpu model.backbone.d_state=32". Repeat for each '
-                   'config; the first is the reference of speed_vs_first.')
-@click.option("--steps", default=20, show_default=True,
-              help="Timed slots per round; in each slot every config runs one training step.")
-@click.option("--rounds", default=5, show_default=True, help="Rounds (each starts with --warmup steps per config).")
-@click.option("--warmup", default=2, show_default=True, help="Untimed steps before each config's turn.")
-@click.option("--threads", default=1, show_default=True, help="torch / kernel threads (train.num_threads).")
-@click.option("--train-pairs", default=2048, show_default=True, help="Training pairs loaded per config.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the records here.")
-def denoiser_command(configs, steps, rounds, warmup, threads, train_pairs, json_path):
-    """Training steps of whole denoiser configs side by side: ms/step, tokens/s, speed vs the first."""
-    from mambadiff.config import ConfigError
-    from mambadiff.data.errors import DataError
-    try:
-        run_denoiser_benchmark(configs, steps, rounds, warmup, threads, train_pairs, json_path)
-    except (ConfigError, DataError, FileNotFoundError, ValueError) as e:
-        raise click.ClickException(str(e)) from None

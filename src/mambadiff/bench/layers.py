@@ -16,12 +16,11 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 
-import click
 import torch
 
-from mambadiff.models.backbones import BACKBONES, BackboneConfig, build_backbone, count_parameters
+from mambadiff.models.backbones import BackboneConfig, build_backbone, count_parameters
 
-from .common import parse_int_pairs, print_table, time_and_peak, write_json
+from .common import print_table, time_and_peak, write_json
 
 DEFAULT_MODELS = ("mamba", "mamba2", "s4d", "s4", "transformer", "lstm")
 
@@ -87,24 +86,3 @@ def run_layers_benchmark(models=DEFAULT_MODELS, train_cases=((64, 128), (64, 102
                           "peak_mem_mb", "speedup_vs_transformer"])
     write_json(json_path, records)
     return records
-
-
-@click.command("layers")
-@click.option("--model", "models", multiple=True, default=DEFAULT_MODELS, show_default=True,
-              help="Stacks to time (repeat the option or separate by commas); Mamba-1 may name a "
-                   "scan backend, e.g. mamba:reference.")
-@click.option("--train", "train", default="64x128,64x1024", show_default=True, help="Training cases BxL.")
-@click.option("--infer", "infer", default="8x128,8x1024,8x2048,8x4096", show_default=True, help="Inference cases BxL.")
-@click.option("--d-model", default=128, show_default=True)
-@click.option("--layers", "n_layers", default=6, show_default=True)
-@click.option("--repeats", default=3, show_default=True)
-@click.option("--warmup", default=1, show_default=True)
-@click.option("--device", default="cpu", show_default=True)
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the records here.")
-def layers_command(models, train, infer, d_model, n_layers, repeats, warmup, device, json_path):
-    """Time whole 6-layer stacks (training step and inference) side by side."""
-    models = tuple(name.strip() for item in models for name in item.split(",") if name.strip())
-    unknown = [m for m in models if m.partition(":")[0] not in BACKBONES]
-    if unknown:
-        raise click.BadParameter(f"unknown {unknown}; expected some of {sorted(BACKBONES)}", param_hint="--model")
-    run_layers_benchmark(models, parse_int_pairs(train, "BxL, e.g. 64x128"), parse_int_pairs(infer, "BxL, e.g. 64x128"), d_model, n_layers, repeats, warmup, device, json_path)

@@ -12,15 +12,13 @@ Recipes run one after the other, so on a shared machine their budgets may see di
 from __future__ import annotations
 
 import json
-import shlex
 import tempfile
 import time
 from pathlib import Path
 
-import click
 import torch
 
-from .common import print_table, write_json
+from .common import BenchArgumentError, check_at_least, print_table, split_spec, write_json
 
 DEFAULT_RECIPES = ("qqp-cpu", "qqp-mamba2-hybrid-cpu")
 COLUMNS = ["recipe", "bleu", "rouge_l", "bertscore", "ibleu", "copy_rate", "repeat_rate", "len_words",
@@ -46,12 +44,10 @@ def run_recipe(spec: str, run_dir: Path, minutes: float, threads: int, split: st
     from mambadiff.tasks.paraphrase import generate
     from mambadiff.tasks.seq2seq import Seq2SeqConfig, prepare_data_folder, train_seq2seq
 
-    parts = shlex.split(spec)
-    if not parts:
-        raise click.BadParameter("an empty --recipe", param_hint="--recipe")
+    name, overrides = split_spec(spec)
     forced = [f"run_dir={run_dir}", f"train.max_minutes={minutes}", "train.steps=100000000",
               f"train.num_threads={threads}", f"train.progress={str(progress).lower()}"]
-    cfg = load_config(Seq2SeqConfig, parts[0], [*parts[1:], *forced])
+    cfg = load_config(Seq2SeqConfig, name, [*overrides, *forced])
     result, model, tok = train_seq2seq(cfg, progress=progress)
     cfg = load_config(Seq2SeqConfig, run_dir / "config.json")
     data = load_seq2seq_split(prepare_data_folder(cfg), split, tok, cfg.data.seq_len, layout=cfg.data.layout,
@@ -75,13 +71,13 @@ def run_quality_benchmark(recipes=DEFAULT_RECIPES, minutes: float = 10.0, thread
                           limit: int = 512, bertscore: bool = True, run_root: str | None = None,
                           json_path=None, progress: bool = False) -> list[dict]:
     """Every recipe's row and the copy-source row (printed as a table, written to ``json_path``).
-    With ``run_root``, each recipe's run folder (and its ``samples_<split>.jsonl``) is kept there."""
-    for name, value, least in (("minutes", minutes, 1e-9), ("threads", threads, 1), ("limit", limit, 0)):
-        if value < least:
-            raise click.BadParameter(f"must be > 0, got {value}" if name == "minutes" else
-                                     f"must be >= {least}, got {value}", param_hint=f"--{name}")
+    With ``run_root``, each recipe's run folder (and its ``samples_<split>.jsonl``) is kept there.
+    A bad number, no recipe or an empty one raises ``BenchArgumentError``."""
+    if minutes < 1e-9:
+        raise BenchArgumentError("minutes", f"must be > 0, got {minutes}")
+    check_at_least(threads=(threads, 1), limit=(limit, 0))
     if not recipes:
-        raise click.BadParameter("give at least one recipe", param_hint="--recipe")
+        raise BenchArgumentError("recipes", "give at least one recipe")
     rows, copy_inputs = [], None
     with tempfile.TemporaryDirectory(prefix="mambadiff-quality-") as tmp:
         root = Path(run_root) if run_root else Path(tmp)
@@ -103,24 +99,3 @@ def run_quality_benchmark(recipes=DEFAULT_RECIPES, minutes: float = 10.0, thread
                 floatfmt=".4f")
     write_json(json_path, {"minutes": minutes, "threads": threads, "split": split, "limit": limit, "rows": rows})
     return rows
-
-
-@click.command("quality")
-@click.option("--recipe", "recipes", multiple=True, default=DEFAULT_RECIPES, show_default=True,
-              help='A shipped config name or YAML file with optional key=value overrides in the same quoted '
-                   'string, e.g. "qqp-cpu model.self_condition=false". Repeat for each recipe.')
-@click.option("--minutes", default=10.0, show_default=True, help="Training wall-clock per recipe.")
-@click.option("--threads", default=1, show_default=True, help="torch / kernel threads for training and sampling.")
-@click.option("--split", default="valid", show_default=True, help="Split of each recipe's data folder to sample.")
-@click.option("--limit", default=512, show_default=True, help="Only the first N pairs of the split (0: all).")
-@click.option("--bertscore/--no-bertscore", default=True, show_default=True, help="Score BERTScore F1 (MiniLM).")
-@click.option("--run-root", type=click.Path(file_okay=False), help="Keep each recipe's run folder and samples here.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the rows here.")
-def quality_command(recipes, minutes, threads, split, limit, bertscore, run_root, json_path):
-    """Train recipes for the same wall-clock, sample, score: BLEU, ROUGE-L, BERTScore, iBLEU, copies, repeats."""
-    from mambadiff.config import ConfigError
-    from mambadiff.data.errors import DataError
-    try:
-        run_quality_benchmark(recipes, minutes, threads, split, limit, bertscore, run_root, json_path)
-    except (ConfigError, DataError, FileNotFoundError, FileExistsError, ValueError) as e:
-        raise click.ClickException(str(e)) from None

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import math
 
-import click
 import torch
 
 from .. import kernels
@@ -246,38 +245,3 @@ def format_table(records: list[dict]) -> str:
     what = "SSD" if records and records[0]["model"] == "ssd" else "selective scan"
     title = f"{what} ({records[0]['dtype'] if records else ''}, {threads} threads)"
     return title + "\n" + tabulate(rows, headers=head, colalign=("left", "left", "left"))
-
-
-@click.command("scan")
-@click.option("--backend", "backends", multiple=True, help="Backends to time (default: every available one); "
-              "reference is always timed for the speed-up column.")
-@click.option("--case", "cases", multiple=True, help="BxLxDxN, e.g. 64x128x256x16 (repeatable). Default: "
-              "64x128x256x16 fwd and fwd+bwd, 8x1024x256x16 and 8x4096x256x16 fwd.")
-@click.option("--repeats", default=5, show_default=True)
-@click.option("--warmup", default=2, show_default=True)
-@click.option("--threads", default=0, show_default=True, help="torch threads (0: torch's default).")
-@click.option("--dtype", default="float32", show_default=True)
-@click.option("--device", default="cpu", show_default=True)
-@click.option("--kernel", type=click.Choice(KERNELS), default="s6", show_default=True,
-              help="s6: the selective scan's backends; ssd: the Mamba-2 SSD algorithms (reference, "
-              "chunked, cpu), D = heads x --head-dim.")
-@click.option("--head-dim", default=64, show_default=True, help="SSD head dim p (D must be a multiple).")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the records here.")
-def scan_command(backends, cases, repeats, warmup, threads, dtype, device, kernel, head_dim, json_path):
-    """Time the selective-scan backends (or the SSD algorithms), forward and forward+backward."""
-    parsed = None
-    if cases:
-        parsed = []
-        for c in cases:
-            try:
-                b, l, d, n = (int(v) for v in c.lower().split("x"))
-            except ValueError:
-                raise click.BadParameter(f"{c!r}: expected BxLxDxN, e.g. 64x128x256x16", param_hint="--case") from None
-            parsed.append((b, l, d, n))
-    if threads > 0:
-        torch.set_num_threads(threads)
-    try:
-        run_scan_benchmark(list(backends) or None, parsed, repeats, warmup, json_path, dtype=dtype,
-                           device=device, kernel=kernel, head_dim=head_dim)
-    except ValueError as e:
-        raise click.ClickException(str(e)) from None

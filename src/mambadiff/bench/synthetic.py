@@ -28,13 +28,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sys
 import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Sequence
 
-import click
 import torch
 
 from mambadiff.data.synthetic import TASKS
@@ -43,7 +43,6 @@ from mambadiff.tasks.synthetic import SyntheticTask, SyntheticTaskConfig
 from mambadiff.train import TrainConfig, Trainer, seed_everything
 from mambadiff.train.checkpoint import atomic_write_text
 from mambadiff.train.distributed import DistInfo
-from .common import parse_int_pairs
 
 # Quick defaults, tuned so that Mamba clearly beats S4D within a few CPU minutes.
 DEFAULT_D_MODEL = 64
@@ -236,11 +235,11 @@ def run_synthetic_benchmark(
                 })
                 if progress:
                     r = records[-1]
-                    click.echo(f"{run_name} / {model_name}: accuracy {r['accuracy']:.3f} "
-                               f"({seconds:.1f} s)", err=True)
+                    print(f"{run_name} / {model_name}: accuracy {r['accuracy']:.3f} ({seconds:.1f} s)",
+                          file=sys.stderr, flush=True)
 
     if progress:
-        click.echo(format_table(records))
+        print(format_table(records), flush=True)
     if json_path is not None:
         config = {"tasks": list(tasks), "models": list(models), "d_model": d_model, "n_layers": n_layers,
                   "steps": steps, "seq_len": seq_len, "seed": seed, "batch_size": batch_size, "lr": lr,
@@ -258,40 +257,3 @@ def format_table(records: list[dict]) -> str:
              f"{r['params']:,}", f"{r['accuracy']:.3f}", f"{r['seq_accuracy']:.3f}", f"{r['chance']:.3f}",
              f"{r['train_seconds']:.1f}"] for r in records]
     return tabulate(rows, headers=["task", "l", "kv", "model", "params", "accuracy", "seq acc", "chance", "train s"])
-
-
-@click.command("synthetic", help="Selective copying, induction heads and multi-query associative recall: "
-                                 "selective and attention models vs time-invariant ones (S4D, S4).")
-@click.option("--task", "tasks", multiple=True, type=click.Choice(TASKS),
-              help="Task (repeatable). Default: all three.")
-@click.option("--model", "models", multiple=True, help="Backbone (repeatable). Default: mamba and s4d.")
-@click.option("--d-model", type=int, default=DEFAULT_D_MODEL, show_default=True)
-@click.option("--layers", "n_layers", type=int, default=DEFAULT_LAYERS, show_default=True)
-@click.option("--steps", type=int, default=DEFAULT_STEPS, show_default=True,
-              help="Training steps of selective copying and induction heads.")
-@click.option("--seq-len", type=int, default=DEFAULT_SEQ_LEN, show_default=True,
-              help="Sequence length of selective copying and induction heads.")
-@click.option("--mqar", "mqar", default=",".join(f"{l}x{n}" for l, n in DEFAULT_MQAR_SETTINGS), show_default=True,
-              help="MQAR settings LxN: sequence length x key-value pairs, comma separated.")
-@click.option("--mqar-steps", type=int, default=DEFAULT_MQAR_STEPS, show_default=True)
-@click.option("--mqar-lr", type=float, default=DEFAULT_MQAR_LR, show_default=True)
-@click.option("--mqar-symbols", "mqar_num_symbols", type=int, default=DEFAULT_MQAR_NUM_SYMBOLS, show_default=True,
-              help="Size of MQAR's key alphabet and of its value alphabet.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
-              help="Write the records to this JSON file (atomically).")
-@click.option("--threads", "num_threads", type=click.IntRange(min=0), default=DEFAULT_NUM_THREADS,
-              show_default=True, help="torch CPU threads (0: torch's default).")
-def synthetic_command(tasks, models, d_model, n_layers, steps, seq_len, mqar, mqar_steps, mqar_lr,
-                      mqar_num_symbols, seed, json_path, num_threads):
-    tasks = tasks or DEFAULT_TASKS
-    models = tuple(name.strip() for item in models for name in item.split(",") if name.strip()) or ("mamba", "s4d")
-    mqar_settings = parse_int_pairs(mqar, "LxN (sequence length x key-value pairs), e.g. 64x8", "--mqar")
-    kw = dict(d_model=d_model, n_layers=n_layers, steps=steps, seq_len=seq_len, seed=seed,
-              mqar_settings=mqar_settings, mqar_num_symbols=mqar_num_symbols, mqar_steps=mqar_steps,
-              mqar_lr=mqar_lr)
-    try:
-        validate_args(tasks, models, **kw)
-    except ValueError as e:
-        raise click.UsageError(str(e)) from e
-    run_synthetic_benchmark(tasks=tasks, models=models, json_path=json_path, num_threads=num_threads, **kw)
