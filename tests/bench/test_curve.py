@@ -75,6 +75,15 @@ def test_curve_rows_match_evaluate_and_are_reused(runs, tmp_path, run_cli):
     assert again["rows"] == rows and res2.stderr.count("reusing") == 4 and "sampling" not in res2.stderr
     assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in files} == before
 
+    preds = sorted((runs[0] / "eval").glob("*.jsonl"))
+    kept = {p: p.stat().st_mtime_ns for p in preds}
+    res3, scored = _curve(run_cli, tmp_path, runs[:1], "--bertscore")  # the same outputs, scored again
+    assert res3.stderr.count("again, with BERTScore") == 2 and "sampling" not in res3.stderr
+    assert {p: p.stat().st_mtime_ns for p in preds} == kept
+    assert all(0 < r["bertscore_f1"] <= 1 and r["bleu"] == old["bleu"] for r, old in zip(scored["rows"], rows))
+    res4, _ = _curve(run_cli, tmp_path, runs[:1])  # BERTScore not asked for: the BERTScore files serve
+    assert res4.stderr.count("reusing") == 2
+
     _, reseeded = _curve(run_cli, tmp_path, runs[:1], "--seed", "7", "--steps", "2")  # other settings: sampled again
     scored = json.loads((runs[0] / "eval" / "step_00000004.json").read_text())
     assert scored["curve"]["settings"]["seed"] == 7 and scored["curve"]["settings"]["steps"] == 2

@@ -11,9 +11,10 @@ scores to ``RUN/eval/step_XXXXXXXX.json``: the JSON of `mambadiff evaluate`
     "curve": {"data", "data_sha256", "limit", "rows", "settings", "device", "ema", "bertscore",
               "checkpoint", "train_seconds"}       what was sampled and how (the reuse key)
 
-A score file whose ``curve`` block matches (same rows of the data, limit, settings, device, BERTScore
-on or off, and the checkpoint's training clock) is reused, not regenerated; one that does not match
-is replaced. Score files of checkpoints pruned since (``train.keep_checkpoints``) that match stay in
+A score file whose ``curve`` block matches (same rows of the data, limit, settings, device and the
+checkpoint's training clock; BERTScore scored, or not asked for) is reused, not regenerated; one
+scored without the BERTScore now asked for is scored again from its outputs (not sampled again); any
+other is replaced. Score files of checkpoints pruned since (``train.keep_checkpoints``) that match stay in
 the curve, so calling it during a long run builds the whole curve.
 
 Checkpoints written before the training clock was recorded have no ``train_seconds``: their rows get
@@ -115,13 +116,18 @@ def _read_existing(path: Path) -> dict | None:
     return res if isinstance(res, dict) else None
 
 
-def _same_key(existing: dict | None, key: dict) -> bool:
+def _match(existing: dict | None, key: dict) -> str | None:
+    """How a score file relates to the reuse key: "same" (reuse it; scored with BERTScore also does
+    when it is not asked for), "sampled" (the same outputs, scored without the BERTScore now asked
+    for) or None."""
     from mambadiff.metrics.generation import SCHEMA
 
     if not existing or existing.get("schema") != SCHEMA or not isinstance(existing.get("model"), dict):
-        return False
+        return None
     old = existing.get("curve")
-    return isinstance(old, dict) and all(old.get(k) == key[k] for k in key if k != "checkpoint")
+    if not isinstance(old, dict) or any(old.get(k) != key[k] for k in key if k not in ("checkpoint", "bertscore")):
+        return None
+    return "same" if old.get("bertscore") or not key["bertscore"] else "sampled"
 
 
 def score_run(run_dir: str | Path, data: CurveData, *, steps: int | None = None, samples: int | None = None,
@@ -145,15 +151,21 @@ def score_run(run_dir: str | Path, data: CurveData, *, steps: int | None = None,
                     "settings": settings.to_dict(), "device": para.device.type, "ema": True, "bertscore": bertscore}
         key = {**base_key, "train_seconds": seconds, "checkpoint": str(folder)}
         score_path = eval_dir / f"{folder.name}.json"
+        pred_path = eval_dir / f"{folder.name}.jsonl"
         existing = _read_existing(score_path)
-        if _same_key(existing, key):
+        match = _match(existing, key)
+        if match == "same":
             say(f"{run_dir}: step {step}: reusing {score_path}")
             out[step] = existing
             continue
-        say(f"{run_dir}: step {step}: sampling {len(data.rows)} rows")
-        records = [r for batch in para.generate_rows(data.rows, settings, progress=progress, total=len(data.rows))
-                   for r in batch]
-        pred_path = atomic_write_jsonl(eval_dir / f"{folder.name}.jsonl", records)
+        if match == "sampled" and pred_path.is_file():
+            say(f"{run_dir}: step {step}: scoring {pred_path} again, with BERTScore")
+        else:
+            replacing = f" (replacing {score_path}: other data or settings)" if score_path.exists() else ""
+            say(f"{run_dir}: step {step}: sampling {len(data.rows)} rows{replacing}")
+            records = [r for batch in para.generate_rows(data.rows, settings, progress=progress, total=len(data.rows))
+                       for r in batch]
+            atomic_write_jsonl(pred_path, records)
         result = evaluate_predictions([str(pred_path)], bertscore=bertscore, step=step)
         result.update({"train_seconds": seconds, "data": str(data.path), "limit": data.limit,
                        "curve": {"data": str(data.path.resolve()), **key}})
@@ -165,7 +177,7 @@ def score_run(run_dir: str | Path, data: CurveData, *, steps: int | None = None,
         step = existing.get("step") if existing else None
         if isinstance(step, int) and step not in out:
             clock = (existing.get("curve") or {}).get("train_seconds")
-            if _same_key(existing, {**base_key, "train_seconds": clock}) and existing.get("files"):
+            if _match(existing, {**base_key, "train_seconds": clock}) == "same" and existing.get("files"):
                 out[step] = existing
     return sorted(out.items())
 
