@@ -15,7 +15,7 @@ import click
               help="Sample rows shown per samples*.jsonl file.")
 def report_command(run_dir, bench, out_dir, max_samples):
     """Plot training curves (loss, MSE, NLL; accuracy), metrics per evaluated checkpoint
-    (RUN_DIR/eval/step_*.json), sample rows and inference time vs length; write report.md."""
+    (RUN_DIR/eval/step_*.json; against training minutes too when they hold train_seconds), sample rows and inference time vs length; write report.md."""
     try:
         from mambadiff.report.summary import build_report
     except ImportError as e:

@@ -1,4 +1,5 @@
-"""PNG plots of a run: training curves, metrics per checkpoint, classification accuracy, inference time.
+"""PNG plots of a run: training curves, metrics per checkpoint, quality against training minutes,
+classification accuracy, inference time.
 
 Every function takes already-loaded data (see `mambadiff.report.summary` for the loaders), writes one
 PNG atomically and returns its path, or returns None when the data holds nothing to plot. Matplotlib
@@ -170,6 +171,42 @@ def plot_eval_metrics(evals: Sequence[tuple[int, dict]], path: str | Path,
                 xs, ys = zip(*pts)
                 ax.plot(xs, ys, **style)
         ax.set_xlabel("training step of checkpoint")
+        ax.set_title(EVAL_KEYS[key][0])
+        ax.set_ylabel(EVAL_KEYS[key][1])
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_quality_vs_minutes(rows: Sequence[dict], copy_source: Sequence[dict], path: str | Path,
+                            title: str = "Paraphrase quality against training time") -> Path | None:
+    """BLEU and ROUGE-L (one panel each) against training minutes, one line per run, and the
+    copy-source baseline of each run as a dashed horizontal line (one gray line when every run's is
+    the same). ``rows`` / ``copy_source`` are quality-curve rows (`mambadiff.report.summary.curve_rows`);
+    rows without minutes are left off. Returns None when no row has minutes and a metric."""
+    keys = [k for k in ("bleu", "rouge_l")
+            if any(_finite(r.get("minutes")) and _finite(r.get(k)) for r in rows)]
+    if not keys:
+        return None
+    runs = list(dict.fromkeys(r["run"] for r in rows))
+    colors = {run: f"C{i % 10}" for i, run in enumerate(runs)}
+    fig, axes = _grid(len(keys), width=5.6, height=3.8)
+    for ax, key in zip(axes, keys):
+        for run in runs:
+            pts = sorted((r["minutes"], r[key]) for r in rows
+                         if r["run"] == run and _finite(r.get("minutes")) and _finite(r.get(key)))
+            if pts:
+                xs, ys = zip(*pts)
+                ax.plot(xs, ys, marker="o", ms=4, color=colors[run], label=run)
+        baselines = [(c["run"], c[key]) for c in copy_source if _finite(c.get(key))]
+        if len({round(v, 12) for _, v in baselines}) == 1:
+            ax.axhline(baselines[0][1], color="tab:gray", ls="--", lw=1.2, label="copy source")
+        else:
+            for run, value in baselines:
+                ax.axhline(value, color=colors.get(run, "tab:gray"), ls="--", lw=1.2, label=f"copy source ({run})")
+        ax.set_xlabel("training wall-clock (minutes)")
         ax.set_title(EVAL_KEYS[key][0])
         ax.set_ylabel(EVAL_KEYS[key][1])
         ax.grid(True, alpha=0.3)

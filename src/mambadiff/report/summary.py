@@ -2,7 +2,8 @@
 
 A run folder may hold (each optional, at least one needed):
     metrics.jsonl         one JSON object per line: {"split": "train"|"eval", "step": int, <metric>: number...}
-    eval/step_*.json      results of `evaluate_predictions` (schema in mambadiff.metrics.generation)
+    eval/step_*.json      results of `evaluate_predictions` (schema in mambadiff.metrics.generation); with
+                          `train_seconds` (as `mambadiff bench curve` writes them) also plotted against minutes
     samples*.jsonl        prediction files (source, reference, recover)
     bench_classify.json   a list of {"model", "seq_len", "seconds", "batch"} (or given with --bench)
 `build_report` writes the PNGs and report.md into RUN_DIR/report/ (or `out_dir`).
@@ -93,6 +94,36 @@ def load_eval_results(run_dir: str | Path) -> list[tuple[int, dict]]:
             step = int(m.group(1))
         out.append((step, res))
     return sorted(out, key=lambda e: e[0])
+
+
+# metric keys of a quality-curve row (see `curve_rows`), in table order
+CURVE_METRICS = ("bleu", "rouge_l", "bertscore_f1", "ibleu", "copy_rate", "repeat_rate", "len_words")
+
+
+def train_minutes(result: dict) -> float | None:
+    """Training wall-clock minutes of the checkpoint an eval result scored (None when not recorded)."""
+    seconds = result.get("train_seconds")
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not math.isfinite(seconds):
+        return None
+    return seconds / 60.0
+
+
+def curve_rows(label: str, evals: Sequence[tuple[int, dict]]) -> tuple[list[dict], dict | None]:
+    """Quality against training time of one run: (one row per eval result, in step order; the
+    copy-source row of the last one, or None when there is none). A row holds ``run`` (the label),
+    ``step``, ``train_seconds`` and ``minutes`` (None for checkpoints written before the training clock
+    was recorded), the model's metrics (`CURVE_METRICS` that the result has) and ``n``."""
+    rows = []
+    for step, res in sorted(evals, key=lambda e: e[0]):
+        minutes = train_minutes(res)
+        model = res.get("model") or {}
+        rows.append({"run": label, "step": step, "train_seconds": None if minutes is None else res["train_seconds"],
+                     "minutes": minutes, **{k: model[k] for k in CURVE_METRICS if k in model}, "n": model.get("n")})
+    copy = None
+    if evals and isinstance(evals[-1][1].get("copy_source"), dict):
+        source = evals[-1][1]["copy_source"]
+        copy = {"run": label, **{k: source[k] for k in CURVE_METRICS if k in source}, "n": source.get("n")}
+    return rows, copy
 
 
 def load_bench(path: str | Path) -> list[dict]:
@@ -261,6 +292,14 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, bench: 
         md += ["## Generation metrics per checkpoint", ""]
         md += _eval_section(evals)
         img(plots.plot_eval_metrics(evals, out_dir / "eval_metrics.png"), "generation metrics per checkpoint")
+        rows, copy = curve_rows(run_dir.resolve().name, evals)
+        timed = sum(r["minutes"] is not None for r in rows)
+        if timed:  # the checkpoints' training clock is recorded (`mambadiff bench curve` writes it)
+            if timed < len(rows):
+                md += [f"{len(rows) - timed} of {len(rows)} evaluated checkpoints have no `train_seconds`; "
+                       "they are left off the minutes plot.", ""]
+            img(plots.plot_quality_vs_minutes(rows, [copy] if copy else [], out_dir / "quality_vs_minutes.png"),
+                "BLEU and ROUGE-L against training minutes")
     if has_samples and max_samples > 0:
         md += ["## Samples", ""]
         md += _samples_section(run_dir, max_samples)
