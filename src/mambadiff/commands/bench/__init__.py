@@ -19,7 +19,7 @@ BENCH_COMMANDS = {
                  "Seq2seq training steps of whole configs side by side (tokens/s, speed vs the first)."),
     "quality": ("mambadiff.commands.bench.quality", "quality_command",
                 "Paraphrase quality of recipes trained for the same wall-clock (BLEU, ROUGE-L, repeats, ...)."),
-    "curve": ("mambadiff.commands.bench_curve", "curve_command",
+    "curve": ("mambadiff.commands.bench.curve", "curve_command",
               "Paraphrase quality of every checkpoint of runs against training minutes (table, JSON, plot)."),
 }
 
