@@ -201,3 +201,45 @@ def test_bad_arguments_are_named():
         d.q_sample(ids, mask, torch.tensor([0, 1, 10]))
     with pytest.raises(ValueError, match="steps"):
         sample_masked(d, TableModel(12), ids, mask, steps=0)
+
+
+@pytest.mark.parametrize("top_k", [0, 3])
+def test_gumbel_draws_follow_the_tempered_softmax_of_the_top_k(top_k):
+    from mambadiff.diffusion.masked import gumbel_perturbed
+    logits = torch.tensor([2.0, 0.5, 1.5, -1.0, 1.0, 0.0])
+    n, temperature = 40_000, 0.7
+    draws = gumbel_perturbed(logits.expand(n, -1).clone(), temperature, top_k,
+                             torch.Generator().manual_seed(0)).argmax(-1)  # (n,)
+    freq = torch.bincount(draws, minlength=6).double() / n
+    allowed = torch.ones(6, dtype=torch.bool) if top_k == 0 else torch.zeros(6, dtype=torch.bool)
+    if top_k:
+        allowed[logits.topk(top_k).indices] = True
+    want = torch.softmax(torch.where(allowed, logits.double() / temperature, -torch.inf), -1)
+    torch.testing.assert_close(freq, want, rtol=0, atol=0.01)  # 4 binomial sigmas at n = 40,000
+    assert (freq[~allowed] == 0).all()
+
+
+def test_end_bias_sets_the_output_length_and_end_defer_commits_words_first():
+    d = MaskedDiffusion(100, MASK)
+    ids, mask = batch(b=3, l=16, src=4)
+    model = TableModel(16, seed=2, scale=1.0)
+    ends = (5, 6)
+    kw = dict(steps=6, end_ids=ends, special_ids=ends, forbid_adjacent_repeat=True)
+    with torch.no_grad():  # half of the target positions prefer an end token
+        model.out[10:] = 3 * model.weight[5]
+    plain = sample_masked(d, model, ids, mask, **kw).token_ids[:, 4:]
+    is_end = lambda t: (t == 5) | (t == 6)  # noqa: E731
+    assert is_end(plain).any() and (~is_end(plain)).any()
+    longer = sample_masked(d, model, ids, mask, end_bias=-100.0, **kw).token_ids[:, 4:]
+    assert not is_end(longer).any()
+    shorter = sample_masked(d, model, ids, mask, end_bias=100.0, **kw).token_ids[:, 4:]
+    assert is_end(shorter).all()
+    # the logits are the same at every step, so each position proposes the same token throughout:
+    # with a large end_defer every end token is committed after (at a smaller k than) every word
+    out = sample_masked(d, model, ids, mask, end_defer=1e6, **kw)
+    k, tok = out.committed_at[:, 4:], out.token_ids[:, 4:]
+    assert torch.equal(tok, plain)  # deferring changes the order, not these proposals
+    for r in range(3):
+        assert k[r][is_end(tok[r])].max() <= k[r][~is_end(tok[r])].min()
+    base_k = sample_masked(d, model, ids, mask, **kw).committed_at[:, 4:]
+    assert any(base_k[r][is_end(tok[r])].max() > base_k[r][~is_end(tok[r])].min() for r in range(3))

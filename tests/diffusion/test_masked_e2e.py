@@ -7,6 +7,7 @@ import torch
 from mambadiff.config import ConfigError, load_config
 from mambadiff.data.seq2seq import load_seq2seq_split
 from mambadiff.diffusion.mbr import mbr_select
+from mambadiff.tasks.paraphrase import Paraphraser
 from mambadiff.tasks.seq2seq import Seq2SeqConfig, generate, load_seq2seq_model, sample_token_ids, train_seq2seq
 
 TINY = ["data.builtin_train=300", "data.builtin_valid=40", "data.builtin_test=40", "data.vocab_size=300",
@@ -44,7 +45,8 @@ def test_masked_train_and_generate_every_backbone(tmp_path, backbone):
         assert len(r["samples"]) == 3 and r["recover"] == r["samples"][pick]
         assert "[MASK]" not in r["recover"] and r["source"]
     data = ds.tensors()
-    ids = sample_token_ids(model, cfg2, tok, data["input_ids"], data["input_mask"], 4, 1.0,
+    settings = Paraphraser(model, tok, cfg2).settings(steps=4)
+    ids = sample_token_ids(model, cfg2, tok, data["input_ids"], data["input_mask"], settings,
                            torch.Generator().manual_seed(0))  # (b, l)
     target = data["input_mask"].bool()
     same = (ids[:, 1:] == ids[:, :-1]) & target[:, 1:] & target[:, :-1]  # forbid_adjacent_repeat

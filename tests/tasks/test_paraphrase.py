@@ -53,11 +53,15 @@ def test_settings_come_from_the_checkpoint_and_are_checked(para):
     assert (s.steps, s.samples, s.batch_size, s.seed, s.clamp) == (sc.steps, sc.samples, sc.batch_size, sc.seed, sc.clamp)
     assert para.max_steps == 100
     assert para.settings(steps=100).steps == 100
+    assert (s.temperature, s.top_k, s.end_bias, s.end_defer) == (sc.temperature, sc.top_k, sc.end_bias, sc.end_defer)
+    assert para.settings(temperature=1, top_k=5, end_bias=-2).to_dict()["end_bias"] == -2.0
     for kwargs, message in [({"samples": 0}, "samples must be a positive int"),
                             ({"batch_size": -4}, "batch_size must be a positive int"),
                             ({"steps": 5000}, "the maximum is 100"),
                             ({"steps": -1}, "steps must be an int"),
-                            ({"eta": 1.5}, "eta"), ({"clamp": "nearest"}, "clamp"), ({"seed": -1}, "seed")]:
+                            ({"eta": 1.5}, "eta"), ({"clamp": "nearest"}, "clamp"), ({"seed": -1}, "seed"),
+                            ({"top_k": 2}, "top_k must be 0"), ({"temperature": -0.5}, "temperature"),
+                            ({"end_defer": -1.0}, "end_defer"), ({"end_bias": float("nan")}, "end_bias")]:
         with pytest.raises(ValueError, match=message):
             para.settings(**kwargs)
         with pytest.raises(ValueError, match=message):

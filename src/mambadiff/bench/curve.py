@@ -130,11 +130,11 @@ def _match(existing: dict | None, key: dict) -> str | None:
     return "same" if old.get("bertscore") or not key["bertscore"] else "sampled"
 
 
-def score_run(run_dir: str | Path, data: CurveData, *, steps: int | None = None, samples: int | None = None,
-              seed: int | None = None, batch_size: int | None = None, bertscore: bool = True,
+def score_run(run_dir: str | Path, data: CurveData, *, sampling: dict | None = None, bertscore: bool = True,
               device: str = "cpu", progress: bool = False,
               say: Callable[[str], None] | None = None) -> list[tuple[int, dict]]:
-    """(step, score JSON) for every checkpoint of ``run_dir`` (see the module docstring), step order."""
+    """(step, score JSON) for every checkpoint of ``run_dir`` (see the module docstring), step order.
+    ``sampling``: `Paraphraser.settings` keywords replacing the checkpoints' own (None values ignored)."""
     from mambadiff.metrics.generation import evaluate_predictions
     from mambadiff.tasks.paraphrase import Paraphraser
 
@@ -146,7 +146,7 @@ def score_run(run_dir: str | Path, data: CurveData, *, steps: int | None = None,
     for folder in run_checkpoints(run_dir):
         step, seconds = checkpoint_clock(folder)
         para = Paraphraser.from_pretrained(folder, device=device)
-        settings = para.settings(steps=steps, samples=samples, seed=seed, batch_size=batch_size)
+        settings = para.settings(**{k: v for k, v in (sampling or {}).items() if v is not None})
         base_key = {"data_sha256": data.sha256, "limit": data.limit, "rows": len(data.rows),
                     "settings": settings.to_dict(), "device": para.device.type, "ema": True, "bertscore": bertscore}
         key = {**base_key, "train_seconds": seconds, "checkpoint": str(folder)}
@@ -183,8 +183,7 @@ def score_run(run_dir: str | Path, data: CurveData, *, steps: int | None = None,
 
 
 def run_curve_benchmark(runs: Sequence[str | Path], data: str | Path, limit: int = 512,
-                        labels: Sequence[str] = (), steps: int | None = None, samples: int | None = None,
-                        seed: int | None = None, batch_size: int | None = None, bertscore: bool = True,
+                        labels: Sequence[str] = (), sampling: dict | None = None, bertscore: bool = True,
                         device: str = "cpu", json_path: str | Path | None = None,
                         plot_path: str | Path | None = None, progress: bool = False,
                         say: Callable[[str], None] | None = None) -> dict:
@@ -208,8 +207,7 @@ def run_curve_benchmark(runs: Sequence[str | Path], data: str | Path, limit: int
     curve_data = read_curve_data(data, limit)
     rows, copies = [], []
     for run, name in zip(runs, names):
-        evals = score_run(run, curve_data, steps=steps, samples=samples, seed=seed, batch_size=batch_size,
-                          bertscore=bertscore, device=device, progress=progress, say=say)
+        evals = score_run(run, curve_data, sampling=sampling, bertscore=bertscore, device=device, progress=progress, say=say)
         run_rows, copy = curve_rows(name, evals)
         for row, (_, res) in zip(run_rows, evals):
             row["predictions"] = res["files"][0]  # RUN/eval/step_XXXXXXXX.jsonl, scored in step_XXXXXXXX.json

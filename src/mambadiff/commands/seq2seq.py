@@ -23,6 +23,23 @@ def _load_cfg(config, overrides):
         _fail(e)
 
 
+def sampling_options(command):
+    """The masked sampler's options (`Paraphraser.settings` keywords; unset: the checkpoint's config)."""
+    options = [
+        click.option("--temperature", type=click.FloatRange(min=0.0), default=None,
+                     help="Masked process: token draw temperature (0 argmax; MBR over samples needs > 0)."),
+        click.option("--top-k", type=click.IntRange(min=0), default=None,
+                     help="Masked process: draw from the k most likely tokens (0: all)."),
+        click.option("--end-bias", type=float, default=None,
+                     help="Masked process: added to the [SEP]/[PAD] logits (negative: longer outputs)."),
+        click.option("--end-defer", type=click.FloatRange(min=0.0), default=None,
+                     help="Masked process: lowers the commit confidence of [SEP]/[PAD] proposals."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 @click.command("train")
 @click.option("--config", "config", default=None, help="YAML file or shipped config name (demo, qqp-mamba-cpu, ...); default: built-in defaults.")
 @click.option("--resume", is_flag=True, help="Continue the run folder's latest checkpoint.")
@@ -78,6 +95,7 @@ def load_examples(data_path, split, tok, cfg, limit):
 @click.option("--eta", type=click.FloatRange(0.0, 1.0), default=None, help="Respaced sampler eta (0 deterministic DDIM).")
 @click.option("--clamp", type=click.Choice(["round", "logits", "none"]), default=None,
               help="Clamp x0 each step: round (nearest embedding, DiffuSeq), logits (head argmax), none.")
+@sampling_options
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N examples.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
               help="Examples per batch (with --seed, decides the random draws: keep it to reproduce a file).")
@@ -89,7 +107,7 @@ def load_examples(data_path, split, tok, cfg, limit):
 @click.option("--resume", is_flag=True,
               help="Keep the complete rows --out already holds (same checkpoint and settings) and add the rest.")
 def generate_command(checkpoint, data_path, texts, split, steps, samples, mbr, eta, clamp, limit, batch_size, seed,
-                     device, no_ema, out_path, resume):
+                     device, no_ema, out_path, resume, temperature, top_k, end_bias, end_defer):
     """Sample targets: jsonl rows with source, reference (when the input has one), recover and samples,
     or one output line per source on stdout.
 
@@ -109,7 +127,8 @@ def generate_command(checkpoint, data_path, texts, split, steps, samples, mbr, e
     try:
         para = Paraphraser.from_pretrained(checkpoint, device=device, ema=not no_ema)
         settings = para.settings(steps=steps, samples=samples, mbr=mbr, eta=eta, clamp=clamp,
-                                 batch_size=batch_size, seed=seed)
+                                 batch_size=batch_size, seed=seed, temperature=temperature, top_k=top_k,
+                                 end_bias=end_bias, end_defer=end_defer)
         open_rows = _source_rows(data_path, texts, split)
         total = None
         if open_rows is not None:  # a file: read it once up front, so bad input fails before any sampling

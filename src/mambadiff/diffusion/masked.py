@@ -149,19 +149,26 @@ def sample_masked(diffusion: MaskedDiffusion, model, input_ids: torch.Tensor, in
                   steps: int, temperature: float = 0.0, remask: bool = False,
                   forbid_adjacent_repeat: bool = False, forbidden_ids: Sequence[int] = (),
                   special_ids: Sequence[int] = (), self_condition: bool = False,
+                  top_k: int = 0, end_ids: Sequence[int] = (), end_bias: float = 0.0, end_defer: float = 0.0,
                   generator: torch.Generator | None = None,
                   attention_mask: torch.Tensor | None = None) -> MaskedSampleOutput:
     """K-step confidence-ordered unmasking of the target positions (see the module docstring).
 
     ``forbidden_ids``: tokens never proposed ([MASK] always is); ``special_ids``: tokens exempt from
     ``forbid_adjacent_repeat`` ([PAD], [SEP] may repeat). ``self_condition``: feed each step's network
-    output into the next step. Deterministic given ``generator`` (used only when ``temperature > 0``).
+    output into the next step. ``top_k``: draws at ``temperature > 0`` come from the k most likely tokens
+    only (0: the whole vocabulary). ``end_ids`` ([SEP], [PAD]: the tokens that end the text) get
+    ``end_bias`` added to their logits (negative: longer outputs), and a proposal of one of them commits
+    with its confidence lowered by ``end_defer``, so the words are placed before the end is.
+    Deterministic given ``generator`` (used only when ``temperature > 0``).
     """
     check_ids_and_mask(input_ids, input_mask, attention_mask, "sample_masked")
     if int(steps) < 1:
         raise ValueError(f"sample_masked: steps must be >= 1, got {steps}")
     if temperature < 0:
         raise ValueError(f"sample_masked: temperature must be >= 0, got {temperature}")
+    if top_k != 0 and top_k < 3:  # 3: a position and a resolve round ban at most 2 neighbour tokens
+        raise ValueError(f"sample_masked: top_k must be 0 (all tokens) or >= 3, got {top_k}")
     steps = int(steps)
     device = input_ids.device
     target = input_mask.bool()  # (b, l)
@@ -174,6 +181,14 @@ def sample_masked(diffusion: MaskedDiffusion, model, input_ids: torch.Tensor, in
     n_target = target.sum(-1)  # (b,)
     banned = torch.tensor(sorted({mask_id, *map(int, forbidden_ids)}), device=device, dtype=torch.long)
     exempt = torch.tensor(sorted(set(map(int, special_ids))), device=device, dtype=torch.long)
+    ends = torch.tensor(sorted(set(map(int, end_ids))), device=device, dtype=torch.long)
+
+    def confidence_of(rows: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """Commit priority ``(P,)`` of proposing ``tokens (P,)`` at logits rows ``rows (P,)``: the
+        log-probability, less ``end_defer`` for end tokens."""
+        logp = logits[rows, tokens] - lse[rows]  # (P,)
+        return logp - end_defer * torch.isin(tokens, ends) if end_defer else logp
+
     self_cond = None
     for k in range(steps, 0, -1):
         t = torch.full((b,), diffusion.timestep_for_rate(k / steps), dtype=torch.long, device=device)  # (b,)
@@ -183,18 +198,19 @@ def sample_masked(diffusion: MaskedDiffusion, model, input_ids: torch.Tensor, in
         open_pos = target & ~committed  # (b, l) positions that get a proposal
         logits = model.logits(h[open_pos]).float()  # (N, v)
         logits[:, banned] = -torch.inf
-        log_probs = torch.log_softmax(logits, dim=-1)  # (N, v)
+        if end_bias and ends.numel():
+            logits[:, ends] += end_bias
+        lse = torch.logsumexp(logits, dim=-1)  # (N,) log p(token) = logit - lse
         if temperature > 0:  # Gumbel-max: argmax of the perturbed scores is a draw at this temperature
-            u = torch.rand(log_probs.shape, generator=generator,
-                           device=generator.device if generator is not None else "cpu").to(device)  # (N, v)
-            perturbed = log_probs / temperature - torch.log((-torch.log(u.clamp_min(1e-20))).clamp_min(1e-20))
-        else:
-            perturbed = log_probs.clone()  # (N, v)
+            perturbed = gumbel_perturbed(logits, temperature, top_k, generator)  # (N, v)
+        else:  # argmax of the logits; the bans below never touch a chosen token's logit
+            perturbed = logits
         if forbid_adjacent_repeat:
             ban_neighbour_tokens(perturbed, x, committed, open_pos, exempt)
         proposal = perturbed.argmax(-1)  # (N,)
+        rows_n = torch.arange(proposal.shape[0], device=device)  # (N,)
         scores = torch.full((b, l), -torch.inf, device=device)  # (b, l)
-        scores[open_pos] = log_probs.gather(1, proposal[:, None]).squeeze(1)
+        scores[open_pos] = confidence_of(rows_n, proposal)
         want = commit_counts(n_target, k, steps)  # (b,)
         if remask:  # committed tokens compete again with the confidence they were committed with
             candidates = torch.where(committed, confidence, scores)  # (b, l)
@@ -209,7 +225,7 @@ def sample_masked(diffusion: MaskedDiffusion, model, input_ids: torch.Tensor, in
         tokens[open_pos] = proposal
         if forbid_adjacent_repeat:
             tokens, scores = resolve_adjacent_repeats(tokens, scores, new, x, keep & committed, open_pos,
-                                                      perturbed, log_probs, exempt)
+                                                      perturbed, confidence_of, exempt)
         x = torch.where(new, tokens, x)
         confidence = torch.where(new, scores, confidence)
         committed_at = torch.where(new, torch.full_like(committed_at, k), committed_at)
@@ -232,14 +248,34 @@ def ban_neighbour_tokens(scores: torch.Tensor, x: torch.Tensor, committed: torch
         scores[idx, tok[idx]] = -torch.inf
 
 
-def resolve_adjacent_repeats(tokens, scores, new, x, fixed, open_pos, perturbed, log_probs, exempt):
+def gumbel_perturbed(logits: torch.Tensor, temperature: float, top_k: int,
+                     generator: torch.Generator | None) -> torch.Tensor:
+    """``logits (N, v) / temperature`` plus Gumbel noise (a new tensor): its row argmax is a draw from
+    ``softmax(logits / temperature)``, restricted to the ``top_k`` largest logits (others -inf) when
+    ``0 < top_k < v``. The noise is drawn on the generator's device, for the same draws anywhere."""
+    n, v = logits.shape
+    gen_device = generator.device if generator is not None else "cpu"
+
+    def gumbel(shape) -> torch.Tensor:
+        u = torch.rand(shape, generator=generator, device=gen_device).to(logits.device)
+        return -torch.log((-torch.log(u.clamp_min(1e-20))).clamp_min(1e-20))
+
+    if 0 < top_k < v:
+        values, index = logits.topk(top_k, dim=-1)  # (N, k)
+        out = torch.full_like(logits, -torch.inf)  # (N, v)
+        return out.scatter_(1, index, values / temperature + gumbel(values.shape))
+    return logits / temperature + gumbel(logits.shape)
+
+
+def resolve_adjacent_repeats(tokens, scores, new, x, fixed, open_pos, perturbed, confidence_of, exempt):
     """Tokens for the ``new`` positions of one step with no (non-exempt) token equal to a neighbour's.
 
     Rounds: a new position whose proposal equals a neighbouring new position's of higher priority
     (higher score; ties: the left one) waits; the others commit. Waiting positions propose again with
     the committed neighbours' tokens banned. Each round commits at least the top position of every
-    row, so this ends. tokens / scores / new / x / fixed / open_pos ``(b, l)``; perturbed / log_probs
-    ``(N, v)`` in ``open_pos`` order. Returns (tokens, scores) ``(b, l)``.
+    row, so this ends. tokens / scores / new / x / fixed / open_pos ``(b, l)``; perturbed ``(N, v)`` in
+    ``open_pos`` order; ``confidence_of(rows, tokens)`` the commit priority of proposals. Returns
+    (tokens, scores) ``(b, l)``.
     """
     b, l = tokens.shape
     row_of = torch.full((b, l), -1, dtype=torch.long, device=tokens.device)  # (b, l) row in perturbed
@@ -266,7 +302,7 @@ def resolve_adjacent_repeats(tokens, scores, new, x, fixed, open_pos, perturbed,
         ban_neighbour_tokens(again, x, fixed, pending, exempt)
         choice = again.argmax(-1)  # (P,)
         tokens[pending] = choice
-        scores[pending] = log_probs[rows].gather(1, choice[:, None]).squeeze(1)
+        scores[pending] = confidence_of(rows, choice)
     return tokens, scores
 
 

@@ -21,6 +21,7 @@ caller can write them and forget them: memory stays constant for any number of e
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, NamedTuple, Sequence
@@ -57,6 +58,11 @@ class GenerationSettings:
     clamp: str        # round | logits | none (see SampleConfig)
     batch_size: int   # rows per batch (part of the randomness rule above)
     seed: int         # >= 0
+    # masked process (see SampleConfig): token draws and the output length
+    temperature: float = 0.0  # 0: argmax (then the S samples are equal: MBR needs temperature > 0)
+    top_k: int = 0            # draws from the k most likely tokens (0: all)
+    end_bias: float = 0.0     # added to the logits of [SEP]/[PAD] (negative: longer outputs)
+    end_defer: float = 0.0    # lowers the commit confidence of [SEP]/[PAD] proposals
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -126,13 +132,16 @@ class Paraphraser:
     # ---- settings ------------------------------------------------------------------------------
     def settings(self, *, steps: int | None = None, samples: int | None = None, mbr: bool | None = None,
                  eta: float | None = None, clamp: str | None = None, batch_size: int | None = None,
-                 seed: int | None = None) -> GenerationSettings:
+                 seed: int | None = None, temperature: float | None = None, top_k: int | None = None,
+                 end_bias: float | None = None, end_defer: float | None = None) -> GenerationSettings:
         """The checkpoint's ``sample`` config with the given values replacing it, checked."""
         sc = self.cfg.sample
         pick = lambda value, default: default if value is None else value  # noqa: E731
         s = GenerationSettings(steps=pick(steps, sc.steps), samples=pick(samples, sc.samples),
                                mbr=bool(pick(mbr, sc.mbr)), eta=pick(eta, sc.eta), clamp=pick(clamp, sc.clamp),
-                               batch_size=pick(batch_size, sc.batch_size), seed=pick(seed, sc.seed))
+                               batch_size=pick(batch_size, sc.batch_size), seed=pick(seed, sc.seed),
+                               temperature=pick(temperature, sc.temperature), top_k=pick(top_k, sc.top_k),
+                               end_bias=pick(end_bias, sc.end_bias), end_defer=pick(end_defer, sc.end_defer))
         t_max = self.max_steps
         if not isinstance(s.steps, int) or isinstance(s.steps, bool) or s.steps < 0:
             raise ValueError(f"steps must be an int in [0, {t_max}] (0 = all {t_max}), got {s.steps!r}")
@@ -147,7 +156,16 @@ class Paraphraser:
             raise ValueError(f"clamp must be one of {', '.join(CLAMPS)}, got {s.clamp!r}")
         if not isinstance(s.seed, int) or isinstance(s.seed, bool) or s.seed < 0:
             raise ValueError(f"seed must be an int >= 0, got {s.seed!r}")
-        return dataclasses.replace(s, eta=float(s.eta))
+        for name in ("temperature", "end_bias", "end_defer"):
+            value = getattr(s, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
+        if s.temperature < 0 or s.end_defer < 0:
+            raise ValueError(f"temperature and end_defer must be >= 0, got {s.temperature!r}, {s.end_defer!r}")
+        if not isinstance(s.top_k, int) or isinstance(s.top_k, bool) or (s.top_k != 0 and s.top_k < 3):
+            raise ValueError(f"top_k must be 0 (all tokens) or an int >= 3, got {s.top_k!r}")
+        return dataclasses.replace(s, eta=float(s.eta), temperature=float(s.temperature),
+                                   end_bias=float(s.end_bias), end_defer=float(s.end_defer))
 
     # ---- one batch -----------------------------------------------------------------------------
     def layout(self, rows: Sequence[SourceRow]) -> LaidOutBatch:
@@ -176,8 +194,8 @@ class Paraphraser:
         """One draw of the target tokens (b, l) for a laid-out batch: the one call into the sampler
         of the model's ``diffusion.process``."""
         from mambadiff.tasks.seq2seq import sample_token_ids
-        return sample_token_ids(self.model, self.cfg, self.tokenizer, input_ids, input_mask, settings.steps,
-                                settings.eta, generator, clamp=settings.clamp)  # (b, l)
+        return sample_token_ids(self.model, self.cfg, self.tokenizer, input_ids, input_mask, settings,
+                                generator)  # (b, l)
 
     @torch.no_grad()
     def sample_batch(self, input_ids: torch.Tensor, input_mask: torch.Tensor, settings: GenerationSettings,
@@ -235,7 +253,9 @@ class Paraphraser:
 
     def __call__(self, texts: str | Sequence[str], *, steps: int | None = None, samples: int | None = None,
                  mbr: bool | None = None, eta: float | None = None, clamp: str | None = None,
-                 batch_size: int | None = None, seed: int | None = None, progress: bool = False) -> list[str]:
+                 batch_size: int | None = None, seed: int | None = None, temperature: float | None = None,
+                 top_k: int | None = None, end_bias: float | None = None, end_defer: float | None = None,
+                 progress: bool = False) -> list[str]:
         """Paraphrase each text; returns one string per text (the MBR pick of ``samples`` draws when
         ``mbr``). Unset arguments come from the checkpoint's ``sample`` config."""
         if isinstance(texts, str):
@@ -246,7 +266,8 @@ class Paraphraser:
                 raise ValueError(f"texts[{i}]: expected a non-empty string, got {t!r:.80}")
             rows.append(SourceRow(t.strip(), None, "texts", i + 1))
         settings = self.settings(steps=steps, samples=samples, mbr=mbr, eta=eta, clamp=clamp,
-                                 batch_size=batch_size, seed=seed)
+                                 batch_size=batch_size, seed=seed, temperature=temperature, top_k=top_k,
+                                 end_bias=end_bias, end_defer=end_defer)
         return [r["recover"] for batch in self.generate_rows(rows, settings, progress=progress, total=len(rows))
                 for r in batch]
 

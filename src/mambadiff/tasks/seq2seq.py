@@ -28,7 +28,7 @@ from mambadiff.models.denoiser import EMBEDDING_INITS, Denoiser, DenoiserConfig
 from mambadiff.train import StepContext, TrainConfig
 from mambadiff.train.checkpoint import load_state, read_json, resolve_checkpoint, run_config
 
-from .paraphrase import generate  # noqa: F401  (generation lives in tasks/paraphrase.py)
+from .paraphrase import GenerationSettings, generate  # noqa: F401  (generation lives in tasks/paraphrase.py)
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +96,14 @@ class SampleConfig:
     # never proposes a (non-special) token its committed neighbour holds. At temperature 0 the masked sampler is
     # deterministic, so samples > 1 (MBR) needs temperature > 0
     temperature: float = 0.0
+    top_k: int = 0                 # draws at temperature > 0 from the k most likely tokens (0: all)
     remask: bool = False
     forbid_adjacent_repeat: bool = False
+    # end tokens ([SEP], [PAD]) decide the output length: end_bias is added to their logits (negative:
+    # longer outputs); end_defer lowers the commit confidence of an end proposal, so that words are placed
+    # before the end is (confidence ordering otherwise commits the easy [PAD]s first, and outputs come short)
+    end_bias: float = 0.0
+    end_defer: float = 0.0
     limit: int = 0                 # examples to sample; 0: all
     seed: int = 123
 
@@ -290,6 +296,10 @@ def validate_process(cfg: Seq2SeqConfig) -> None:
         raise ValueError(f"diffusion.masked_weighting must be one of {WEIGHTINGS}, got {cfg.diffusion.masked_weighting!r}")
     if cfg.sample.temperature < 0:
         raise ValueError(f"sample.temperature must be >= 0, got {cfg.sample.temperature}")
+    if cfg.sample.top_k != 0 and cfg.sample.top_k < 3:
+        raise ValueError(f"sample.top_k must be 0 (all tokens) or >= 3, got {cfg.sample.top_k}")
+    if cfg.sample.end_defer < 0:
+        raise ValueError(f"sample.end_defer must be >= 0, got {cfg.sample.end_defer}")
     if not cfg.diffusion.noise_factor > 0:
         raise ValueError(f"diffusion.noise_factor must be > 0, got {cfg.diffusion.noise_factor}")
     if cfg.model.embedding_init not in EMBEDDING_INITS:
@@ -359,21 +369,19 @@ def make_seq2seq_task(cfg: Seq2SeqConfig, train_set, eval_set, tok: TextTokenize
 
 
 def sample_token_ids(model, cfg: Seq2SeqConfig, tok: TextTokenizer, ids: torch.Tensor, imask: torch.Tensor,
-                     steps: int, eta: float, g: torch.Generator, clamp: str | None = None) -> torch.Tensor:
-    """Generated ids ``(b, l)`` of one batch with the sampler of ``diffusion.process``.
-
-    ``clamp`` (Gaussian process only) defaults to ``cfg.sample.clamp``."""
-    sc = cfg.sample
+                     settings: GenerationSettings, g: torch.Generator) -> torch.Tensor:
+    """Generated ids ``(b, l)`` of one batch with the sampler of ``diffusion.process``."""
+    steps, eta, clamp = settings.steps, settings.eta, settings.clamp
     self_condition = bool(cfg.model.self_condition)
     if cfg.diffusion.process == "masked":
         return sample_masked(build_masked_diffusion(cfg, tok), model, ids, imask, steps=steps or 20,
-                             temperature=sc.temperature, remask=sc.remask,
-                             forbid_adjacent_repeat=sc.forbid_adjacent_repeat,
+                             temperature=settings.temperature, top_k=settings.top_k, remask=cfg.sample.remask,
+                             forbid_adjacent_repeat=cfg.sample.forbid_adjacent_repeat,
                              forbidden_ids=(tok.unk_id,), special_ids=(tok.pad_id, tok.sep_id, tok.cls_id),
-                             self_condition=self_condition, generator=g).token_ids
+                             end_ids=(tok.sep_id, tok.pad_id), end_bias=settings.end_bias,
+                             end_defer=settings.end_defer, self_condition=self_condition, generator=g).token_ids
     diffusion = GaussianDiffusion.from_name(cfg.diffusion.schedule, cfg.diffusion.steps)
     model = embedding_space(model, cfg.diffusion.embedding_norm, cfg.diffusion.noise_factor)
-    clamp = sc.clamp if clamp is None else clamp
     clamp = None if clamp == "none" else clamp
     # DiffuSeq gives the denoiser no padding mask while sampling: the target length is unknown
     if steps and steps < cfg.diffusion.steps:

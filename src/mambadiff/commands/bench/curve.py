@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from mambadiff.commands.seq2seq import sampling_options
+
 
 @click.command("curve")
 @click.argument("runs", nargs=-1, required=True, type=click.Path(file_okay=False))
@@ -16,19 +18,20 @@ import click
 @click.option("--samples", type=click.IntRange(min=1), default=None, help="Samples per example (default: config).")
 @click.option("--seed", type=click.IntRange(min=0), default=None, help="Sampling seed (default: config).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Rows per sampling batch (default: config).")
+@sampling_options
 @click.option("--bertscore/--no-bertscore", default=True, show_default=True, help="Score BERTScore F1 (MiniLM).")
 @click.option("--device", default="cpu", show_default=True, help="torch device for sampling, e.g. cuda.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the rows here.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Write the BLEU / ROUGE-L vs minutes PNG here.")
 def curve_command(runs, data_path, limit, labels, steps, samples, seed, batch_size, bertscore, device, json_path,
-                  plot_path):
+                  plot_path, **sampling):
     """Score every checkpoint of each RUN on the same pairs (RUN/eval/step_*.json, reused when the data and
     settings match) and plot BLEU and ROUGE-L against training minutes, with the copy-source baseline."""
     from mambadiff.bench.curve import run_curve_benchmark
     from mambadiff.metrics.bertscore import BertScoreUnavailableError
     try:
-        run_curve_benchmark(runs, data_path, limit, labels, steps=steps, samples=samples, seed=seed,
-                            batch_size=batch_size, bertscore=bertscore, device=device, json_path=json_path,
+        sampling.update(steps=steps, samples=samples, seed=seed, batch_size=batch_size)
+        run_curve_benchmark(runs, data_path, limit, labels, sampling=sampling, bertscore=bertscore, device=device, json_path=json_path,
                             plot_path=plot_path, progress=True, say=lambda msg: click.echo(msg, err=True))
     except (ValueError, BertScoreUnavailableError, ImportError) as e:  # DataError, CheckpointError are ValueErrors
         raise click.ClickException(str(e)) from None
