@@ -243,3 +243,27 @@ def test_end_bias_sets_the_output_length_and_end_defer_commits_words_first():
         assert k[r][is_end(tok[r])].max() <= k[r][~is_end(tok[r])].min()
     base_k = sample_masked(d, model, ids, mask, **kw).committed_at[:, 4:]
     assert any(base_k[r][is_end(tok[r])].max() > base_k[r][~is_end(tok[r])].min() for r in range(3))
+
+
+@pytest.mark.parametrize("remask", [False, True])
+def test_predict_length_fixes_the_end_at_the_first_step(remask):
+    d = MaskedDiffusion(100, MASK)
+    ids, mask = batch(b=3, l=16, src=4)
+    model = TableModel(16, seed=5, scale=1.0)
+    sep, pad = 5, 6
+    with torch.no_grad():  # the tail prefers the end tokens, the middle is uncertain
+        model.out[9:] = 2 * model.weight[pad]
+        model.out[7:9] = model.weight[sep]
+    out = sample_masked(d, model, ids, mask, steps=5, end_ids=(sep, pad), predict_length=True, remask=remask,
+                        forbid_adjacent_repeat=True, special_ids=(sep, pad), temperature=1.0,
+                        generator=torch.Generator().manual_seed(0))
+    logits = model.logits(model.out).detach()[4:]  # (12, v) the same at every step and row
+    logits[:, MASK] = -torch.inf
+    n = round(float((1 - torch.softmax(logits, -1)[:, [sep, pad]].sum(-1)).sum()))
+    assert 1 <= n < 11
+    tgt = out.token_ids[:, 4:]  # (3, 12)
+    assert (tgt[:, n] == sep).all() and (tgt[:, n + 1:] == pad).all()
+    assert not ((tgt[:, :n] == sep) | (tgt[:, :n] == pad) | (tgt[:, :n] == MASK)).any()
+    assert (out.committed_at[:, 4 + n:] == 5).all()  # the ends are committed at the first step
+    with pytest.raises(ValueError, match="predict_length needs end_ids"):
+        sample_masked(d, model, ids, mask, steps=2, end_ids=(sep,), predict_length=True)

@@ -34,6 +34,8 @@ def sampling_options(command):
                      help="Masked process: added to the [SEP]/[PAD] logits (negative: longer outputs)."),
         click.option("--end-defer", type=click.FloatRange(min=0.0), default=None,
                      help="Masked process: lowers the commit confidence of [SEP]/[PAD] proposals."),
+        click.option("--predict-length/--no-predict-length", default=None,
+                     help="Masked process: the first step fixes each output's length."),
     ]
     for option in reversed(options):
         command = option(command)
@@ -107,7 +109,8 @@ def load_examples(data_path, split, tok, cfg, limit):
 @click.option("--resume", is_flag=True,
               help="Keep the complete rows --out already holds (same checkpoint and settings) and add the rest.")
 def generate_command(checkpoint, data_path, texts, split, steps, samples, mbr, eta, clamp, limit, batch_size, seed,
-                     device, no_ema, out_path, resume, temperature, top_k, end_bias, end_defer):
+                     device, no_ema, out_path, resume, temperature, top_k, end_bias, end_defer,
+                     predict_length):
     """Sample targets: jsonl rows with source, reference (when the input has one), recover and samples,
     or one output line per source on stdout.
 
@@ -128,7 +131,7 @@ def generate_command(checkpoint, data_path, texts, split, steps, samples, mbr, e
         para = Paraphraser.from_pretrained(checkpoint, device=device, ema=not no_ema)
         settings = para.settings(steps=steps, samples=samples, mbr=mbr, eta=eta, clamp=clamp,
                                  batch_size=batch_size, seed=seed, temperature=temperature, top_k=top_k,
-                                 end_bias=end_bias, end_defer=end_defer)
+                                 end_bias=end_bias, end_defer=end_defer, predict_length=predict_length)
         open_rows = _source_rows(data_path, texts, split)
         total = None
         if open_rows is not None:  # a file: read it once up front, so bad input fails before any sampling

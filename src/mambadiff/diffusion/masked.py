@@ -150,6 +150,7 @@ def sample_masked(diffusion: MaskedDiffusion, model, input_ids: torch.Tensor, in
                   forbid_adjacent_repeat: bool = False, forbidden_ids: Sequence[int] = (),
                   special_ids: Sequence[int] = (), self_condition: bool = False,
                   top_k: int = 0, end_ids: Sequence[int] = (), end_bias: float = 0.0, end_defer: float = 0.0,
+                  predict_length: bool = False,
                   generator: torch.Generator | None = None,
                   attention_mask: torch.Tensor | None = None) -> MaskedSampleOutput:
     """K-step confidence-ordered unmasking of the target positions (see the module docstring).
@@ -160,6 +161,10 @@ def sample_masked(diffusion: MaskedDiffusion, model, input_ids: torch.Tensor, in
     only (0: the whole vocabulary). ``end_ids`` ([SEP], [PAD]: the tokens that end the text) get
     ``end_bias`` added to their logits (negative: longer outputs), and a proposal of one of them commits
     with its confidence lowered by ``end_defer``, so the words are placed before the end is.
+    ``predict_length`` (``end_ids = (end-of-text, padding)``, i.e. ([SEP], [PAD])): the first step fixes each
+    row's length at ``n = round(sum_i P(x_i not an end token))`` over its target positions (after
+    ``end_bias``); the n-th target position gets end-of-text, later ones padding, and the first n hold
+    words only.
     Deterministic given ``generator`` (used only when ``temperature > 0``).
     """
     check_ids_and_mask(input_ids, input_mask, attention_mask, "sample_masked")
@@ -167,6 +172,8 @@ def sample_masked(diffusion: MaskedDiffusion, model, input_ids: torch.Tensor, in
         raise ValueError(f"sample_masked: steps must be >= 1, got {steps}")
     if temperature < 0:
         raise ValueError(f"sample_masked: temperature must be >= 0, got {temperature}")
+    if predict_length and len(end_ids) != 2:
+        raise ValueError(f"sample_masked: predict_length needs end_ids = (end-of-text, padding), got {end_ids!r}")
     if top_k != 0 and top_k < 3:  # 3: a position and a resolve round ban at most 2 neighbour tokens
         raise ValueError(f"sample_masked: top_k must be 0 (all tokens) or >= 3, got {top_k}")
     steps = int(steps)
@@ -179,6 +186,7 @@ def sample_masked(diffusion: MaskedDiffusion, model, input_ids: torch.Tensor, in
     confidence = torch.full((b, l), -torch.inf, device=device)  # (b, l) log-prob a token was committed with
     committed_at = torch.zeros_like(input_ids)  # (b, l)
     n_target = target.sum(-1)  # (b,)
+    n_free = n_target  # (b,) target positions the steps unmask (all of them unless predict_length fixes ends)
     banned = torch.tensor(sorted({mask_id, *map(int, forbidden_ids)}), device=device, dtype=torch.long)
     exempt = torch.tensor(sorted(set(map(int, special_ids))), device=device, dtype=torch.long)
     ends = torch.tensor(sorted(set(map(int, end_ids))), device=device, dtype=torch.long)
@@ -195,10 +203,19 @@ def sample_masked(diffusion: MaskedDiffusion, model, input_ids: torch.Tensor, in
         h = model(model.embed(x), t, mask=attention_mask, self_cond=self_cond)  # (b, l, e)
         if self_condition:
             self_cond = h
+        if predict_length and k == steps:
+            fixed = fixed_length_ends(model.logits(h[target]).float(), target, banned, end_ids, end_bias)  # (b, l)
+            x = torch.where(fixed >= 0, fixed, x)
+            committed = fixed >= 0
+            confidence = torch.where(committed, torch.full_like(confidence, torch.inf), confidence)  # never remasked
+            committed_at = torch.where(committed, torch.full_like(committed_at, k), committed_at)
+            n_free = n_target - committed.sum(-1)
         open_pos = target & ~committed  # (b, l) positions that get a proposal
         logits = model.logits(h[open_pos]).float()  # (N, v)
         logits[:, banned] = -torch.inf
-        if end_bias and ends.numel():
+        if predict_length:  # the open positions are the words
+            logits[:, ends] = -torch.inf
+        elif end_bias and ends.numel():
             logits[:, ends] += end_bias
         lse = torch.logsumexp(logits, dim=-1)  # (N,) log p(token) = logit - lse
         if temperature > 0:  # Gumbel-max: argmax of the perturbed scores is a draw at this temperature
@@ -211,7 +228,7 @@ def sample_masked(diffusion: MaskedDiffusion, model, input_ids: torch.Tensor, in
         rows_n = torch.arange(proposal.shape[0], device=device)  # (N,)
         scores = torch.full((b, l), -torch.inf, device=device)  # (b, l)
         scores[open_pos] = confidence_of(rows_n, proposal)
-        want = commit_counts(n_target, k, steps)  # (b,)
+        want = commit_counts(n_free, k, steps) + (n_target - n_free)  # (b,)
         if remask:  # committed tokens compete again with the confidence they were committed with
             candidates = torch.where(committed, confidence, scores)  # (b, l)
             keep = top_per_row(candidates, want) & target  # (b, l)
@@ -246,6 +263,29 @@ def ban_neighbour_tokens(scores: torch.Tensor, x: torch.Tensor, committed: torch
         ok = inside & committed[rows, nb] & ~torch.isin(tok, exempt)  # (N,)
         idx = ok.nonzero(as_tuple=True)[0]
         scores[idx, tok[idx]] = -torch.inf
+
+
+def fixed_length_ends(logits: torch.Tensor, target: torch.Tensor, banned: torch.Tensor, end_ids: Sequence[int],
+                      end_bias: float) -> torch.Tensor:
+    """``(b, l)`` long: end-of-text at each row's n-th target position, padding after it, -1 elsewhere,
+    where ``n = round(sum_i P(x_i not in end_ids))`` (at least 1, at most n_target - 1) from the first
+    step's ``logits (N, v)`` over the ``target (b, l)`` positions, in row-major order."""
+    end_of_text, padding = map(int, end_ids)
+    ends = [end_of_text, padding]
+    logits = logits.clone()
+    logits[:, banned] = -torch.inf
+    logits[:, ends] += end_bias
+    p_end = torch.softmax(logits, dim=-1)[:, ends].sum(-1)  # (N,)
+    b, l = target.shape
+    not_end = torch.zeros(b, l, device=target.device)
+    not_end[target] = 1.0 - p_end
+    n_target = target.sum(-1)  # (b,)
+    n = torch.minimum(not_end.sum(-1).round().long().clamp_min(1), n_target - 1)  # (b,)
+    rank = target.long().cumsum(-1) - 1  # (b, l) index within the target span
+    out = torch.full((b, l), -1, dtype=torch.long, device=target.device)
+    out[target & (rank == n[:, None])] = end_of_text
+    out[target & (rank > n[:, None])] = padding
+    return out
 
 
 def gumbel_perturbed(logits: torch.Tensor, temperature: float, top_k: int,

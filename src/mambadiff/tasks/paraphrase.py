@@ -63,6 +63,7 @@ class GenerationSettings:
     top_k: int = 0            # draws from the k most likely tokens (0: all)
     end_bias: float = 0.0     # added to the logits of [SEP]/[PAD] (negative: longer outputs)
     end_defer: float = 0.0    # lowers the commit confidence of [SEP]/[PAD] proposals
+    predict_length: bool = False  # the first step fixes the output length
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -133,7 +134,8 @@ class Paraphraser:
     def settings(self, *, steps: int | None = None, samples: int | None = None, mbr: bool | None = None,
                  eta: float | None = None, clamp: str | None = None, batch_size: int | None = None,
                  seed: int | None = None, temperature: float | None = None, top_k: int | None = None,
-                 end_bias: float | None = None, end_defer: float | None = None) -> GenerationSettings:
+                 end_bias: float | None = None, end_defer: float | None = None,
+                 predict_length: bool | None = None) -> GenerationSettings:
         """The checkpoint's ``sample`` config with the given values replacing it, checked."""
         sc = self.cfg.sample
         pick = lambda value, default: default if value is None else value  # noqa: E731
@@ -141,7 +143,8 @@ class Paraphraser:
                                mbr=bool(pick(mbr, sc.mbr)), eta=pick(eta, sc.eta), clamp=pick(clamp, sc.clamp),
                                batch_size=pick(batch_size, sc.batch_size), seed=pick(seed, sc.seed),
                                temperature=pick(temperature, sc.temperature), top_k=pick(top_k, sc.top_k),
-                               end_bias=pick(end_bias, sc.end_bias), end_defer=pick(end_defer, sc.end_defer))
+                               end_bias=pick(end_bias, sc.end_bias), end_defer=pick(end_defer, sc.end_defer),
+                               predict_length=bool(pick(predict_length, sc.predict_length)))
         t_max = self.max_steps
         if not isinstance(s.steps, int) or isinstance(s.steps, bool) or s.steps < 0:
             raise ValueError(f"steps must be an int in [0, {t_max}] (0 = all {t_max}), got {s.steps!r}")
@@ -255,7 +258,7 @@ class Paraphraser:
                  mbr: bool | None = None, eta: float | None = None, clamp: str | None = None,
                  batch_size: int | None = None, seed: int | None = None, temperature: float | None = None,
                  top_k: int | None = None, end_bias: float | None = None, end_defer: float | None = None,
-                 progress: bool = False) -> list[str]:
+                 predict_length: bool | None = None, progress: bool = False) -> list[str]:
         """Paraphrase each text; returns one string per text (the MBR pick of ``samples`` draws when
         ``mbr``). Unset arguments come from the checkpoint's ``sample`` config."""
         if isinstance(texts, str):
@@ -267,7 +270,7 @@ class Paraphraser:
             rows.append(SourceRow(t.strip(), None, "texts", i + 1))
         settings = self.settings(steps=steps, samples=samples, mbr=mbr, eta=eta, clamp=clamp,
                                  batch_size=batch_size, seed=seed, temperature=temperature, top_k=top_k,
-                                 end_bias=end_bias, end_defer=end_defer)
+                                 end_bias=end_bias, end_defer=end_defer, predict_length=predict_length)
         return [r["recover"] for batch in self.generate_rows(rows, settings, progress=progress, total=len(rows))
                 for r in batch]
 

@@ -104,6 +104,7 @@ class SampleConfig:
     # before the end is (confidence ordering otherwise commits the easy [PAD]s first, and outputs come short)
     end_bias: float = 0.0
     end_defer: float = 0.0
+    predict_length: bool = False   # the first step fixes each output's length (then no [PAD] among the words)
     limit: int = 0                 # examples to sample; 0: all
     seed: int = 123
 
@@ -379,7 +380,8 @@ def sample_token_ids(model, cfg: Seq2SeqConfig, tok: TextTokenizer, ids: torch.T
                              forbid_adjacent_repeat=cfg.sample.forbid_adjacent_repeat,
                              forbidden_ids=(tok.unk_id,), special_ids=(tok.pad_id, tok.sep_id, tok.cls_id),
                              end_ids=(tok.sep_id, tok.pad_id), end_bias=settings.end_bias,
-                             end_defer=settings.end_defer, self_condition=self_condition, generator=g).token_ids
+                             end_defer=settings.end_defer, predict_length=settings.predict_length,
+                             self_condition=self_condition, generator=g).token_ids
     diffusion = GaussianDiffusion.from_name(cfg.diffusion.schedule, cfg.diffusion.steps)
     model = embedding_space(model, cfg.diffusion.embedding_norm, cfg.diffusion.noise_factor)
     clamp = None if clamp == "none" else clamp
