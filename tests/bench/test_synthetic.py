@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from mambadiff.bench.synthetic import RECORD_FIELDS, run_synthetic_benchmark
+from mambadiff.bench.synthetic import (MQAR_SHAPES, RECORD_FIELDS, MQARShape, mqar_backbone_shape,
+                                      run_synthetic_benchmark)
 from mambadiff.models.backbones import BackboneConfig
 from mambadiff.tasks.synthetic import SyntheticTask, SyntheticTaskConfig
 
@@ -93,6 +94,9 @@ def test_tiny_benchmark_end_to_end(tmp_path):
         assert set(RECORD_FIELDS) <= set(r)
         assert 0.0 <= r["accuracy"] <= 1.0 and 0.0 <= r["seq_accuracy"] <= r["accuracy"] + 1e-9
         assert r["params"] > 0 and r["train_seconds"] > 0
+        # Mamba trades depth for width on MQAR only; every other run keeps the shared 1 x 16
+        assert (r["n_layers"], r["d_model"]) == ((1, 24) if (r["task"], r["model"]) == ("mqar", "mamba")
+                                                 else (1, 16))
         if r["task"] == "mqar":
             assert r["steps"] == 2 and r["chance"] == pytest.approx(1 / 8)
             assert r["num_kv_pairs"] == {16: 4, 24: 6}[r["seq_len"]]
@@ -106,6 +110,25 @@ def test_tiny_benchmark_end_to_end(tmp_path):
     assert (tmp_path / "runs" / "induction_s4d" / "metrics.jsonl").exists()
     assert (tmp_path / "runs" / "mqar_l24_kv6_s4d" / "metrics.jsonl").exists()
     assert torch.get_num_threads() == threads  # the benchmark's thread setting does not leak
+
+
+def test_mqar_backbone_shape():
+    # the defaults: Mamba gets one layer of width 96 for the shared two of width 64, the others keep 2 x 64
+    assert mqar_backbone_shape("mamba", 64, 2) == {"d_model": 96, "n_layers": 1}
+    assert MQAR_SHAPES["mamba"] == MQARShape(depth_divisor=2, width_scale=1.5)
+    for name in ("mamba2", "s4d", "s4", "h3", "transformer"):
+        assert mqar_backbone_shape(name, 64, 2) == {"d_model": 64, "n_layers": 2}
+    assert mqar_backbone_shape("mamba", 64, 2, {}) == {"d_model": 64, "n_layers": 2}  # shared shape
+    assert mqar_backbone_shape("mamba", 16, 1) == {"d_model": 24, "n_layers": 1}  # at least one layer
+    assert mqar_backbone_shape("mamba", 100, 4) == {"d_model": 152, "n_layers": 2}  # width a multiple of 8
+    custom = {"s4d": MQARShape(width_scale=2.0, extra={"d_state": 32})}
+    assert mqar_backbone_shape("s4d", 64, 2, custom) == {"d_model": 128, "n_layers": 2, "d_state": 32}
+    # about the same parameter count as the shared shape
+    from mambadiff.models.backbones import BackboneConfig as BC
+    from mambadiff.tasks.synthetic import SyntheticModel
+    shared = SyntheticModel(65, BC(name="mamba", d_model=64, n_layers=2)).num_parameters()
+    own = SyntheticModel(65, BC(name="mamba", **mqar_backbone_shape("mamba", 64, 2))).num_parameters()
+    assert (shared, own) == (73_857, 80_897)
 
 
 def test_bad_arguments_raise_value_error():
@@ -145,6 +168,13 @@ def test_mqar_command(tmp_path, run_cli):
     results = json.loads(out.read_text())["results"]
     assert [(r["seq_len"], r["num_kv_pairs"], r["model"]) for r in results] == [
         (12, 3, "h3"), (12, 3, "s4"), (18, 4, "h3"), (18, 4, "s4")]
+    shared = tmp_path / "shared.json"
+    res = run_cli("bench", "synthetic", "--task", "mqar", "--model", "mamba", "--d-model", "8", "--layers", "2",
+                  "--mqar", "12x3", "--mqar-steps", "1", "--mqar-symbols", "6", "--mqar-shared-shape",
+                  "--json", str(shared))
+    assert res.exit_code == 0, res.output
+    (record,) = json.loads(shared.read_text())["results"]
+    assert (record["n_layers"], record["d_model"]) == (2, 8)
 
 
 class MQAROracle(nn.Module):

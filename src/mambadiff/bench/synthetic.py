@@ -18,10 +18,10 @@ positions, keys and values from alphabets of ``mqar_num_symbols`` (chance 1 / mq
 Attention and models whose state stores key-value products can look the keys up; time-invariant
 convolutions (S4D, S4) cannot. Measured at the defaults (width 64, 2 layers, batch 64, 1000 steps at lr
 3e-3, one thread, seed 0), held-out per-token accuracy at 64 x 8 (chance 1/32): attention 1.000,
-Mamba-2 0.990, H3 0.928, Mamba 0.201, S4D 0.180, S4 0.179; at 128 x 16 attention 1.000, Mamba-2 0.992,
-Mamba 0.146, S4D 0.103, S4 0.077 (H3 not measured there). Mamba (S6, one diagonal state per channel)
-stays on the plateau of guessing among the row's values within this budget, while Mamba-2 (a head's
-state is an outer product of B and x) leaves it after ~400 steps.
+Mamba-2 0.990, H3 0.928, S4D 0.180, S4 0.179; at 128 x 16 attention 1.000, Mamba-2 0.992, S4D 0.103,
+S4 0.077 (H3 not measured there). Mamba (S6) runs in its own MQAR shape (``MQAR_SHAPES``: one layer of
+width 96, 80,897 parameters): 0.982 at 64 x 8 (0.201 in the shared 2 x 64), 0.279 at 128 x 16 (0.146 in
+2 x 64), where the budget is still too small for it.
 H3 costs the most per step: its diagonal SSM convolves h * p * p key-value products.
 """
 from __future__ import annotations
@@ -31,9 +31,9 @@ import json
 import sys
 import tempfile
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import torch
 
@@ -62,6 +62,41 @@ DEFAULT_MQAR_LR = 3e-3
 # torch intra-op threads. These models are tiny: extra threads barely help, and on a busy machine
 # (more runnable threads than cores) two threads ran 3-20x slower per step than one. 0: torch's default.
 DEFAULT_NUM_THREADS = 1
+
+
+
+@dataclass(frozen=True)
+class MQARShape:
+    """How one model's MQAR backbone departs from the shared (d_model, n_layers): ``n_layers //
+    depth_divisor`` layers (at least 1) of width ``d_model * width_scale`` (rounded to a multiple of 8),
+    plus any other ``BackboneConfig`` fields in ``extra``."""
+
+    depth_divisor: int = 1
+    width_scale: float = 1.0
+    extra: Mapping[str, object] = field(default_factory=dict)
+
+
+# The one place a model gets another backbone shape on MQAR (at about the same parameter count).
+# Mamba (S6) trades depth for width: one layer of width 96 (80,897 parameters at the defaults) instead of
+# two of width 64 (73,857). At 2 x 64 it stays on the plateau of guessing among the row's values
+# (64 x 8: 0.201 after 1,000 steps, 0.70 after 3,000; a 16 x 4 toy needs ~2,000 steps to leave it),
+# while a single layer binds keys to values within the budget (64 x 8: 0.982; 128 x 16 stays hard at
+# 0.279). Its layer computes what the reference scan does (parity-tested); d_state 64, the A and dt
+# inits, the learning rate, Mamba's GPT-2-style init and a gated output norm did not move the two-layer
+# plateau. ``mqar_shapes={}`` (CLI ``--mqar-shared-shape``) gives every model the shared shape.
+MQAR_SHAPES: dict[str, MQARShape] = {"mamba": MQARShape(depth_divisor=2, width_scale=1.5)}
+
+
+def mqar_backbone_shape(model: str, d_model: int, n_layers: int,
+                        shapes: Mapping[str, MQARShape] | None = None) -> dict:
+    """The ``BackboneConfig`` shape fields (d_model, n_layers, and any extras) of ``model`` on MQAR, from
+    the shared ``d_model`` x ``n_layers`` and ``shapes`` (None: ``MQAR_SHAPES``)."""
+    shape = (MQAR_SHAPES if shapes is None else shapes).get(model)
+    if shape is None:
+        return {"d_model": d_model, "n_layers": n_layers}
+    width = max(8, 8 * round(d_model * shape.width_scale / 8))
+    return {"d_model": width, "n_layers": max(1, n_layers // shape.depth_divisor), **shape.extra}
+
 
 RECORD_FIELDS = ("task", "model", "params", "accuracy", "seq_accuracy", "chance", "eval_loss",
                  "train_seconds", "steps", "lr", "seq_len", "num_kv_pairs", "d_model", "n_layers", "seed")
@@ -175,13 +210,16 @@ def run_synthetic_benchmark(
     run_dir: str | Path | None = None,
     device: str = "auto",
     num_threads: int = DEFAULT_NUM_THREADS,
+    mqar_shapes: Mapping[str, MQARShape] | None = None,
 ) -> list[dict]:
     """Train every (task setting, model) pair and return one record per pair (fields: ``RECORD_FIELDS``).
 
     Selective copying and induction heads run once at ``seq_len`` for ``steps`` at ``lr``; MQAR runs once
     per (seq_len, num_kv_pairs) of ``mqar_settings`` for ``mqar_steps`` at ``mqar_lr``. Prints a table when
     ``progress`` is set; writes ``{"config": ..., "results": [...]}`` atomically to ``json_path`` when
-    given. Runs go to ``run_dir/<task setting>_<model>`` (a temporary folder when None).
+    given. Runs go to ``run_dir/<task setting>_<model>`` (a temporary folder when None). On MQAR a model
+    listed in ``mqar_shapes`` (None: ``MQAR_SHAPES``; ``{}``: none) gets its own backbone shape; each
+    record's ``d_model`` and ``n_layers`` are those its model was built with.
     """
     tasks, models = validate_args(tasks, models, d_model=d_model, n_layers=n_layers, steps=steps,
                                   seq_len=seq_len, batch_size=batch_size, num_eval=num_eval, lr=lr,
@@ -204,8 +242,10 @@ def run_synthetic_benchmark(
             task = SyntheticTask(task_cfg)  # the same data for every model
             for model_name in models:
                 # max_len: the transformer's learned positions and S4's kernel length cover exactly l
-                backbone = BackboneConfig(name=model_name, d_model=d_model, n_layers=n_layers,
-                                          bidirectional=False, max_len=task_cfg.seq_len)
+                shape = ({"d_model": d_model, "n_layers": n_layers} if task_cfg.task != "mqar" else
+                         mqar_backbone_shape(model_name, d_model, n_layers, mqar_shapes))
+                backbone = BackboneConfig(name=model_name, **shape, bidirectional=False,
+                                          max_len=task_cfg.seq_len)
                 seed_everything(seed)  # the same init seed for every pair
                 model = task.build_model(backbone)
                 train_cfg = TrainConfig(steps=run_steps, batch_size=batch_size, lr=run_lr,
@@ -231,7 +271,7 @@ def run_synthetic_benchmark(
                     "eval_loss": ev.get("loss", float("nan")),
                     "train_seconds": seconds, "steps": result.step, "lr": run_lr, "seq_len": task_cfg.seq_len,
                     "num_kv_pairs": task_cfg.num_kv_pairs if task_cfg.task == "mqar" else None,
-                    "d_model": d_model, "n_layers": n_layers, "seed": seed,
+                    "d_model": backbone.d_model, "n_layers": backbone.n_layers, "seed": seed,
                 })
                 if progress:
                     r = records[-1]
@@ -246,7 +286,9 @@ def run_synthetic_benchmark(
                   "num_tokens": num_tokens, "num_symbols": num_symbols, "num_eval": num_eval,
                   "mqar_settings": [list(x) for x in mqar_settings], "mqar_num_symbols": mqar_num_symbols,
                   "mqar_steps": mqar_steps, "mqar_lr": mqar_lr,
-                  "num_threads": num_threads, "device": str(dev)}
+                  "num_threads": num_threads, "device": str(dev),
+                  "mqar_shapes": {name: asdict(shape) for name, shape in
+                                  (MQAR_SHAPES if mqar_shapes is None else mqar_shapes).items()}}
         atomic_write_text(json_path, json.dumps({"config": config, "results": records}, indent=2) + "\n")
     return records
 
@@ -254,6 +296,6 @@ def run_synthetic_benchmark(
 def format_table(records: list[dict]) -> str:
     from tabulate import tabulate
     rows = [[r["task"], r["seq_len"], "" if r.get("num_kv_pairs") is None else r["num_kv_pairs"], r["model"],
-             f"{r['params']:,}", f"{r['accuracy']:.3f}", f"{r['seq_accuracy']:.3f}", f"{r['chance']:.3f}",
+             f"{r['n_layers']} x {r['d_model']}", f"{r['params']:,}", f"{r['accuracy']:.3f}", f"{r['seq_accuracy']:.3f}", f"{r['chance']:.3f}",
              f"{r['train_seconds']:.1f}"] for r in records]
-    return tabulate(rows, headers=["task", "l", "kv", "model", "params", "accuracy", "seq acc", "chance", "train s"])
+    return tabulate(rows, headers=["task", "l", "kv", "model", "layers x width", "params", "accuracy", "seq acc", "chance", "train s"])

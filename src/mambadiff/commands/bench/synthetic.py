@@ -30,12 +30,15 @@ from .options import json_option, parse_int_pairs, split_names, threads_option
 @click.option("--mqar-lr", type=float, default=DEFAULT_MQAR_LR, show_default=True)
 @click.option("--mqar-symbols", "mqar_num_symbols", type=int, default=DEFAULT_MQAR_NUM_SYMBOLS, show_default=True,
               help="Size of MQAR's key alphabet and of its value alphabet.")
+@click.option("--mqar-shared-shape", is_flag=True,
+              help="Give every model the shared --d-model x --layers on MQAR (by default Mamba trades depth "
+                   "for width there: half the layers, 1.5x the width).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @json_option("Write the records to this JSON file (atomically).")
 @threads_option(DEFAULT_NUM_THREADS, "torch CPU threads (0: torch's default).", dest="num_threads",
                 type=click.IntRange(min=0))
 def synthetic_command(tasks, models, d_model, n_layers, steps, seq_len, mqar, mqar_steps, mqar_lr,
-                      mqar_num_symbols, seed, json_path, num_threads):
+                      mqar_num_symbols, mqar_shared_shape, seed, json_path, num_threads):
     tasks = tasks or DEFAULT_TASKS
     models = split_names(models) or ("mamba", "s4d")
     mqar_settings = parse_int_pairs(mqar, "LxN (sequence length x key-value pairs), e.g. 64x8", "--mqar")
@@ -46,4 +49,5 @@ def synthetic_command(tasks, models, d_model, n_layers, steps, seq_len, mqar, mq
         validate_args(tasks, models, **kw)
     except ValueError as e:
         raise click.UsageError(str(e)) from e
-    run_synthetic_benchmark(tasks=tasks, models=models, json_path=json_path, num_threads=num_threads, **kw)
+    run_synthetic_benchmark(tasks=tasks, models=models, json_path=json_path, num_threads=num_threads,
+                            mqar_shapes={} if mqar_shared_shape else None, **kw)
