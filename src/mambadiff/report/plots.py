@@ -153,6 +153,15 @@ def plot_accuracy(records: Sequence[dict], path: str | Path, title: str = "Class
     return _save(fig, path)
 
 
+def _label_metric_axis(ax, key: str, xlabel: str) -> None:
+    """Title, axis labels, grid and legend of one generation-metric panel (``EVAL_KEYS[key]``)."""
+    ax.set_xlabel(xlabel)
+    ax.set_title(EVAL_KEYS[key][0])
+    ax.set_ylabel(EVAL_KEYS[key][1])
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+
+
 def plot_eval_metrics(evals: Sequence[tuple[int, dict]], path: str | Path,
                       title: str = "Generation metrics per checkpoint") -> Path | None:
     """One panel per metric: the model (and its MBR selection) by step, copy-source baseline dashed."""
@@ -170,11 +179,7 @@ def plot_eval_metrics(evals: Sequence[tuple[int, dict]], path: str | Path,
             if pts:
                 xs, ys = zip(*pts)
                 ax.plot(xs, ys, **style)
-        ax.set_xlabel("training step of checkpoint")
-        ax.set_title(EVAL_KEYS[key][0])
-        ax.set_ylabel(EVAL_KEYS[key][1])
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=7)
+        _label_metric_axis(ax, key, "training step of checkpoint")
     fig.suptitle(title)
     fig.tight_layout()
     return _save(fig, path)
@@ -206,11 +211,7 @@ def plot_quality_vs_minutes(rows: Sequence[dict], copy_source: Sequence[dict], p
         else:
             for run, value in baselines:
                 ax.axhline(value, color=colors.get(run, "tab:gray"), ls="--", lw=1.2, label=f"copy source ({run})")
-        ax.set_xlabel("training wall-clock (minutes)")
-        ax.set_title(EVAL_KEYS[key][0])
-        ax.set_ylabel(EVAL_KEYS[key][1])
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=7)
+        _label_metric_axis(ax, key, "training wall-clock (minutes)")
     fig.suptitle(title)
     fig.tight_layout()
     return _save(fig, path)
