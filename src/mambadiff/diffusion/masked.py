@@ -203,16 +203,20 @@ def sample_masked(diffusion: MaskedDiffusion, model, input_ids: torch.Tensor, in
         h = model(model.embed(x), t, mask=attention_mask, self_cond=self_cond)  # (b, l, e)
         if self_condition:
             self_cond = h
-        if predict_length and k == steps:
-            fixed = fixed_length_ends(model.logits(h[target]).float(), target, banned, end_ids, end_bias)  # (b, l)
+        if predict_length and k == steps:  # nothing is committed yet: every target position is open
+            target_logits = model.logits(h[target]).float()  # (N_t, v) once, for the length and the proposals
+            target_logits[:, banned] = -torch.inf
+            fixed = fixed_length_ends(target_logits, target, end_ids, end_bias)  # (b, l)
             x = torch.where(fixed >= 0, fixed, x)
             committed = fixed >= 0
             confidence = torch.where(committed, torch.full_like(confidence, torch.inf), confidence)  # never remasked
             committed_at = torch.where(committed, torch.full_like(committed_at, k), committed_at)
             n_free = n_target - committed.sum(-1)
-        open_pos = target & ~committed  # (b, l) positions that get a proposal
-        logits = model.logits(h[open_pos]).float()  # (N, v)
-        logits[:, banned] = -torch.inf
+            logits = target_logits[~committed[target]]  # (N, v) the open positions' rows, in open_pos order
+        else:
+            logits = model.logits(h[target & ~committed]).float()  # (N, v)
+            logits[:, banned] = -torch.inf
+        open_pos = target & ~committed  # (b, l) positions that got a proposal
         if predict_length:  # the open positions are the words
             logits[:, ends] = -torch.inf
         elif end_bias and ends.numel():
@@ -265,15 +269,15 @@ def ban_neighbour_tokens(scores: torch.Tensor, x: torch.Tensor, committed: torch
         scores[idx, tok[idx]] = -torch.inf
 
 
-def fixed_length_ends(logits: torch.Tensor, target: torch.Tensor, banned: torch.Tensor, end_ids: Sequence[int],
+def fixed_length_ends(logits: torch.Tensor, target: torch.Tensor, end_ids: Sequence[int],
                       end_bias: float) -> torch.Tensor:
     """``(b, l)`` long: end-of-text at each row's n-th target position, padding after it, -1 elsewhere,
     where ``n = round(sum_i P(x_i not in end_ids))`` (at least 1, at most n_target - 1) from the first
-    step's ``logits (N, v)`` over the ``target (b, l)`` positions, in row-major order."""
+    step's ``logits (N, v)`` (banned tokens at -inf) over the ``target (b, l)`` positions, in row-major
+    order, with ``end_bias`` added to the end tokens' logits."""
     end_of_text, padding = map(int, end_ids)
     ends = [end_of_text, padding]
-    logits = logits.clone()
-    logits[:, banned] = -torch.inf
+    logits = logits.clone()  # (N, v) the caller's rows are its proposals: bias a copy
     logits[:, ends] += end_bias
     p_end = torch.softmax(logits, dim=-1)[:, ends].sum(-1)  # (N,)
     b, l = target.shape
