@@ -4,7 +4,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mambadiff.diffusion.masked import MaskedDiffusion, commit_counts, sample_masked, top_per_row
+from mambadiff.diffusion.masked import (MaskedDiffusion, ban_repeated_bigrams, commit_counts, sample_masked,
+                                       top_per_row)
 
 MASK = 4
 V, E = 30, 8
@@ -267,3 +268,65 @@ def test_predict_length_fixes_the_end_at_the_first_step(remask):
     assert (out.committed_at[:, 4 + n:] == 5).all()  # the ends are committed at the first step
     with pytest.raises(ValueError, match="predict_length needs end_ids"):
         sample_masked(d, model, ids, mask, steps=2, end_ids=(sep,), predict_length=True)
+
+
+class FixedLogits(nn.Module):
+    """A stand-in denoiser whose logits at position i are the fixed row ``table[i]`` (``logits(h) = h``)."""
+
+    def __init__(self, table):
+        super().__init__()
+        self.table = table  # (l, V)
+
+    def embed(self, ids):
+        return torch.zeros(*ids.shape, V)
+
+    def forward(self, x, t, mask=None, self_cond=None):
+        return self.table.expand(x.shape[0], -1, -1) + 0.0 * x
+
+    def logits(self, h):
+        return h
+
+
+def bigrams(row):
+    return [tuple(p) for p in zip(row[:-1].tolist(), row[1:].tolist())]
+
+
+def test_forbid_repeat_bigram_leaves_no_word_pair_twice():
+    d = MaskedDiffusion(100, MASK)
+    l, src = 14, 4
+    ids, mask = batch(b=2, l=l, src=src)
+    table = torch.zeros(l, V)
+    for i in range(l):  # first choice alternates 9 10 9 10 ...; second choice 11 + i % 3; the rest far behind
+        table[i, 9 + i % 2] = 5.0
+        table[i, 11 + i % 3] = 4.0 - 0.1 * i
+    model = FixedLogits(table)
+    plain = sample_masked(d, model, ids, mask, steps=l - src).token_ids[:, src:]
+    assert len(set(bigrams(plain[0]))) < len(bigrams(plain[0]))  # the plain sampler repeats (9, 10)
+    # one commit per step: every proposal sees all the pairs committed before it
+    out = sample_masked(d, model, ids, mask, steps=l - src, forbid_repeat_bigram=True).token_ids[:, src:]
+    for row in out:
+        assert len(set(bigrams(row))) == len(bigrams(row)), row
+    assert not (out == MASK).any()
+    # a pair holding an exempt token may repeat: with 9 exempt, the plain output comes back
+    exempt = sample_masked(d, model, ids, mask, steps=l - src, forbid_repeat_bigram=True,
+                           special_ids=(9,)).token_ids[:, src:]
+    assert torch.equal(exempt, plain)
+
+
+def test_repeat_bigram_ban_on_a_hand_made_row():
+    # committed: 7 8 _ 7 _ 3 3   (position 2 and 4 open; 3 exempt)
+    x = torch.tensor([[7, 8, MASK, 7, MASK, 3, 3]])
+    committed = torch.tensor([[1, 1, 0, 1, 0, 1, 1]], dtype=torch.bool)
+    open_pos = ~committed
+    scores = torch.zeros(2, V)
+    scores[1, :] = -torch.inf
+    scores[1, 8] = 1.0  # position 4's only finite token is the one the ban removes
+    ban_repeated_bigrams(scores, x, committed, open_pos, torch.tensor([3]))
+    # (7, 8) is committed: position 4 (after a 7) may not propose 8; position 2 (between 8 and 7) forms
+    # (8, w) and (w, 7), neither committed anywhere: free
+    assert torch.isfinite(scores[0]).all()
+    assert scores[1, 8] == 1.0  # banning 8 would leave nothing: the row is kept
+    scores = torch.zeros(2, V)
+    ban_repeated_bigrams(scores, x, committed, open_pos, torch.tensor([3]))
+    assert torch.isinf(scores[1, 8]) and torch.isfinite(scores[1]).sum() == V - 1
+    assert torch.isfinite(scores[0]).all()  # (3, 3) pairs are exempt; nothing else matches

@@ -52,6 +52,16 @@ def test_masked_train_and_generate_every_backbone(tmp_path, backbone):
     same = (ids[:, 1:] == ids[:, :-1]) & target[:, 1:] & target[:, :-1]  # forbid_adjacent_repeat
     assert not (same & (ids[:, 1:] != tok.pad_id) & (ids[:, 1:] != tok.sep_id)).any()
     assert not (ids[target] == tok.mask_id).any()
+    # one commit per step (40 steps >= target length, no remasking): no word pair twice in an output
+    cfg2.sample.remask = False
+    settings = Paraphraser(model, tok, cfg2).settings(steps=40, forbid_repeat_bigram=True)
+    ids = sample_token_ids(model, cfg2, tok, data["input_ids"], data["input_mask"], settings,
+                           torch.Generator().manual_seed(0))  # (b, l)
+    special = {tok.pad_id, tok.sep_id, tok.cls_id}
+    for row, keep in zip(ids.tolist(), target.tolist()):
+        words = [t for t, k in zip(row, keep) if k]
+        pairs = [p for p in zip(words[:-1], words[1:]) if not special & set(p)]
+        assert len(pairs) == len(set(pairs)), words
 
 
 def test_masked_generation_is_deterministic_under_a_seed(tmp_path):

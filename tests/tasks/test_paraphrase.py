@@ -55,6 +55,11 @@ def test_settings_come_from_the_checkpoint_and_are_checked(para):
     assert para.settings(steps=100).steps == 100
     assert (s.temperature, s.top_k, s.end_bias, s.end_defer) == (sc.temperature, sc.top_k, sc.end_bias, sc.end_defer)
     assert para.settings(temperature=1, top_k=5, end_bias=-2).to_dict()["end_bias"] == -2.0
+    assert (s.forbid_adjacent_repeat, s.forbid_repeat_bigram) == (sc.forbid_adjacent_repeat, sc.forbid_repeat_bigram)
+    flipped = para.settings(forbid_adjacent_repeat=not sc.forbid_adjacent_repeat,
+                            forbid_repeat_bigram=not sc.forbid_repeat_bigram)
+    assert (flipped.forbid_adjacent_repeat, flipped.forbid_repeat_bigram) == (not sc.forbid_adjacent_repeat,
+                                                                              not sc.forbid_repeat_bigram)
     for kwargs, message in [({"samples": 0}, "samples must be a positive int"),
                             ({"batch_size": -4}, "batch_size must be a positive int"),
                             ({"steps": 5000}, "the maximum is 100"),

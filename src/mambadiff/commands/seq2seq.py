@@ -36,6 +36,10 @@ def sampling_options(command):
                      help="Masked process: lowers the commit confidence of [SEP]/[PAD] proposals."),
         click.option("--predict-length/--no-predict-length", default=None,
                      help="Masked process: the first step fixes each output's length."),
+        click.option("--forbid-adjacent-repeat/--allow-adjacent-repeat", default=None,
+                     help="Masked process: no token next to an equal one."),
+        click.option("--forbid-repeat-bigram/--allow-repeat-bigram", default=None,
+                     help="Masked process: no word pair twice in an output."),
     ]
     for option in reversed(options):
         command = option(command)
@@ -110,7 +114,7 @@ def load_examples(data_path, split, tok, cfg, limit):
               help="Keep the complete rows --out already holds (same checkpoint and settings) and add the rest.")
 def generate_command(checkpoint, data_path, texts, split, steps, samples, mbr, eta, clamp, limit, batch_size, seed,
                      device, no_ema, out_path, resume, temperature, top_k, end_bias, end_defer,
-                     predict_length):
+                     predict_length, forbid_adjacent_repeat, forbid_repeat_bigram):
     """Sample targets: jsonl rows with source, reference (when the input has one), recover and samples,
     or one output line per source on stdout.
 
@@ -131,7 +135,9 @@ def generate_command(checkpoint, data_path, texts, split, steps, samples, mbr, e
         para = Paraphraser.from_pretrained(checkpoint, device=device, ema=not no_ema)
         settings = para.settings(steps=steps, samples=samples, mbr=mbr, eta=eta, clamp=clamp,
                                  batch_size=batch_size, seed=seed, temperature=temperature, top_k=top_k,
-                                 end_bias=end_bias, end_defer=end_defer, predict_length=predict_length)
+                                 end_bias=end_bias, end_defer=end_defer, predict_length=predict_length,
+                                 forbid_adjacent_repeat=forbid_adjacent_repeat,
+                                 forbid_repeat_bigram=forbid_repeat_bigram)
         open_rows = _source_rows(data_path, texts, split)
         total = None
         if open_rows is not None:  # a file: read it once up front, so bad input fails before any sampling

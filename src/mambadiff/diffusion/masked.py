@@ -30,7 +30,9 @@ confident proposals so that ``round(n_target * (K - k + 1) / K)`` positions hold
 reparameterised decoding). With ``remask`` the committed tokens compete again, by the confidence they
 were committed with, against the new proposals: losers go back to [MASK]. After the last step every
 target position holds a token. ``forbid_adjacent_repeat`` removes from a position's proposals the
-non-special tokens its committed neighbours hold.
+non-special tokens its committed neighbours hold. ``forbid_repeat_bigram`` removes the tokens that
+would, with a committed neighbour, form a word pair the committed target already holds elsewhere
+("what is origin of origin of hindu?": filling a fixed length repeats phrases at a distance).
 """
 from __future__ import annotations
 
@@ -147,8 +149,8 @@ def top_per_row(scores: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def sample_masked(diffusion: MaskedDiffusion, model, input_ids: torch.Tensor, input_mask: torch.Tensor, *,
                   steps: int, temperature: float = 0.0, remask: bool = False,
-                  forbid_adjacent_repeat: bool = False, forbidden_ids: Sequence[int] = (),
-                  special_ids: Sequence[int] = (), self_condition: bool = False,
+                  forbid_adjacent_repeat: bool = False, forbid_repeat_bigram: bool = False,
+                  forbidden_ids: Sequence[int] = (), special_ids: Sequence[int] = (), self_condition: bool = False,
                   top_k: int = 0, end_ids: Sequence[int] = (), end_bias: float = 0.0, end_defer: float = 0.0,
                   predict_length: bool = False,
                   generator: torch.Generator | None = None,
@@ -156,7 +158,9 @@ def sample_masked(diffusion: MaskedDiffusion, model, input_ids: torch.Tensor, in
     """K-step confidence-ordered unmasking of the target positions (see the module docstring).
 
     ``forbidden_ids``: tokens never proposed ([MASK] always is); ``special_ids``: tokens exempt from
-    ``forbid_adjacent_repeat`` ([PAD], [SEP] may repeat). ``self_condition``: feed each step's network
+    ``forbid_adjacent_repeat`` and ``forbid_repeat_bigram`` ([PAD], [SEP] may repeat; pairs holding one
+    are never banned). Proposals committed in the same step are not checked against each other's pairs
+    (a step commits about n_target / K tokens, more when ``remask`` drops some). ``self_condition``: feed each step's network
     output into the next step. ``top_k``: draws at ``temperature > 0`` come from the k most likely tokens
     only (0: the whole vocabulary). ``end_ids`` ([SEP], [PAD]: the tokens that end the text) get
     ``end_bias`` added to their logits (negative: longer outputs), and a proposal of one of them commits
@@ -228,6 +232,8 @@ def sample_masked(diffusion: MaskedDiffusion, model, input_ids: torch.Tensor, in
             perturbed = logits
         if forbid_adjacent_repeat:
             ban_neighbour_tokens(perturbed, x, committed, open_pos, exempt)
+        if forbid_repeat_bigram:
+            ban_repeated_bigrams(perturbed, x, committed, open_pos, exempt)
         proposal = perturbed.argmax(-1)  # (N,)
         rows_n = torch.arange(proposal.shape[0], device=device)  # (N,)
         scores = torch.full((b, l), -torch.inf, device=device)  # (b, l)
@@ -267,6 +273,41 @@ def ban_neighbour_tokens(scores: torch.Tensor, x: torch.Tensor, committed: torch
         ok = inside & committed[rows, nb] & ~torch.isin(tok, exempt)  # (N,)
         idx = ok.nonzero(as_tuple=True)[0]
         scores[idx, tok[idx]] = -torch.inf
+
+
+def ban_repeated_bigrams(scores: torch.Tensor, x: torch.Tensor, committed: torch.Tensor,
+                         rows_of: torch.Tensor, exempt: torch.Tensor) -> None:
+    """In place: row r of ``scores (N, v)`` belongs to the r-th True position ``(i, c)`` of ``rows_of
+    (b, l)``; set -inf for every token w such that ``(x[i, c-1], w)`` or ``(w, x[i, c+1])``, with that
+    neighbour ``committed``, is a pair of adjacent ``committed`` positions of row i already. Pairs with
+    an ``exempt`` token are never banned."""
+    rows, cols = rows_of.nonzero(as_tuple=True)  # (N,), (N,) in scores' row order
+    l = x.shape[1]
+    if l < 2 or rows.numel() == 0:
+        return
+    word = committed & ~torch.isin(x, exempt)  # (b, l) committed non-exempt tokens
+    pair = word[:, :-1] & word[:, 1:]  # (b, l-1) committed pairs (x[:, j], x[:, j+1])
+    ban_rows, ban_tokens = [], []  # (N_ban,) score rows and the tokens banned there
+    for offset in (-1, 1):
+        # offset -1: the left neighbour u is the pair's first token and w its second; +1: w first, v second
+        nb = (cols + offset).clamp(0, l - 1)  # (N,)
+        has_nb = (cols + offset >= 0) & (cols + offset < l) & word[rows, nb]  # (N,)
+        nb_tok = x[rows, nb]  # (N,)
+        same_side = x[rows, :-1] if offset < 0 else x[rows, 1:]  # (N, l-1) the neighbour's side of each pair
+        other_side = x[rows, 1:] if offset < 0 else x[rows, :-1]  # (N, l-1) the token that would repeat
+        hit = pair[rows] & (same_side == nb_tok[:, None]) & has_nb[:, None]  # (N, l-1)
+        n_idx, j = hit.nonzero(as_tuple=True)
+        ban_rows.append(n_idx)
+        ban_tokens.append(other_side[n_idx, j])
+    n_idx, tok = torch.cat(ban_rows), torch.cat(ban_tokens)
+    if n_idx.numel() == 0:
+        return
+    touched = torch.unique(n_idx)  # (R,)
+    before = scores[touched].clone()  # (R, v)
+    scores[n_idx, tok] = -torch.inf
+    # a row with nothing left (top_k draws keep few finite scores) keeps its proposals: a word, not [MASK]
+    empty = torch.isinf(scores[touched]).all(-1) & ~torch.isinf(before).all(-1)  # (R,)
+    scores[touched[empty]] = before[empty]
 
 
 def fixed_length_ends(logits: torch.Tensor, target: torch.Tensor, end_ids: Sequence[int],

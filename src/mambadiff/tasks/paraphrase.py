@@ -64,6 +64,8 @@ class GenerationSettings:
     end_bias: float = 0.0     # added to the logits of [SEP]/[PAD] (negative: longer outputs)
     end_defer: float = 0.0    # lowers the commit confidence of [SEP]/[PAD] proposals
     predict_length: bool = False  # the first step fixes the output length
+    forbid_adjacent_repeat: bool = False  # no (non-special) token next to an equal one
+    forbid_repeat_bigram: bool = False  # no (non-special) word pair twice in an output
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -135,7 +137,9 @@ class Paraphraser:
                  eta: float | None = None, clamp: str | None = None, batch_size: int | None = None,
                  seed: int | None = None, temperature: float | None = None, top_k: int | None = None,
                  end_bias: float | None = None, end_defer: float | None = None,
-                 predict_length: bool | None = None) -> GenerationSettings:
+                 predict_length: bool | None = None,
+                 forbid_adjacent_repeat: bool | None = None,
+                 forbid_repeat_bigram: bool | None = None) -> GenerationSettings:
         """The checkpoint's ``sample`` config with the given values replacing it, checked."""
         sc = self.cfg.sample
         pick = lambda value, default: default if value is None else value  # noqa: E731
@@ -144,7 +148,9 @@ class Paraphraser:
                                batch_size=pick(batch_size, sc.batch_size), seed=pick(seed, sc.seed),
                                temperature=pick(temperature, sc.temperature), top_k=pick(top_k, sc.top_k),
                                end_bias=pick(end_bias, sc.end_bias), end_defer=pick(end_defer, sc.end_defer),
-                               predict_length=bool(pick(predict_length, sc.predict_length)))
+                               predict_length=bool(pick(predict_length, sc.predict_length)),
+                               forbid_adjacent_repeat=bool(pick(forbid_adjacent_repeat, sc.forbid_adjacent_repeat)),
+                               forbid_repeat_bigram=bool(pick(forbid_repeat_bigram, sc.forbid_repeat_bigram)))
         t_max = self.max_steps
         if not isinstance(s.steps, int) or isinstance(s.steps, bool) or s.steps < 0:
             raise ValueError(f"steps must be an int in [0, {t_max}] (0 = all {t_max}), got {s.steps!r}")

@@ -99,6 +99,7 @@ class SampleConfig:
     top_k: int = 0                 # draws at temperature > 0 from the k most likely tokens (0: all)
     remask: bool = False
     forbid_adjacent_repeat: bool = False
+    forbid_repeat_bigram: bool = False  # no (non-special) word pair twice in an output ("origin of origin of")
     # end tokens ([SEP], [PAD]) decide the output length: end_bias is added to their logits (negative:
     # longer outputs); end_defer lowers the commit confidence of an end proposal, so that words are placed
     # before the end is (confidence ordering otherwise commits the easy [PAD]s first, and outputs come short)
@@ -377,7 +378,8 @@ def sample_token_ids(model, cfg: Seq2SeqConfig, tok: TextTokenizer, ids: torch.T
     if cfg.diffusion.process == "masked":
         return sample_masked(build_masked_diffusion(cfg, tok), model, ids, imask, steps=steps or 20,
                              temperature=settings.temperature, top_k=settings.top_k, remask=cfg.sample.remask,
-                             forbid_adjacent_repeat=cfg.sample.forbid_adjacent_repeat,
+                             forbid_adjacent_repeat=settings.forbid_adjacent_repeat,
+                             forbid_repeat_bigram=settings.forbid_repeat_bigram,
                              forbidden_ids=(tok.unk_id,), special_ids=(tok.pad_id, tok.sep_id, tok.cls_id),
                              end_ids=(tok.sep_id, tok.pad_id), end_bias=settings.end_bias,
                              end_defer=settings.end_defer, predict_length=settings.predict_length,
