@@ -44,7 +44,8 @@ def test_cli(tmp_path, run_cli):
 
 TASK_OVERRIDES = ["data.listops.n_train=32", "data.listops.n_valid=8", "data.listops.n_test=8",
                   "data.listops.max_depth=4", "data.listops.max_args=4", "data.listops.min_length=5",
-                  "data.listops.max_length=60", "model.backbone.d_model=16", "train.steps=2", "train.batch_size=8",
+                  "data.listops.max_length=60", "data.listops.train_min_length=0", "data.listops.train_max_length=0",
+                  "model.backbone.d_model=16", "train.steps=2", "train.batch_size=8",
                   "train.warmup_steps=1", "train.eval_every=0", "train.log_every=1", "train.device=cpu",
                   "train.progress=false"]
 

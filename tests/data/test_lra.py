@@ -210,3 +210,21 @@ def test_generate_splits_folder_reuse_and_stable_test_set(tmp_path, capsys):
     assert capsys.readouterr().out == ""  # reused, not regenerated
     bigger = generate_listops_splits(ListOpsGenerateConfig(generate=True, n_train=30, **small), verbose=False)
     assert read_rows(bigger["test"]) == rows["test"] and read_rows(bigger["valid"]) == rows["valid"]
+
+
+def test_train_split_with_its_own_length_range(tmp_path):
+    small = dict(root=str(tmp_path), max_depth=4, max_args=3, min_length=15, max_length=30, n_valid=5, n_test=5)
+    plain = generate_listops_splits(ListOpsGenerateConfig(generate=True, n_train=8, **small), verbose=False)
+    cfg = ListOpsGenerateConfig(generate=True, n_train=40, train_min_length=3, train_max_length=12, **small)
+    paths = generate_listops_splits(cfg, verbose=False)
+    assert paths["train"].parent.name == listops_folder_name(cfg) == \
+        "listops-depth4-args3-len15-30-seed0-train40-valid5-test5-trainlen3-12"
+    for split in ("valid", "test"):  # the same rows as without a train range
+        assert read_rows(paths[split]) == read_rows(plain[split])
+    train = read_rows(paths["train"])
+    lengths = [sum(t not in "()" for t in src.split()) for src, _ in train]  # values, operators and ']'
+    assert len(train) == 40 and all(3 <= n <= 12 for n in lengths)
+    held_out = {r[0] for s in ("valid", "test") for r in read_rows(paths[s])}
+    assert len({r[0] for r in train} | held_out) == 50  # distinct across splits
+    with pytest.raises(ValueError, match="min_length"):
+        generate_listops_splits(ListOpsGenerateConfig(generate=True, train_min_length=50, train_max_length=10, **small))

@@ -12,7 +12,7 @@ from mambadiff.data.lra import ListOpsRules, ListOpsTokenizer, generate_listops,
 from mambadiff.tasks.classify import ClassifyConfig, load_classifier, load_eval_data, train_classifier
 
 SMALL_RULES = ["data.listops.max_depth=4", "data.listops.max_args=4", "data.listops.min_length=5",
-               "data.listops.max_length=60"]
+               "data.listops.max_length=60", "data.listops.train_min_length=3", "data.listops.train_max_length=20"]
 TINY = ["model.backbone.d_model=16", "train.steps=3", "train.batch_size=8", "train.warmup_steps=1",
         "train.log_every=1", "train.eval_every=0", "train.progress=false", "train.device=cpu",
         "train.max_minutes=0", "data.eval_batch_size=16"]
@@ -21,7 +21,8 @@ TINY = ["model.backbone.d_model=16", "train.steps=3", "train.batch_size=8", "tra
 def test_shipped_configs_load():
     listops = load_config(ClassifyConfig, "lra-listops")
     assert listops.data.tokenizer == "listops" and listops.data.max_len == 2000 and listops.data.listops.generate
-    assert (listops.data.listops.n_train, listops.data.listops.n_valid, listops.data.listops.n_test) == (96000, 2000, 2000)
+    assert (listops.data.listops.n_train, listops.data.listops.n_valid, listops.data.listops.n_test) == (60000, 2000, 2000)
+    assert (listops.data.listops.train_min_length, listops.data.listops.train_max_length) == (50, 600)
     text = load_config(ClassifyConfig, "lra-text")
     assert text.data.tokenizer == "bytes" and text.data.max_len == 4096 and not text.data.clean.enabled
     assert listops.train.max_minutes == text.train.max_minutes == 60
@@ -67,7 +68,7 @@ def test_listops_generated_when_absent(tmp_path):
             "data.listops.n_train=48", "data.listops.n_valid=8", "data.listops.n_test=8", *SMALL_RULES, *TINY]
     r = CliRunner().invoke(main, args)
     assert r.exit_code == 0, r.output
-    folder = root / "listops-depth4-args4-len5-60-seed0-train48-valid8-test8"
+    folder = root / "listops-depth4-args4-len5-60-seed0-train48-valid8-test8-trainlen3-20"
     assert f"generated ListOps splits in {folder}" in r.output and "test: accuracy" in r.output
     saved = json.loads((tmp_path / "run" / "config.json").read_text())["data"]
     assert (saved["train"], saved["valid"], saved["test"]) == tuple(str(folder / f"{s}.tsv") for s in ("train", "valid", "test"))

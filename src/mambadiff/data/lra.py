@@ -379,26 +379,43 @@ class ListOpsGenerateConfig:
     max_args: int = 10
     min_length: int = 500
     max_length: int = 2000
+    # The train split's length range (0: min_length / max_length). Shorter training trees are a
+    # curriculum: a bidirectional Mamba trained on LRA-length trees sat at the majority class for 2,000
+    # steps, while on 50-600-token trees it left it after ~1,100 and scores on LRA-length valid rows.
+    train_min_length: int = 0
+    train_max_length: int = 0
 
     def rules(self) -> ListOpsRules:
+        """The valid and test splits' rules (and the train split's unless train_*_length is set)."""
         return ListOpsRules(max_depth=self.max_depth, max_args=self.max_args, min_length=self.min_length,
                             max_length=self.max_length)
 
+    def train_rules(self) -> ListOpsRules:
+        return dataclasses.replace(self.rules(), min_length=self.train_min_length or self.min_length,
+                                   max_length=self.train_max_length or self.max_length)
+
 
 def listops_folder_name(cfg: ListOpsGenerateConfig) -> str:
-    """e.g. ``listops-depth10-args10-len500-2000-seed0-train96000-valid2000-test2000``."""
+    """e.g. ``listops-depth10-args10-len500-2000-seed0-train96000-valid2000-test2000`` (and
+    ``-trainlen50-600`` when the train split has its own length range)."""
+    train = cfg.train_rules()
+    own = (train.min_length, train.max_length) != (cfg.min_length, cfg.max_length)
     return (f"listops-depth{cfg.max_depth}-args{cfg.max_args}-len{cfg.min_length}-{cfg.max_length}-"
-            f"seed{cfg.seed}-train{cfg.n_train}-valid{cfg.n_valid}-test{cfg.n_test}")
+            f"seed{cfg.seed}-train{cfg.n_train}-valid{cfg.n_valid}-test{cfg.n_test}"
+            + (f"-trainlen{train.min_length}-{train.max_length}" if own else ""))
 
 
 def generate_listops_splits(cfg: ListOpsGenerateConfig, verbose: bool = True) -> dict[str, Path]:
     """{split: path} of ``root/<listops_folder_name>/{train,valid,test}.tsv``, generated when any is missing.
 
     One stream seeded by ``seed`` draws the test rows first, then valid, then train, all distinct, so a
-    smaller ``n_train`` with the same seed keeps the same valid and test sets.
+    smaller ``n_train`` with the same seed keeps the same valid and test sets. A train split with its
+    own length range (``train_min_length`` / ``train_max_length``) comes from a second stream seeded
+    by ``seed + 1``, distinct from the test and valid rows; valid and test are the same as without it.
     """
-    rules = cfg.rules()
+    rules, train_rules = cfg.rules(), cfg.train_rules()
     rules.validate()
+    train_rules.validate()
     if min(cfg.n_train, cfg.n_valid, cfg.n_test) < 0 or cfg.n_train == 0:
         raise ValueError(f"n_train must be > 0 and n_valid, n_test >= 0, got {cfg.n_train}, {cfg.n_valid}, {cfg.n_test}")
     folder = Path(cfg.root) / listops_folder_name(cfg)
@@ -408,9 +425,16 @@ def generate_listops_splits(cfg: ListOpsGenerateConfig, verbose: bool = True) ->
     if verbose:
         print(f"generating ListOps data into {folder} ({cfg.n_train:,} train / {cfg.n_valid:,} valid / "
               f"{cfg.n_test:,} test rows)", flush=True)
-    stream = generate_listops(cfg.n_test + cfg.n_valid + cfg.n_train, seed=cfg.seed, rules=rules)
+    seen: set = set()  # digests of every tree written: the splits are distinct
+    if train_rules == rules:
+        stream = generate_listops(cfg.n_test + cfg.n_valid + cfg.n_train, seed=cfg.seed, rules=rules, exclude=seen)
+        streams = {"test": stream, "valid": stream, "train": stream}
+    else:  # the train stream is drawn after the test and valid rows exist, so it can exclude them
+        stream = generate_listops(cfg.n_test + cfg.n_valid, seed=cfg.seed, rules=rules, exclude=seen)
+        streams = {"test": stream, "valid": stream,
+                   "train": generate_listops(cfg.n_train, seed=cfg.seed + 1, rules=train_rules, exclude=seen)}
     sizes = {"test": cfg.n_test, "valid": cfg.n_valid, "train": cfg.n_train}
     for split in ("test", "valid", "train"):
-        write_listops_tsv(paths[split], itertools.islice(stream, sizes[split]))
+        write_listops_tsv(paths[split], itertools.islice(streams[split], sizes[split]))
     atomic_write_text(folder / "generator.json", json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
     return paths
