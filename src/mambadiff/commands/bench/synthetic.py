@@ -32,7 +32,7 @@ from .options import json_option, parse_int_pairs, split_names, threads_option
               help="Size of MQAR's key alphabet and of its value alphabet.")
 @click.option("--mqar-shared-shape", is_flag=True,
               help="Give every model the shared --d-model x --layers on MQAR (by default Mamba trades depth "
-                   "for width there: half the layers, 1.5x the width).")
+                   "for width there: half the layers, 1.75x the width).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @json_option("Write the records to this JSON file (atomically).")
 @threads_option(DEFAULT_NUM_THREADS, "torch CPU threads (0: torch's default).", dest="num_threads",
