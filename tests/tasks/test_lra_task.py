@@ -4,6 +4,7 @@ import gzip
 import json
 import random
 
+import torch
 from click.testing import CliRunner
 
 from mambadiff.cli import main
@@ -94,3 +95,14 @@ def test_byte_level_text_train_and_eval(tmp_path):
     assert ds.token_ids[0] == list(rows[0]["text"].encode("utf-8")[:64])
     r = CliRunner().invoke(main, ["classify", "eval", "--checkpoint", str(run), "--data", str(path)])
     assert r.exit_code == 0 and "accuracy" in r.output, r.output
+
+
+def test_s4_kernel_covers_the_data_length(tmp_path):
+    from mambadiff.tasks.classify import build_classifier
+    cfg = load_config(ClassifyConfig, "lra-listops", ["model.backbone.name=s4", "param_match.enabled=false",
+                                                      "model.backbone.d_model=16"])
+    assert cfg.data.max_len == 2000 and cfg.model.backbone.max_len < 2000
+    model, _ = build_classifier(cfg, vocab_size=16, num_classes=10)
+    assert cfg.model.backbone.max_len == 2000
+    logits = model(torch.randint(0, 16, (1, 600)))  # longer than the backbone's default length
+    assert logits.shape == (1, 10)

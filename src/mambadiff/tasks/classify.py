@@ -257,11 +257,14 @@ def match_backbone(name: str, reference: BackboneConfig, num_classes: int, targe
 
 
 def resolve_model_config(cfg: ClassifyConfig, vocab_size: int, num_classes: int) -> dict | None:
-    """Fill cfg.model for the data (vocab, classes, transformer max_len) and apply parameter matching
-    once (``param_match.applied`` guards a resumed or reloaded run). Returns the match report or None."""
+    """Fill cfg.model for the data (vocab, classes, max_len of the backbones that have one) and apply
+    parameter matching once (``param_match.applied`` guards a resumed or reloaded run). Returns the
+    match report or None."""
     model = dataclasses.replace(cfg.model, vocab_size=vocab_size, num_classes=num_classes)
     bb = model.backbone
-    if bb.name == "transformer" and bb.pos_encoding == "learned" and bb.max_len < cfg.data.max_len:
+    # learned positions and S4's kernel (length l_max = max_len) must cover the longest input
+    needs_length = bb.name == "s4" or (bb.name == "transformer" and bb.pos_encoding == "learned")
+    if needs_length and bb.max_len < cfg.data.max_len:
         bb = dataclasses.replace(bb, max_len=cfg.data.max_len)
     report = None
     pm = cfg.param_match
