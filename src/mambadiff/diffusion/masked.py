@@ -160,8 +160,8 @@ def sample_masked(diffusion: MaskedDiffusion, model, input_ids: torch.Tensor, in
     ``forbidden_ids``: tokens never proposed ([MASK] always is); ``special_ids``: tokens exempt from
     ``forbid_adjacent_repeat`` and ``forbid_repeat_bigram`` ([PAD], [SEP] may repeat; pairs holding one
     are never banned). Proposals committed in the same step are not checked against each other's pairs
-    (a step commits about n_target / K tokens, more when ``remask`` drops some). ``self_condition``: feed each step's network
-    output into the next step. ``top_k``: draws at ``temperature > 0`` come from the k most likely tokens
+    (a step commits about n_target / K tokens, more when ``remask`` drops some). ``self_condition``:
+    feed each step's network output into the next step. ``top_k``: draws at ``temperature > 0`` come from the k most likely tokens
     only (0: the whole vocabulary). ``end_ids`` ([SEP], [PAD]: the tokens that end the text) get
     ``end_bias`` added to their logits (negative: longer outputs), and a proposal of one of them commits
     with its confidence lowered by ``end_defer``, so the words are placed before the end is.
