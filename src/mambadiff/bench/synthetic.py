@@ -83,7 +83,8 @@ class MQARShape:
 # while a single layer binds keys to values within the budget (64 x 8: width 96 0.982, 112 0.992, 128
 # 0.993; 128 x 16 at width 112: 0.919, at 96: 0.279). Its layer computes what the reference scan
 # does (parity-tested); d_state 64, the A and dt inits, the learning rate, Mamba's GPT-2-style init
-# and a gated output norm did not move the two-layer plateau. ``mqar_shapes={}`` (CLI ``--mqar-shared-shape``) gives every model the shared shape.
+# and a gated output norm did not move the two-layer plateau. ``mqar_shapes={}`` (CLI
+# ``--mqar-shared-shape``) gives every model the shared shape.
 MQAR_SHAPES: dict[str, MQARShape] = {"mamba": MQARShape(depth_divisor=2, width_scale=1.75)}
 
 
