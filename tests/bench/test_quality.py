@@ -12,14 +12,16 @@ TINY = ("data.builtin_train=200 data.builtin_valid=20 data.builtin_test=20 data.
 
 
 def test_bench_quality_tiny_budget(tmp_path):
+    """Two recipes side by side (--jobs 2, a process each): both rows, in recipe order."""
     out = tmp_path / "q.json"
     recipes = [f"demo diffusion.process=masked {TINY}", f"demo {TINY} model.backbone.name=transformer"]
     res = CliRunner().invoke(main, ["bench", "quality", "--recipe", recipes[0], "--recipe", recipes[1],
-                                    "--minutes", "0.02", "--limit", "8", "--no-bertscore",
+                                    "--minutes", "0.02", "--limit", "8", "--no-bertscore", "--jobs", "2",
                                     "--run-root", str(tmp_path / "runs"), "--json", str(out)])
     assert res.exit_code == 0, res.output
     data = json.loads(out.read_text())
     rows = data["rows"]
+    assert data["jobs"] == 2
     assert [r["recipe"] for r in rows] == [*recipes, "copy source"]
     for r in rows[:2]:
         assert r["n"] == 8 and r["train_steps"] >= 1 and r["tokens_per_s"] > 0

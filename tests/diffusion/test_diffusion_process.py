@@ -236,3 +236,23 @@ def test_token_nll_uses_the_models_fused_cross_entropy_when_it_has_one():
         torch.testing.assert_close(GaussianDiffusion.token_nll(fused, x, ids, mask=m),
                                    GaussianDiffusion.token_nll(plain, x, ids, mask=m))
     assert calls == [torch.Size([10, 4]), torch.Size([7, 4])]
+
+
+@torch.no_grad()
+def test_soft_absorbing_state_noises_the_mask_embedding_and_targets_the_words():
+    """DiffuSeq-v2: absorbed target positions enter q_sample as the [MASK] row; the mse still targets x0."""
+    weight, input_ids, input_mask, eps0, eps = _tiny_problem()
+    diff = GaussianDiffusion.from_name("sqrt", 10)
+    t = torch.tensor([5, 9])
+    std0 = math.sqrt(1 - float(diff.schedule.alphas_cumprod[0]))
+    x_start = weight[input_ids] + std0 * eps0  # (b, l, e)
+    absorb = torch.tensor([[False, True, False], [False, False, True]])
+    model = TinyDenoiser(weight, predict=x_start)
+    out = diff.training_losses(model, input_ids, input_mask, t, noise=eps, x_start_noise=eps0, absorb=absorb, mask_id=2)
+    x_t = model.calls[-1][0]  # (b, l, e)
+    noised = torch.where(absorb.unsqueeze(-1), weight[2].expand_as(x_start), x_start)
+    torch.testing.assert_close(x_t, diff.q_sample(noised, t, noise=eps, input_mask=input_mask))
+    assert not torch.allclose(x_t, diff.q_sample(x_start, t, noise=eps, input_mask=input_mask))
+    torch.testing.assert_close(out["mse"], torch.zeros(2), atol=1e-12, rtol=0)  # the oracle of the words
+    with pytest.raises(ValueError, match="absorb"):
+        diff.training_losses(model, input_ids, input_mask, t, absorb=absorb)  # no mask_id

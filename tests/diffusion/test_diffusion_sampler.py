@@ -198,3 +198,53 @@ def test_sampler_validation():
         sample_ancestral(diff, model, input_ids, input_mask, variance="learned")
     with pytest.raises(ValueError, match="input_mask"):
         sample_ancestral(diff, model, input_ids, input_mask[:, :3])
+
+
+# ---- DPM-Solver++ ------------------------------------------------------------------------------
+class GaussianDataOracle(FakeDenoiser):
+    """The exact x0 predictor E[x0 | x_t] for data x0 ~ N(0, s^2 I): alpha s^2 x_t / (alpha^2 s^2 + sigma^2)."""
+
+    def __init__(self, diffusion, scale=1.5):
+        super().__init__()
+        self.ab = diffusion.schedule.alphas_cumprod.to(torch.float64)  # (T,)
+        self.scale = scale
+
+    def forward(self, x_t, t, mask=None):
+        ab = self.ab[t][:, None, None]  # (b, 1, 1)
+        s2 = self.scale**2
+        return ab.sqrt() * s2 * x_t / (ab * s2 + (1 - ab))
+
+
+def test_dpm_solver_order_1_is_ddim():
+    """First-order DPM-Solver++ with x0 prediction is DDIM (eta 0) step for step."""
+    from mambadiff.diffusion import sample_dpm_solver
+    diffusion = GaussianDiffusion.from_name("sqrt", 200)
+    ids, imask = _batch()
+    model = FakeDenoiser()
+    ddim = sample_respaced(diffusion, model, ids, imask, steps=10, eta=0.0, clamp=None,
+                           generator=torch.Generator().manual_seed(3))
+    dpm1 = sample_dpm_solver(diffusion, model, ids, imask, steps=10, order=1, clamp=None,
+                             generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(dpm1.embeddings, ddim.embeddings, rtol=1e-4, atol=1e-5)
+
+
+def test_dpm_solver_order_2_follows_the_ode_closer_than_ddim():
+    """On Gaussian data with the exact x0 predictor, 8 steps of the second-order solver end nearer the
+    probability-flow ODE's solution (DDIM with 1,000 steps) than 8 DDIM steps do, and it keeps the
+    source positions clean."""
+    from mambadiff.diffusion import sample_dpm_solver
+    diffusion = GaussianDiffusion.from_name("cosine", 1000)
+    ids, imask = _batch(b=16, l=8)
+    model = GaussianDataOracle(diffusion).double()
+    run = lambda fn, **kw: fn(diffusion, model, ids, imask, clamp=None,  # noqa: E731
+                              generator=torch.Generator().manual_seed(5), **kw).embeddings.double()
+    reference = run(sample_respaced, steps=1000, eta=0.0)
+    target = imask.bool()
+    err_ddim = (run(sample_respaced, steps=8, eta=0.0) - reference)[target].norm()
+    err_dpm2 = (run(sample_dpm_solver, steps=8, order=2) - reference)[target].norm()
+    assert err_dpm2 < 0.5 * err_ddim, (err_dpm2, err_ddim)
+    out = sample_dpm_solver(diffusion, model, ids, imask, steps=8, clamp="round")
+    torch.testing.assert_close(out.embeddings[~target], model.embed(ids)[~target].to(out.embeddings.dtype))
+    assert out.token_ids.shape == ids.shape
+    with pytest.raises(ValueError, match="order"):
+        sample_dpm_solver(diffusion, model, ids, imask, steps=8, order=3)

@@ -47,6 +47,40 @@ def test_dataset_generate_and_streamed_rows_are_one_core(tiny_run, para):
     assert all(r["recover"] in r["samples"] and len(r["samples"]) == 2 for r in old)
 
 
+def test_workers_sample_the_same_rows_in_input_order(tiny_run, para):
+    """Batches sampled side by side (one torch thread each) give the rows one thread gives, in input
+    order, resumed or not; the randomness rule is per batch."""
+    import torch
+
+    from mambadiff.tasks.paraphrase import sampling_workers
+    valid = tiny_run / "data" / "valid.jsonl"
+    with valid.open("rb") as f:
+        rows = [r for _, r in zip(range(11), iter_jsonl_rows(f, str(valid)))]
+    settings = para.settings(steps=3, samples=2, mbr=True, batch_size=2, seed=4)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)  # the same kernels per batch in both runs: 1 thread each
+        one = [rec for batch in para.generate_rows(rows, settings) for rec in batch]
+        torch.set_num_threads(3)
+        three = [batch for batch in para.generate_rows(rows, settings, workers=3)]
+        assert torch.get_num_threads() == 3  # restored after the pool
+        resumed = [rec for batch in para.generate_rows(rows, settings, workers=3, skip=5) for rec in batch]
+    finally:
+        torch.set_num_threads(threads)
+    assert [len(b) for b in three] == [2, 2, 2, 2, 2, 1]
+    assert [rec for batch in three for rec in batch] == one
+    assert resumed == one[5:]
+    with pytest.raises(ValueError, match="workers"):
+        next(iter(para.generate_rows(rows, settings, workers=0)))
+    torch.set_num_threads(2)
+    try:
+        assert sampling_workers(0, "cpu", 100, 8) == 2 and sampling_workers(0, "cpu", 5, 8) == 1
+        assert sampling_workers(0, "cpu", None, 8) == 1 and sampling_workers(3, "cpu", 5, 8) == 3
+        assert sampling_workers(0, "cuda", 100, 8) == 1
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_settings_come_from_the_checkpoint_and_are_checked(para):
     s = para.settings()
     sc = para.cfg.sample

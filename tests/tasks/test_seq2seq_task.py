@@ -1,5 +1,6 @@
 """End to end on tiny data: train (shared loop) -> checkpoint -> generate -> resume; CLI errors."""
 import json
+import math
 import re
 
 import pytest
@@ -198,3 +199,24 @@ def test_truncated_checkpoint_is_named_and_resume_falls_back(tmp_path):
         result, _, _ = train_seq2seq(tiny_cfg(run, "transformer", steps=3, extra=["train.save_every=1"]),
                                      resume=True, progress=False)
     assert result.step == 3 and (run / "checkpoints" / "step_00000002.corrupt").is_dir()
+
+
+def test_soft_absorbing_training_and_dpm_solver_sampling(tmp_path):
+    """diffusion.soft_absorb trains (its draws change the run, and a rate outside [0, 1] is refused);
+    sample.solver dpm-solver++ samples it through the same generate path."""
+    from mambadiff.tasks.paraphrase import Paraphraser
+    plain, _, _ = train_seq2seq(tiny_cfg(tmp_path / "plain", steps=3), progress=False)
+    absorbed, model, tok = train_seq2seq(tiny_cfg(tmp_path / "absorb", steps=3, extra=["diffusion.soft_absorb=0.5"]),
+                                         progress=False)
+    losses = [[json.loads(line)["loss"] for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()
+               if json.loads(line)["split"] == "train"] for name in ("plain", "absorb")]
+    assert losses[0] != losses[1] and all(map(math.isfinite, losses[1]))
+    with pytest.raises((ConfigError, ValueError), match="soft_absorb"):
+        tiny_cfg(tmp_path / "bad", extra=["diffusion.soft_absorb=1.5"]).validate()
+    para = Paraphraser.from_pretrained(tmp_path / "absorb")
+    texts = ["how do i learn python?", "why is the sky blue?"]
+    dpm = para(texts, steps=4, seed=1, solver="dpm-solver++")
+    assert len(dpm) == 2 and all(isinstance(t, str) for t in dpm)
+    assert para(texts, steps=4, seed=1, solver="dpm-solver++") == dpm  # deterministic given the seed
+    with pytest.raises(ValueError, match="solver"):
+        para(texts, steps=4, solver="euler")

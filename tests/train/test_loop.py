@@ -7,7 +7,7 @@ from torch import nn
 
 from mambadiff.train import TrainConfig, Trainer
 from mambadiff.train.checkpoint import latest_checkpoint
-from mambadiff.train.optim import param_groups, warmup_linear_decay
+from mambadiff.train.optim import clock_decay, param_groups, warmup_linear_decay
 
 
 class ToyTask:
@@ -120,6 +120,34 @@ def test_schedule_and_param_groups():
     groups = param_groups(m, 0.1)
     decay = [g for g in groups if g["weight_decay"] == 0.1]
     assert len(decay) == 1 and decay[0]["params"] == [m[1].weight]
+
+
+def test_clock_decay_follows_the_budget_fraction():
+    used = [0.0]
+    lin, cos = clock_decay(4, "linear", lambda: used[0]), clock_decay(4, "cosine", lambda: used[0])
+    assert lin(0) == pytest.approx(0.25) and lin(3) == pytest.approx(1.0)  # warm-up by steps
+    for frac, want_lin, want_cos in ((0.0, 1.0, 1.0), (0.25, 0.75, 0.8535534), (0.5, 0.5, 0.5), (1.0, 0.0, 0.0),
+                                     (1.7, 0.0, 0.0)):
+        used[0] = frac
+        assert lin(100) == pytest.approx(want_lin) and cos(100) == pytest.approx(want_cos, abs=1e-6)
+    with pytest.raises(ValueError, match="shape"):
+        clock_decay(0, "constant", lambda: 0.0)
+
+
+def test_lr_decays_over_the_minutes_budget(tmp_path):
+    """lr_decay_clock=minutes: the LR falls with the training clock and is near 0 when the budget ends."""
+    with pytest.raises(ValueError, match="max_minutes"):
+        TrainConfig(lr_decay_clock="minutes")
+    with pytest.raises(ValueError, match="lr_decay_clock"):
+        TrainConfig(lr_decay_clock="hours")
+    cfg = TrainConfig(steps=10**7, batch_size=8, lr=0.01, warmup_steps=0, lr_decay="linear",
+                      lr_decay_clock="minutes", max_minutes=0.02, log_every=1, progress=False)
+    result = Trainer(nn.Linear(5, 1), ToyTask(), cfg, tmp_path / "run", {}).fit()
+    lrs = [r["lr"] for r in map(json.loads, (tmp_path / "run" / "metrics.jsonl").read_text().splitlines())
+           if r.get("split") == "train"]
+    assert result.step == len(lrs) and len(lrs) > 10
+    assert all(b <= a for a, b in zip(lrs, lrs[1:]))
+    assert lrs[0] > 0.008 and lrs[-1] < 0.002
 
 
 def test_ema_warms_up():

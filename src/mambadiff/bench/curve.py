@@ -131,12 +131,13 @@ def _match(existing: dict | None, key: dict) -> str | None:
 
 
 def score_run(run_dir: str | Path, data: CurveData, *, sampling: dict | None = None, bertscore: bool = True,
-              device: str = "cpu", progress: bool = False,
-              say: Callable[[str], None] | None = None) -> list[tuple[int, dict]]:
+              device: str = "cpu", progress: bool = False, say: Callable[[str], None] | None = None,
+              workers: int = 0) -> list[tuple[int, dict]]:
     """(step, score JSON) for every checkpoint of ``run_dir`` (see the module docstring), step order.
-    ``sampling``: `Paraphraser.settings` keywords replacing the checkpoints' own (None values ignored)."""
+    ``sampling``: `Paraphraser.settings` keywords replacing the checkpoints' own (None values ignored);
+    ``workers``: batches sampled at once (0: `sampling_workers`'s choice)."""
     from mambadiff.metrics.generation import evaluate_predictions
-    from mambadiff.tasks.paraphrase import Paraphraser
+    from mambadiff.tasks.paraphrase import Paraphraser, sampling_workers
 
     say = say or (lambda msg: None)
     run_dir = Path(run_dir)
@@ -163,7 +164,9 @@ def score_run(run_dir: str | Path, data: CurveData, *, sampling: dict | None = N
         else:
             replacing = f" (replacing {score_path}: other data or settings)" if score_path.exists() else ""
             say(f"{run_dir}: step {step}: sampling {len(data.rows)} rows{replacing}")
-            records = [r for batch in para.generate_rows(data.rows, settings, progress=progress, total=len(data.rows))
+            n_workers = sampling_workers(workers, para.device, len(data.rows), settings.batch_size)
+            records = [r for batch in para.generate_rows(data.rows, settings, progress=progress, total=len(data.rows),
+                                                         workers=n_workers)
                        for r in batch]
             atomic_write_jsonl(pred_path, records)
         result = evaluate_predictions([str(pred_path)], bertscore=bertscore, step=step)
@@ -186,7 +189,7 @@ def run_curve_benchmark(runs: Sequence[str | Path], data: str | Path, limit: int
                         labels: Sequence[str] = (), sampling: dict | None = None, bertscore: bool = True,
                         device: str = "cpu", json_path: str | Path | None = None,
                         plot_path: str | Path | None = None, progress: bool = False,
-                        say: Callable[[str], None] | None = None) -> dict:
+                        say: Callable[[str], None] | None = None, workers: int = 0) -> dict:
     """Score every checkpoint of each run (`score_run`), print the table, write ``json_path``
     ({"data", "limit", "rows", "copy_source"}) and the plot at ``plot_path``; returns that dict."""
     from mambadiff.report.plots import plot_quality_vs_minutes
@@ -207,7 +210,8 @@ def run_curve_benchmark(runs: Sequence[str | Path], data: str | Path, limit: int
     curve_data = read_curve_data(data, limit)
     rows, copies = [], []
     for run, name in zip(runs, names):
-        evals = score_run(run, curve_data, sampling=sampling, bertscore=bertscore, device=device, progress=progress, say=say)
+        evals = score_run(run, curve_data, sampling=sampling, bertscore=bertscore, device=device, progress=progress,
+                          say=say, workers=workers)
         run_rows, copy = curve_rows(name, evals)
         for row, (_, res) in zip(run_rows, evals):
             row["predictions"] = res["files"][0]  # RUN/eval/step_XXXXXXXX.jsonl, scored in step_XXXXXXXX.json

@@ -7,13 +7,17 @@ settings. Reported per recipe: BLEU, ROUGE-L, BERTScore F1 (MiniLM), iBLEU, exac
 rate of outputs that repeat a word twice in a row, mean length in words, training steps, training
 tokens/s, and sampling seconds per 1,000 sentences (all samples and MBR included) and
 sentence-samples/s; plus the copy-source row (the output is the source sentence).
-Recipes run one after the other, so on a shared machine their budgets may see different loads.
+Recipes run one after the other, or ``jobs`` at a time, each in its own process with ``threads``
+threads (``--jobs 2 --threads 1`` on two cores: two recipes side by side, one core each, so that
+their budgets see the same load).
 """
 from __future__ import annotations
 
 import json
+import multiprocessing
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import torch
@@ -69,21 +73,29 @@ def run_recipe(spec: str, run_dir: Path, minutes: float, threads: int, split: st
 
 def run_quality_benchmark(recipes=DEFAULT_RECIPES, minutes: float = 10.0, threads: int = 1, split: str = "valid",
                           limit: int = 512, bertscore: bool = True, run_root: str | None = None,
-                          json_path=None, progress: bool = False) -> list[dict]:
+                          json_path=None, progress: bool = False, jobs: int = 1) -> list[dict]:
     """Every recipe's row and the copy-source row (printed as a table, written to ``json_path``).
     With ``run_root``, each recipe's run folder (and its ``samples_<split>.jsonl``) is kept there.
+    ``jobs > 1`` runs that many recipes at once, each in a process of its own (no progress bars).
     A bad number, no recipe or an empty one raises ``BenchArgumentError``."""
     if minutes < 1e-9:
         raise BenchArgumentError("minutes", f"must be > 0, got {minutes}")
-    check_at_least(threads=(threads, 1), limit=(limit, 0))
+    check_at_least(threads=(threads, 1), limit=(limit, 0), jobs=(jobs, 1))
     if not recipes:
         raise BenchArgumentError("recipes", "give at least one recipe")
+    for spec in recipes:  # an empty or malformed recipe fails before any training
+        split_spec(spec)
     rows, copy_inputs = [], None
     with tempfile.TemporaryDirectory(prefix="mambadiff-quality-") as tmp:
         root = Path(run_root) if run_root else Path(tmp)
-        for i, spec in enumerate(recipes):
-            run_dir = root / f"recipe{i}"
-            row, records = run_recipe(spec, run_dir, minutes, threads, split, limit, bertscore, progress)
+        args = [(spec, root / f"recipe{i}", minutes, threads, split, limit, bertscore) for i, spec in enumerate(recipes)]
+        if jobs > 1:
+            # spawn: a fresh interpreter per worker (torch's thread pools do not survive fork)
+            with ProcessPoolExecutor(min(jobs, len(args)), mp_context=multiprocessing.get_context("spawn")) as pool:
+                results = [f.result() for f in [pool.submit(run_recipe, *a) for a in args]]
+        else:
+            results = [run_recipe(*a, progress) for a in args]
+        for (spec, run_dir, *_), (row, records) in zip(args, results):
             rows.append(row)
             if run_root:
                 from mambadiff.fileio import atomic_write_text
@@ -97,5 +109,6 @@ def run_quality_benchmark(recipes=DEFAULT_RECIPES, minutes: float = 10.0, thread
     rows.append(copy_row)
     print_table([{**r, "recipe": r["recipe"][:60]} for r in rows], [c for c in COLUMNS if bertscore or c != "bertscore"],
                 floatfmt=".4f")
-    write_json(json_path, {"minutes": minutes, "threads": threads, "split": split, "limit": limit, "rows": rows})
+    write_json(json_path, {"minutes": minutes, "threads": threads, "jobs": jobs, "split": split, "limit": limit,
+                           "rows": rows})
     return rows

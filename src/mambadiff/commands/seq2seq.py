@@ -40,10 +40,19 @@ def sampling_options(command):
                      help="Masked process: no token next to an equal one."),
         click.option("--forbid-repeat-bigram/--allow-repeat-bigram", default=None,
                      help="Masked process: no word pair twice in an output."),
+        click.option("--solver", type=click.Choice(["respaced", "dpm-solver++"]), default=None,
+                     help="Gaussian process, K < T steps: respaced (ancestral / DDIM by --eta) or DPM-Solver++."),
     ]
     for option in reversed(options):
         command = option(command)
     return command
+
+
+def workers_option(command):
+    """``--workers``: batches sampled at once (see `Paraphraser.generate_rows`)."""
+    return click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
+                        help="Batches sampled at once, each in a thread with a share of the CPU threads "
+                             "(0: one per CPU thread on CPU, 1 on a GPU). The draws do not depend on it.")(command)
 
 
 @click.command("train")
@@ -112,9 +121,10 @@ def load_examples(data_path, split, tok, cfg, limit):
               help="Output jsonl (rows appended batch by batch). Default: print the outputs to stdout.")
 @click.option("--resume", is_flag=True,
               help="Keep the complete rows --out already holds (same checkpoint and settings) and add the rest.")
+@workers_option
 def generate_command(checkpoint, data_path, texts, split, steps, samples, mbr, eta, clamp, limit, batch_size, seed,
-                     device, no_ema, out_path, resume, temperature, top_k, end_bias, end_defer,
-                     predict_length, forbid_adjacent_repeat, forbid_repeat_bigram):
+                     device, no_ema, out_path, resume, workers, temperature, top_k, end_bias, end_defer,
+                     predict_length, forbid_adjacent_repeat, forbid_repeat_bigram, solver):
     """Sample targets: jsonl rows with source, reference (when the input has one), recover and samples,
     or one output line per source on stdout.
 
@@ -122,7 +132,7 @@ def generate_command(checkpoint, data_path, texts, split, steps, samples, mbr, e
     whether in one run or resumed after a crash with --resume. Examples longer than the model's seq_len
     are truncated as in training (a warning gives their count)."""
     from mambadiff.data.errors import DataError
-    from mambadiff.tasks.paraphrase import Paraphraser
+    from mambadiff.tasks.paraphrase import Paraphraser, sampling_workers
     from mambadiff.train.checkpoint import resolve_checkpoint
 
     if (data_path is None) == (not texts):
@@ -137,7 +147,7 @@ def generate_command(checkpoint, data_path, texts, split, steps, samples, mbr, e
                                  batch_size=batch_size, seed=seed, temperature=temperature, top_k=top_k,
                                  end_bias=end_bias, end_defer=end_defer, predict_length=predict_length,
                                  forbid_adjacent_repeat=forbid_adjacent_repeat,
-                                 forbid_repeat_bigram=forbid_repeat_bigram)
+                                 forbid_repeat_bigram=forbid_repeat_bigram, solver=solver)
         open_rows = _source_rows(data_path, texts, split)
         total = None
         if open_rows is not None:  # a file: read it once up front, so bad input fails before any sampling
@@ -158,8 +168,10 @@ def generate_command(checkpoint, data_path, texts, split, steps, samples, mbr, e
     seen = _Counter(rows)
     t0 = time.perf_counter()
     try:
+        n_rows = None if total is None else max(0, total - done)
+        workers = sampling_workers(workers, para.device, n_rows, settings.batch_size)
         for records in para.generate_rows(seen, settings, skip=done, progress=True, total=total,
-                                          on_skipped=output.check_skipped if output else None):
+                                          on_skipped=output.check_skipped if output else None, workers=workers):
             if output is not None:
                 output.write(records)
             else:

@@ -5,7 +5,15 @@ samplers, reverse samplers and MBR selection all take the denoiser as an argumen
 """
 from .mbr import mbr_scores, mbr_select
 from .process import GaussianDiffusion, mean_flat
-from .sampler import SampleOutput, embedding_matrix, round_to_vocab, sample_ancestral, sample_respaced
+from .sampler import (
+    SOLVERS,
+    SampleOutput,
+    embedding_matrix,
+    round_to_vocab,
+    sample_ancestral,
+    sample_dpm_solver,
+    sample_respaced,
+)
 from .schedule import SCHEDULE_NAMES, NoiseSchedule, ScheduleConfig, named_betas, space_timesteps
 from .timestep_sampler import (
     SAMPLER_NAMES,
@@ -21,6 +29,7 @@ __all__ = [
     "NoiseSchedule",
     "SAMPLER_NAMES",
     "SCHEDULE_NAMES",
+    "SOLVERS",
     "SampleOutput",
     "ScheduleConfig",
     "TimestepSampler",
@@ -33,6 +42,7 @@ __all__ = [
     "named_betas",
     "round_to_vocab",
     "sample_ancestral",
+    "sample_dpm_solver",
     "sample_respaced",
     "space_timesteps",
 ]

@@ -197,6 +197,8 @@ class GaussianDiffusion:
         nll_grad: bool = True,
         with_nll: bool = True,
         self_condition: bool = False,
+        absorb: torch.Tensor | None = None,
+        mask_id: int | None = None,
     ) -> dict[str, torch.Tensor]:
         """DiffuSeq's per-example losses; see the module docstring for the exact definitions.
 
@@ -208,7 +210,9 @@ class GaussianDiffusion:
         without autograd (cheaper; right when it is only logged, as in DiffuSeq); ``with_nll=False``
         leaves ``nll`` out altogether (a step whose metrics nobody reads). ``self_condition``: run the
         model once without gradient and feed its x0 estimate back as ``self_cond`` (Analog Bits); the
-        caller picks the steps (the others see zeros, i.e. no ``self_cond``).
+        caller picks the steps (the others see zeros, i.e. no ``self_cond``). ``absorb`` ``(b, l)`` bool
+        with ``mask_id``: DiffuSeq-v2's soft absorbing state, the positions whose x0 is the embedding of
+        ``mask_id`` before noising (the losses still target the true words' x0).
         """
         check_ids_and_mask(input_ids, input_mask, attention_mask, "training_losses")
         self._check_t(t, input_ids.shape[0], "training_losses")
@@ -231,7 +235,14 @@ class GaussianDiffusion:
         x_start = x_start_mean + std0 * x_start_noise  # (b, l, e) the x0 sample of q(x0 | w)
         if noise is None:
             noise = torch.randn_like(x_start)
-        x_t = self.q_sample(x_start, t, noise=noise, input_mask=input_mask)  # (b, l, e)
+        noised = x_start  # (b, l, e) what q_sample noises
+        if absorb is not None:
+            if absorb.shape != input_ids.shape or mask_id is None:
+                raise ValueError(f"training_losses: absorb must be a {tuple(input_ids.shape)} bool tensor given with "
+                                 f"mask_id, got {tuple(absorb.shape)} and mask_id={mask_id!r}")
+            mask_emb = model.embed(torch.full_like(input_ids[:1, :1], int(mask_id)))  # (1, 1, e) learned
+            noised = torch.where(absorb.unsqueeze(-1), mask_emb, x_start)  # (b, l, e)
+        x_t = self.q_sample(noised, t, noise=noise, input_mask=input_mask)  # (b, l, e)
 
         model_t = self.model_timesteps(t)
         if self_condition:

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, NamedTuple, Sequence
@@ -31,7 +33,7 @@ import torch
 
 from mambadiff.data.errors import DataError
 from mambadiff.data.seq2seq import build_example
-from mambadiff.diffusion import GaussianDiffusion
+from mambadiff.diffusion import SOLVERS, GaussianDiffusion
 from mambadiff.diffusion.mbr import mbr_select
 from mambadiff.progress import progress_bar
 from mambadiff.ssm.checks import check_positive_int
@@ -42,7 +44,8 @@ if TYPE_CHECKING:
     from mambadiff.models.denoiser import Denoiser
     from mambadiff.tasks.seq2seq import Seq2SeqConfig
 
-__all__ = ["CLAMPS", "GenerationSettings", "Paraphraser", "SourceRow", "batch_generator", "batches", "generate"]
+__all__ = ["CLAMPS", "GenerationSettings", "Paraphraser", "SourceRow", "batch_generator", "batches", "generate",
+           "sampling_workers"]
 
 CLAMPS = ("round", "logits", "none")
 
@@ -66,6 +69,7 @@ class GenerationSettings:
     predict_length: bool = False  # the first step fixes the output length
     forbid_adjacent_repeat: bool = False  # no (non-special) token next to an equal one
     forbid_repeat_bigram: bool = False  # no (non-special) word pair twice in an output
+    solver: str = "respaced"  # gaussian process: respaced | dpm-solver++ (see SampleConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -139,7 +143,7 @@ class Paraphraser:
                  end_bias: float | None = None, end_defer: float | None = None,
                  predict_length: bool | None = None,
                  forbid_adjacent_repeat: bool | None = None,
-                 forbid_repeat_bigram: bool | None = None) -> GenerationSettings:
+                 forbid_repeat_bigram: bool | None = None, solver: str | None = None) -> GenerationSettings:
         """The checkpoint's ``sample`` config with the given values replacing it, checked."""
         sc = self.cfg.sample
         pick = lambda value, default: default if value is None else value  # noqa: E731
@@ -150,7 +154,8 @@ class Paraphraser:
                                end_bias=pick(end_bias, sc.end_bias), end_defer=pick(end_defer, sc.end_defer),
                                predict_length=bool(pick(predict_length, sc.predict_length)),
                                forbid_adjacent_repeat=bool(pick(forbid_adjacent_repeat, sc.forbid_adjacent_repeat)),
-                               forbid_repeat_bigram=bool(pick(forbid_repeat_bigram, sc.forbid_repeat_bigram)))
+                               forbid_repeat_bigram=bool(pick(forbid_repeat_bigram, sc.forbid_repeat_bigram)),
+                               solver=pick(solver, sc.solver))
         t_max = self.max_steps
         if not isinstance(s.steps, int) or isinstance(s.steps, bool) or s.steps < 0:
             raise ValueError(f"steps must be an int in [0, {t_max}] (0 = all {t_max}), got {s.steps!r}")
@@ -163,6 +168,8 @@ class Paraphraser:
             raise ValueError(f"eta must be a number in [0, 1], got {s.eta!r}")
         if s.clamp not in CLAMPS:
             raise ValueError(f"clamp must be one of {', '.join(CLAMPS)}, got {s.clamp!r}")
+        if s.solver not in SOLVERS:
+            raise ValueError(f"solver must be one of {', '.join(SOLVERS)}, got {s.solver!r}")
         if not isinstance(s.seed, int) or isinstance(s.seed, bool) or s.seed < 0:
             raise ValueError(f"seed must be an int >= 0, got {s.seed!r}")
         for name in ("temperature", "end_bias", "end_defer"):
@@ -226,18 +233,35 @@ class Paraphraser:
     # ---- many rows -----------------------------------------------------------------------------
     def generate_rows(self, rows: Iterable[SourceRow], settings: GenerationSettings, *, skip: int = 0,
                       progress: bool = False, total: int | None = None,
-                      on_skipped=None) -> Iterator[list[dict[str, Any]]]:
+                      on_skipped=None, workers: int = 1) -> Iterator[list[dict[str, Any]]]:
         """Sample ``rows`` batch by batch; yields each batch's records (``source``, ``reference`` when the
-        row has one, ``recover``, ``samples``) once all its samples are drawn.
+        row has one, ``recover``, ``samples``) once all its samples are drawn, in input order.
 
         The first ``skip`` rows are laid out but not sampled (resuming): batches wholly inside them
         are passed to ``on_skipped(first_row, sources)`` so a caller can check them against rows it
         already holds; the batch that straddles ``skip`` is sampled whole and only its rows from
         ``skip`` on are yielded (the randomness rule makes them what the first run drew).
+
+        ``workers > 1`` samples that many batches at once, each in its own thread with an equal share
+        of torch's CPU threads (at least one). A batch is a chain of small operations that one
+        intra-op pool spreads poorly over cores; whole batches side by side keep every core busy.
+        The randomness rule is per batch, so the draws do not depend on ``workers``.
         """
+        check_positive_int("workers", workers)
         bar = progress_bar(total, f"sample ({settings.steps or self.max_steps} steps, {settings.samples} "
                                   f"sample{'s' * (settings.samples > 1)})", initial=min(skip, total or skip),
                            enabled=progress)
+        pool = ThreadPoolExecutor(workers, thread_name_prefix="sample") if workers > 1 else None
+        torch_threads = torch.get_num_threads()
+        if pool is not None:
+            torch.set_num_threads(max(1, torch_threads // workers))
+        pending: deque = deque()  # (laid batch, first row, future or result) in input order
+
+        def oldest_records() -> list[dict[str, Any]]:
+            laid, first, result = pending.popleft()
+            sources, outputs, samples = result.result() if pool is not None else result
+            return self._records(laid, first, skip, sources, outputs, samples)
+
         try:
             for k, (first, batch) in enumerate(batches(rows, settings.batch_size)):
                 laid = self.layout(batch)
@@ -246,25 +270,47 @@ class Paraphraser:
                         on_skipped(first, [_decode_source(self.tokenizer, laid.input_ids[j], laid.input_mask[j])
                                            for j in range(len(batch))])
                     continue
-                sources, outputs, samples = self.sample_batch(laid.input_ids, laid.input_mask, settings, k)
-                records = []
-                for j in range(max(0, skip - first), len(batch)):
-                    rec: dict[str, Any] = {"source": sources[j]}
-                    if laid.references[j] is not None:
-                        rec["reference"] = laid.references[j]
-                    rec["recover"] = outputs[j]
-                    rec["samples"] = samples[j]
-                    records.append(rec)
+                if pool is None:
+                    pending.append((laid, first, self.sample_batch(laid.input_ids, laid.input_mask, settings, k)))
+                else:
+                    pending.append((laid, first, pool.submit(self.sample_batch, laid.input_ids, laid.input_mask,
+                                                             settings, k)))
+                while len(pending) >= workers:
+                    records = oldest_records()
+                    yield records
+                    bar.update(len(records))
+            while pending:
+                records = oldest_records()
                 yield records
                 bar.update(len(records))
         finally:
+            if pool is not None:
+                for _, _, future in pending:
+                    future.cancel()
+                pool.shutdown(wait=True)
+                torch.set_num_threads(torch_threads)
             bar.close()
+
+    @staticmethod
+    def _records(laid: LaidOutBatch, first: int, skip: int, sources: list[str], outputs: list[str],
+                 samples: list[list[str]]) -> list[dict[str, Any]]:
+        """The output records of a sampled batch whose first row is ``first``, from row ``skip`` on."""
+        records = []
+        for j in range(max(0, skip - first), len(sources)):
+            rec: dict[str, Any] = {"source": sources[j]}
+            if laid.references[j] is not None:
+                rec["reference"] = laid.references[j]
+            rec["recover"] = outputs[j]
+            rec["samples"] = samples[j]
+            records.append(rec)
+        return records
 
     def __call__(self, texts: str | Sequence[str], *, steps: int | None = None, samples: int | None = None,
                  mbr: bool | None = None, eta: float | None = None, clamp: str | None = None,
                  batch_size: int | None = None, seed: int | None = None, temperature: float | None = None,
                  top_k: int | None = None, end_bias: float | None = None, end_defer: float | None = None,
-                 predict_length: bool | None = None, progress: bool = False) -> list[str]:
+                 predict_length: bool | None = None, solver: str | None = None,
+                 progress: bool = False) -> list[str]:
         """Paraphrase each text; returns one string per text (the MBR pick of ``samples`` draws when
         ``mbr``). Unset arguments come from the checkpoint's ``sample`` config."""
         if isinstance(texts, str):
@@ -276,9 +322,22 @@ class Paraphraser:
             rows.append(SourceRow(t.strip(), None, "texts", i + 1))
         settings = self.settings(steps=steps, samples=samples, mbr=mbr, eta=eta, clamp=clamp,
                                  batch_size=batch_size, seed=seed, temperature=temperature, top_k=top_k,
-                                 end_bias=end_bias, end_defer=end_defer, predict_length=predict_length)
+                                 end_bias=end_bias, end_defer=end_defer, predict_length=predict_length,
+                                 solver=solver)
         return [r["recover"] for batch in self.generate_rows(rows, settings, progress=progress, total=len(rows))
                 for r in batch]
+
+
+def sampling_workers(requested: int, device: torch.device | str, rows: int | None, batch_size: int) -> int:
+    """The ``workers`` of `Paraphraser.generate_rows` for a request: ``requested`` when > 0; for 0
+    (auto), one per torch CPU thread on CPU, never more than the ``rows`` (None: unknown) make
+    batches, and 1 on other devices (a GPU runs one batch's kernels back to back)."""
+    if requested > 0:
+        return requested
+    if torch.device(device).type != "cpu":
+        return 1
+    n_batches = math.ceil(rows / batch_size) if rows is not None else 1
+    return max(1, min(torch.get_num_threads(), n_batches))
 
 
 def batches(rows: Iterable[SourceRow], size: int) -> Iterator[tuple[int, list[SourceRow]]]:

@@ -20,7 +20,8 @@ from mambadiff.config import from_dict, to_dict
 from mambadiff.data.seq2seq import (LAYOUTS, ON_OVERFLOW, Seq2SeqDataset, load_seq2seq_split, read_seq2seq_jsonl,
                                     resolve_split_path)
 from mambadiff.data.tokenizer import SPECIAL_TOKENS, TextTokenizer, build_tokenizer, load_tokenizer
-from mambadiff.diffusion import GaussianDiffusion, create_timestep_sampler, sample_ancestral, sample_respaced
+from mambadiff.diffusion import (SOLVERS, GaussianDiffusion, create_timestep_sampler, sample_ancestral,
+                                 sample_dpm_solver, sample_respaced)
 from mambadiff.diffusion.embedding_space import embedding_space
 from mambadiff.diffusion.masked import WEIGHTINGS, MaskedDiffusion, sample_masked
 from mambadiff.models.backbones import BACKBONES
@@ -79,6 +80,10 @@ class DiffusionConfig:
     # and a noise-scale factor F (x_t = sqrt(ab) x0 + F sqrt(1 - ab) eps)
     embedding_norm: bool = False
     noise_factor: float = 1.0
+    # gaussian: DiffuSeq-v2's soft absorbing state. While training, each target position's x0 is replaced by
+    # the (learned) [MASK] embedding with probability soft_absorb * (t + 1) / T before noising: heavily
+    # noised inputs carry an explicit "unknown" signal that the sampler's early steps resemble. 0: off
+    soft_absorb: float = 0.0
 
 
 @dataclass
@@ -90,6 +95,8 @@ class SampleConfig:
     mbr: bool = True               # pick one of the S samples by MBR (DiffuSeq's rule) when S > 1
     clamp: str = "round"           # each step: round x0 to the nearest embedding (DiffuSeq) | logits (embedding
                                    # of the tied head's argmax token) | none
+    solver: str = "respaced"       # gaussian, K < T steps: respaced (ancestral / DDIM by eta) | dpm-solver++
+                                   # (DiffuSeq-v2's second-order multistep solver; eta unused)
     batch_size: int = 64
     # process masked: K confidence-ordered unmasking steps (steps 0 = 20); token draw temperature (0 argmax);
     # remask: committed tokens compete again with new proposals (RDM); forbid_adjacent_repeat: a position
@@ -223,8 +230,12 @@ def fixed_eval_losses(eval_tensors: dict[str, torch.Tensor] | None, diffusion_st
 
 
 class DiffusionSeq2SeqTask:
-    def __init__(self, cfg: Seq2SeqConfig, train_set: Seq2SeqDataset, eval_set: Seq2SeqDataset | None):
+    def __init__(self, cfg: Seq2SeqConfig, train_set: Seq2SeqDataset, eval_set: Seq2SeqDataset | None,
+                 mask_id: int | None = None):
+        if cfg.diffusion.soft_absorb and mask_id is None:
+            raise ValueError("diffusion.soft_absorb needs the tokenizer's [MASK] id")
         self.cfg = cfg
+        self.mask_id = mask_id
         self.diffusion = GaussianDiffusion.from_name(cfg.diffusion.schedule, cfg.diffusion.steps)
         self.t_sampler = create_timestep_sampler(cfg.diffusion.timestep_sampler, cfg.diffusion.steps)
         self.train = train_set.tensors()  # (N, l) each
@@ -241,7 +252,7 @@ class DiffusionSeq2SeqTask:
         return int(batch["input_ids"].numel())
 
     def _losses(self, model, batch, t, noise, x_start_noise, with_nll: bool = True,
-                self_condition: bool = False) -> dict[str, torch.Tensor]:
+                self_condition: bool = False, absorb: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         # no padding mask, as DiffuSeq: target-side [PAD]s are generated like any token (the model
         # decides where the output ends), so the denoiser must see them at training and sampling alike
         d = self.cfg.diffusion
@@ -249,7 +260,8 @@ class DiffusionSeq2SeqTask:
             embedding_space(_DDPDenoiser(model), d.embedding_norm, d.noise_factor), batch["input_ids"], batch["input_mask"], t,
             attention_mask=None, noise=noise, x_start_noise=x_start_noise,
             nll_grad=bool(self.cfg.diffusion.nll_weight),  # nll only logged: no graph for it
-            with_nll=with_nll, self_condition=self_condition)
+            with_nll=with_nll, self_condition=self_condition, absorb=absorb,
+            mask_id=self.mask_id if absorb is not None else None)
 
     def loss(self, model, batch, ctx: StepContext):
         g = ctx.generator()
@@ -259,10 +271,16 @@ class DiffusionSeq2SeqTask:
         t, w = self.t_sampler.sample(ctx.global_batch, generator=g)  # (B,), (B,)
         noise = torch.randn(ctx.global_batch, l, e, generator=g)  # (B, l, e)
         x0_noise = torch.randn(ctx.global_batch, l, e, generator=g)  # (B, l, e)
+        absorb = None
+        if self.cfg.diffusion.soft_absorb:  # (B, l) drawn only when on: runs without it keep their draws
+            rate = self.cfg.diffusion.soft_absorb * (t.double() + 1) / self.cfg.diffusion.steps  # (B,)
+            absorb = torch.rand(ctx.global_batch, l, generator=g, dtype=torch.float64) < rate[:, None]  # (B, l)
+            absorb = ctx.slice(absorb).to(ctx.device) & batch["input_mask"].bool()  # (b, l) target positions
         t, w = ctx.slice(t).to(ctx.device), ctx.slice(w).to(ctx.device)
         # the logged-only nll costs a v-wide head pass: computed on the steps whose metrics are logged
         losses = self._losses(model, batch, t, ctx.slice(noise).to(ctx.device), ctx.slice(x0_noise).to(ctx.device),
-                              with_nll=ctx.log_metrics, self_condition=self_condition_step(self.cfg, g))
+                              with_nll=ctx.log_metrics, self_condition=self_condition_step(self.cfg, g),
+                              absorb=absorb)
         objective = losses["loss"]  # (b,) DiffuSeq: mse + decoder_nll + tT
         if self.cfg.diffusion.nll_weight:
             objective = objective + self.cfg.diffusion.nll_weight * losses["nll"]  # (b,)
@@ -302,6 +320,10 @@ def validate_process(cfg: Seq2SeqConfig) -> None:
         raise ValueError(f"sample.top_k must be 0 (all tokens) or >= 3, got {cfg.sample.top_k}")
     if cfg.sample.end_defer < 0:
         raise ValueError(f"sample.end_defer must be >= 0, got {cfg.sample.end_defer}")
+    if cfg.sample.solver not in SOLVERS:
+        raise ValueError(f"sample.solver must be one of {', '.join(SOLVERS)}, got {cfg.sample.solver!r}")
+    if not 0.0 <= cfg.diffusion.soft_absorb <= 1.0:
+        raise ValueError(f"diffusion.soft_absorb must be in [0, 1], got {cfg.diffusion.soft_absorb}")
     if not cfg.diffusion.noise_factor > 0:
         raise ValueError(f"diffusion.noise_factor must be > 0, got {cfg.diffusion.noise_factor}")
     if cfg.model.embedding_init not in EMBEDDING_INITS:
@@ -367,7 +389,7 @@ def make_seq2seq_task(cfg: Seq2SeqConfig, train_set, eval_set, tok: TextTokenize
     """The training task of ``diffusion.process``."""
     if cfg.diffusion.process == "masked":
         return MaskedSeq2SeqTask(cfg, train_set, eval_set, tok)
-    return DiffusionSeq2SeqTask(cfg, train_set, eval_set)
+    return DiffusionSeq2SeqTask(cfg, train_set, eval_set, mask_id=tok.mask_id)
 
 
 def sample_token_ids(model, cfg: Seq2SeqConfig, tok: TextTokenizer, ids: torch.Tensor, imask: torch.Tensor,
@@ -388,7 +410,10 @@ def sample_token_ids(model, cfg: Seq2SeqConfig, tok: TextTokenizer, ids: torch.T
     model = embedding_space(model, cfg.diffusion.embedding_norm, cfg.diffusion.noise_factor)
     clamp = None if clamp == "none" else clamp
     # DiffuSeq gives the denoiser no padding mask while sampling: the target length is unknown
-    if steps and steps < cfg.diffusion.steps:
+    if steps and steps < cfg.diffusion.steps and settings.solver == "dpm-solver++":
+        out = sample_dpm_solver(diffusion, model, ids, imask, None, steps=steps, clamp=clamp, generator=g,
+                                self_condition=self_condition)
+    elif steps and steps < cfg.diffusion.steps:
         out = sample_respaced(diffusion, model, ids, imask, None, steps=steps, eta=eta, clamp=clamp, generator=g,
                               self_condition=self_condition)
     else:

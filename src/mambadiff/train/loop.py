@@ -32,7 +32,7 @@ from .checkpoint import CheckpointError
 from .distributed import DistInfo, all_reduce_mean, barrier
 from .ema import EMA
 from .metrics_log import MetricsLog
-from .optim import build_optimizer, cosine_decay, warmup_linear_decay
+from .optim import build_optimizer, clock_decay, cosine_decay, warmup_linear_decay
 from .state_codec import rng_state, set_rng_state
 from ..runtime import flush_denormals
 
@@ -50,6 +50,8 @@ class TrainConfig:
     weight_decay: float = 0.0
     warmup_steps: int = 100
     lr_decay: str = "linear"          # linear | cosine | constant
+    lr_decay_clock: str = "steps"     # steps: decay over train.steps | minutes: over train.max_minutes of
+                                      # training clock (a time-budgeted run ends at LR 0, whatever its speed)
     grad_clip: float = 1.0            # 0 disables
     ema_decay: float = 0.0            # 0 disables EMA; sampling/eval use EMA weights when on; < 1
     log_every: int = 10
@@ -92,6 +94,10 @@ class TrainConfig:
         need("ema_decay", 0 <= number("ema_decay") < 1, "in [0, 1) (0 disables EMA)")
         number("seed")
         need("lr_decay", self.lr_decay in ("linear", "cosine", "constant"), "linear|cosine|constant")
+        need("lr_decay_clock", self.lr_decay_clock in ("steps", "minutes"), "steps|minutes")
+        if self.lr_decay_clock == "minutes" and self.lr_decay != "constant" and not self.max_minutes > 0:
+            raise ValueError("train.lr_decay_clock=minutes decays the LR over train.max_minutes: set "
+                             f"train.max_minutes > 0 (got {self.max_minutes!r})")
         need("best_mode", self.best_mode in ("max", "min"), "'max' or 'min'")
         need("precision", self.precision in ("fp32", "bf16", "fp16"), "fp32|bf16|fp16")
         need("device", isinstance(self.device, str) and re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device) is not None,
@@ -211,13 +217,20 @@ class Trainer:
         if self.dist.enabled:
             self.ddp_model = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        # wall-clock seconds spent in fit() over the whole run (resumes add to it): the x axis of
+        # quality-against-training-time curves and the clock of lr_decay_clock=minutes; start-up and
+        # checkpoint loading are not counted
+        self.train_seconds_before = 0.0
+        self._fit_start: float | None = None
         self.optimizer = build_optimizer(self.model, cfg.lr, cfg.weight_decay)
-        if cfg.lr_decay == "linear":
-            factor = warmup_linear_decay(cfg.warmup_steps, cfg.steps)
-        elif cfg.lr_decay == "cosine":
-            factor = cosine_decay(cfg.warmup_steps, cfg.steps)
-        else:
+        if cfg.lr_decay == "constant":
             factor = warmup_linear_decay(cfg.warmup_steps, cfg.warmup_steps)
+        elif cfg.lr_decay_clock == "minutes":
+            factor = clock_decay(cfg.warmup_steps, cfg.lr_decay, self._budget_fraction)
+        elif cfg.lr_decay == "linear":
+            factor = warmup_linear_decay(cfg.warmup_steps, cfg.steps)
+        else:
+            factor = cosine_decay(cfg.warmup_steps, cfg.steps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
         self.ema = EMA(self.model, cfg.ema_decay) if cfg.ema_decay > 0 else None
         use_amp = self.device.type == "cuda" and cfg.precision != "fp32"
@@ -225,10 +238,6 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=use_amp and cfg.precision == "fp16")
         self.order = EpochOrder(task.num_train_examples(), cfg.seed)
         self.step = 0
-        # wall-clock seconds spent in fit() over the whole run (resumes add to it): the x axis of
-        # quality-against-training-time curves; start-up and checkpoint loading are not counted
-        self.train_seconds_before = 0.0
-        self._fit_start: float | None = None
         self.log = MetricsLog(self.run_dir / "metrics.jsonl", self.dist.is_main, tensorboard=cfg.tensorboard)
         self.last_eval: dict = {}
         self.best: dict = {}  # the evaluation that checkpoints/best holds (train.best_metric)
@@ -249,6 +258,14 @@ class Trainer:
             folder, model_state=self.model.state_dict(), config=self.full_config, trainer_state=state,
             optimizer_state=opt, ema_state=self.ema.state_dict() if self.ema else None,
             write_extra=self.write_extra)
+
+    def _budget_fraction(self) -> float:
+        """The share of ``train.max_minutes`` the training clock has used (``lr_decay_clock: minutes``);
+        the ranks' mean under DDP, so that every rank steps with the same LR."""
+        fraction = self.train_seconds() / (self.cfg.max_minutes * 60)
+        if self.dist.enabled:
+            fraction = float(all_reduce_mean(torch.tensor([fraction], dtype=torch.float64)).item())
+        return fraction
 
     def train_seconds(self) -> float:
         """Training wall-clock seconds so far (this fit() plus those of the runs resumed from)."""

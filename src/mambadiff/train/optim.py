@@ -30,6 +30,21 @@ def cosine_decay(warmup_steps: int, total_steps: int, final_ratio: float = 0.0):
     return factor
 
 
+def clock_decay(warmup_steps: int, shape: str, budget_fraction):
+    """LambdaLR factor: linear warm-up over ``warmup_steps``, then ``shape`` (linear | cosine) decay to
+    0 over a budget of time rather than steps: ``budget_fraction()`` is the share of it used so far
+    (read at every scheduler step; past 1 the factor stays 0)."""
+    if shape not in ("linear", "cosine"):
+        raise ValueError(f"clock_decay: shape must be linear or cosine, got {shape!r}")
+
+    def factor(step: int) -> float:
+        if warmup_steps > 0 and step < warmup_steps:
+            return (step + 1) / warmup_steps
+        frac = min(1.0, max(0.0, float(budget_fraction())))
+        return 1.0 - frac if shape == "linear" else 0.5 * (1 + math.cos(math.pi * frac))
+    return factor
+
+
 def build_optimizer(model: nn.Module, lr: float, weight_decay: float, betas=(0.9, 0.999), eps=1e-8):
     """AdamW over ``param_groups``: groups flagged ``_lr_scale`` (S4D kernel) get ``lr * lr_scale``."""
     groups = param_groups(model, weight_decay, lr=lr)

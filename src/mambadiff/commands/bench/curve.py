@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from mambadiff.commands.seq2seq import sampling_options
+from mambadiff.commands.seq2seq import sampling_options, workers_option
 
 
 @click.command("curve")
@@ -23,8 +23,9 @@ from mambadiff.commands.seq2seq import sampling_options
 @click.option("--device", default="cpu", show_default=True, help="torch device for sampling, e.g. cuda.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the rows here.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Write the BLEU / ROUGE-L vs minutes PNG here.")
+@workers_option
 def curve_command(runs, data_path, limit, labels, steps, samples, seed, batch_size, bertscore, device, json_path,
-                  plot_path, **sampling):
+                  plot_path, workers, **sampling):
     """Score every checkpoint of each RUN on the same pairs (RUN/eval/step_*.json, reused when the data and
     settings match) and plot BLEU and ROUGE-L against training minutes, with the copy-source baseline."""
     from mambadiff.bench.curve import run_curve_benchmark
@@ -32,6 +33,7 @@ def curve_command(runs, data_path, limit, labels, steps, samples, seed, batch_si
     try:
         sampling.update(steps=steps, samples=samples, seed=seed, batch_size=batch_size)
         run_curve_benchmark(runs, data_path, limit, labels, sampling=sampling, bertscore=bertscore, device=device, json_path=json_path,
+                            workers=workers,
                             plot_path=plot_path, progress=True, say=lambda msg: click.echo(msg, err=True))
     except (ValueError, BertScoreUnavailableError, ImportError) as e:  # DataError, CheckpointError are ValueErrors
         raise click.ClickException(str(e)) from None

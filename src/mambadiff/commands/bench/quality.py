@@ -19,8 +19,11 @@ from .options import click_errors, json_option, threads_option
 @click.option("--limit", default=512, show_default=True, help="Only the first N pairs of the split (0: all).")
 @click.option("--bertscore/--no-bertscore", default=True, show_default=True, help="Score BERTScore F1 (MiniLM).")
 @click.option("--run-root", type=click.Path(file_okay=False), help="Keep each recipe's run folder and samples here.")
+@click.option("--jobs", default=1, show_default=True,
+              help="Recipes run at once, each in its own process with --threads threads (2 with --threads 1 "
+                   "on two cores: side by side under the same load).")
 @json_option("Write the rows here.")
-def quality_command(recipes, minutes, threads, split, limit, bertscore, run_root, json_path):
+def quality_command(recipes, minutes, threads, split, limit, bertscore, run_root, jobs, json_path):
     """Train recipes for the same wall-clock, sample, score: BLEU, ROUGE-L, BERTScore, iBLEU, copies, repeats."""
     with click_errors({"spec": "--recipe", "recipes": "--recipe"}):
-        run_quality_benchmark(recipes, minutes, threads, split, limit, bertscore, run_root, json_path)
+        run_quality_benchmark(recipes, minutes, threads, split, limit, bertscore, run_root, json_path, jobs=jobs)

@@ -19,8 +19,6 @@
 #include <math.h>
 #include "ss_math.h"
 
-static inline real SS_FN(rn_sigmoid)(real v) { return (real)1 / ((real)1 + ss_exp(-v)); }
-
 int SS_FN(rn_fwd)(const real *x, const real *z, const real *w, real *y, real *rstd,
                   const int64_t *strides, int64_t rows, int64_t e, real eps, int nthreads) {
     /* strides: row strides of x, z, y */
@@ -33,10 +31,13 @@ int SS_FN(rn_fwd)(const real *x, const real *z, const real *w, real *y, real *rs
         real ss = 0;
         if (z) {
             const real *zr = z + r * sz;
-            /* y holds g until it is scaled below */
+            /* y holds exp(-z), then g until it is scaled below. The exp has a loop of its own: fused
+             * with the division and the reduction (gcc 12) the loop ran 6x slower than split. */
+#pragma omp simd
+            for (int64_t j = 0; j < e; j++) yr[j] = ss_exp(-zr[j]);
 #pragma omp simd reduction(+ : ss)
             for (int64_t j = 0; j < e; j++) {
-                real g = xr[j] * zr[j] * SS_FN(rn_sigmoid)(zr[j]);
+                real g = xr[j] * zr[j] / ((real)1 + yr[j]);
                 yr[j] = g;
                 ss += g * g;
             }
@@ -81,9 +82,11 @@ int SS_FN(rn_bwd)(const real *x, const real *z, const real *w, const real *rstd,
             real dot = 0;
             if (z) {
                 const real *zr = z + r * sz;
+#pragma omp simd
+                for (int64_t j = 0; j < e; j++) gate[e + j] = ss_exp(-zr[j]); /* own loop: see forward */
 #pragma omp simd reduction(+ : dot)
                 for (int64_t j = 0; j < e; j++) {
-                    real s = SS_FN(rn_sigmoid)(zr[j]);
+                    real s = (real)1 / ((real)1 + gate[e + j]);
                     real silu = zr[j] * s;
                     gate[j] = silu;
                     gate[e + j] = s * ((real)1 + zr[j] * ((real)1 - s));
