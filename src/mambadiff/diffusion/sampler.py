@@ -139,6 +139,17 @@ def _validate(diffusion, model, input_ids, input_mask, attention_mask, clamp, va
             raise ValueError(f"{who}: model lacks `{name}` required by the Denoiser contract")
 
 
+def _start(model, input_ids, input_mask, clamp, generator):
+    """(x_src, target, x_T, vocab_weight): the clean source embeddings ``(b, l, e)`` (the anchor of
+    the source side), the target positions ``(b, l, 1)``, the start ``(b, l, e)`` (noise on the target,
+    the source elsewhere) and the embedding matrix ``(v, e)`` when ``clamp`` needs it."""
+    x_src = model.embed(input_ids)  # (b, l, e)
+    target = input_mask.to(device=x_src.device).bool().unsqueeze(-1)  # (b, l, 1)
+    x = torch.where(target, randn_like_generator(x_src.shape, generator, x_src), x_src)  # (b, l, e)
+    vocab_weight = embedding_matrix(model) if clamp in ("round", "logits") else None  # (v, e)
+    return x_src, target, x, vocab_weight
+
+
 @torch.no_grad()
 def _reverse_loop(
     schedule: NoiseSchedule,
@@ -153,12 +164,8 @@ def _reverse_loop(
     progress: bool,
     self_condition: bool = False,
 ) -> SampleOutput:
-    x_src = model.embed(input_ids)  # (b, l, e) clean embeddings (the anchor for the source side)
+    x_src, target, x, vocab_weight = _start(model, input_ids, input_mask, clamp, generator)
     b = x_src.shape[0]
-    target = input_mask.to(device=x_src.device).bool().unsqueeze(-1)  # (b, l, 1)
-    x = torch.where(target, randn_like_generator(x_src.shape, generator, x_src), x_src)  # (b, l, e)
-    vocab_weight = embedding_matrix(model) if clamp in ("round", "logits") else None  # (v, e)
-
     kept = schedule.timesteps.tolist()  # original timestep of each kept index
     order = range(len(kept) - 1, -1, -1)
     bar = progress_bar(len(kept), "diffusion sampling", enabled=progress)
@@ -274,11 +281,8 @@ def sample_dpm_solver(
     alpha, sigma = ab.sqrt(), (1.0 - ab).sqrt()  # (K,), (K,)
     lam = alpha.log() - sigma.log()  # (K,) log signal-to-noise ratio / 2, rising as j falls
 
-    x_src = model.embed(input_ids)  # (b, l, e) the anchor for the source side
+    x_src, target, x, vocab_weight = _start(model, input_ids, input_mask, clamp, generator)
     b = x_src.shape[0]
-    target = input_mask.to(device=x_src.device).bool().unsqueeze(-1)  # (b, l, 1)
-    x = torch.where(target, randn_like_generator(x_src.shape, generator, x_src), x_src)  # (b, l, e)
-    vocab_weight = embedding_matrix(model) if clamp in ("round", "logits") else None  # (v, e)
     kept = schedule.timesteps.tolist()
     bar = progress_bar(len(kept), "diffusion sampling (DPM-Solver++)", enabled=progress)
     previous, previous_x0, h_previous = None, None, None
