@@ -90,8 +90,11 @@ def run_quality_benchmark(recipes=DEFAULT_RECIPES, minutes: float = 10.0, thread
         root = Path(run_root) if run_root else Path(tmp)
         args = [(spec, root / f"recipe{i}", minutes, threads, split, limit, bertscore) for i, spec in enumerate(recipes)]
         if jobs > 1:
-            # spawn: a fresh interpreter per worker (torch's thread pools do not survive fork)
-            with ProcessPoolExecutor(min(jobs, len(args)), mp_context=multiprocessing.get_context("spawn")) as pool:
+            # spawn: a fresh interpreter per worker (torch's thread pools do not survive fork), with the
+            # allocator settings the CLI process has (mambadiff.runtime: training is slower without)
+            from mambadiff.runtime import tune_cpu_allocator
+            with ProcessPoolExecutor(min(jobs, len(args)), mp_context=multiprocessing.get_context("spawn"),
+                                     initializer=tune_cpu_allocator) as pool:
                 results = [f.result() for f in [pool.submit(run_recipe, *a) for a in args]]
         else:
             results = [run_recipe(*a, progress) for a in args]
