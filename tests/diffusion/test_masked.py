@@ -330,3 +330,110 @@ def test_repeat_bigram_ban_on_a_hand_made_row():
     ban_repeated_bigrams(scores, x, committed, open_pos, torch.tensor([3]))
     assert torch.isinf(scores[1, 8]) and torch.isfinite(scores[1]).sum() == V - 1
     assert torch.isfinite(scores[0]).all()  # (3, 3) pairs are exempt; nothing else matches
+
+
+# ---------------------------------------------------------------------- length offset and length beam
+SEP, PAD = 5, 6
+
+
+def length_kw(**extra):
+    return dict(steps=4, end_ids=(SEP, PAD), special_ids=(SEP, PAD), predict_length=True, **extra)
+
+
+def output_length(tokens, src=4):
+    """Words before [SEP] in each row's target ``(b,)``."""
+    return (tokens[:, src:] == SEP).long().argmax(-1)
+
+
+def test_length_offset_moves_the_predicted_length_within_bounds():
+    d = MaskedDiffusion(100, MASK)
+    ids, mask = batch(b=4, l=16, src=4)
+    model = TableModel(16, seed=5, scale=1.0)
+    with torch.no_grad():
+        model.out[9:] = 2 * model.weight[PAD]
+    n = output_length(sample_masked(d, model, ids, mask, **length_kw()).token_ids)
+    assert (n == n[0]).all() and 2 <= int(n[0]) <= 9
+    offsets = torch.tensor([-1, 0, 1, 100])
+    moved = output_length(sample_masked(d, model, ids, mask, length_offset=offsets, **length_kw()).token_ids)
+    assert moved.tolist() == [n[0] - 1, n[0], n[0] + 1, 11]  # 11: n_target - 1, the last position is [SEP]
+    with pytest.raises(ValueError, match="need predict_length"):
+        sample_masked(d, model, ids, mask, steps=2, length_offset=offsets)
+    with pytest.raises(ValueError, match="length_beam must be an int >= 1"):
+        sample_masked(d, model, ids, mask, length_beam=0, **length_kw())
+
+
+def test_word_log_prob_is_the_mean_log_probability_of_the_words():
+    d = MaskedDiffusion(100, MASK)
+    ids, mask = batch(b=2, l=16, src=4)
+    table = torch.randn(16, V, generator=torch.Generator().manual_seed(3))
+    table[10:, PAD] = 8.0  # the tail ends the text
+    out = sample_masked(d, FixedLogits(table), ids, mask, **length_kw())
+    logp = table.clone()
+    logp[:, [MASK, SEP, PAD]] = -torch.inf  # word positions propose words only
+    logp = torch.log_softmax(logp, -1)
+    for r in range(2):
+        n = int(output_length(out.token_ids)[r])
+        words = out.token_ids[r, 4:4 + n]
+        want = logp[4:4 + n].gather(1, words[:, None]).mean()
+        torch.testing.assert_close(out.word_log_prob[r], want, rtol=1e-5, atol=1e-6)
+
+
+def test_length_beam_drops_a_word_the_model_is_unsure_of():
+    d = MaskedDiffusion(100, MASK)
+    l, src = 16, 4
+    ids, mask = batch(b=2, l=l, src=src)
+    table = torch.zeros(l, V)
+    for i in range(4):  # target positions 0-3: sure of distinct words
+        table[src + i, 10 + i] = 12.0
+    table[src + 4, 7:] = 1.0  # position 4: a word, but which one is a guess (ends at 0: P(word) ~ 1)
+    table[src + 5:, SEP] = 12.0  # then the end
+    plain = sample_masked(d, FixedLogits(table), ids, mask, **length_kw())
+    assert output_length(plain.token_ids).tolist() == [5, 5]  # round(sum P(word)) = 5
+    beam = sample_masked(d, FixedLogits(table), ids, mask, length_beam=3, **length_kw())
+    assert output_length(beam.token_ids).tolist() == [4, 4]
+    assert torch.equal(beam.token_ids[:, src:src + 4], torch.arange(10, 14).expand(2, -1))
+    assert (beam.word_log_prob > plain.word_log_prob).all()
+    one = sample_masked(d, FixedLogits(table), ids, mask, length_beam=1, **length_kw())
+    assert torch.equal(one.token_ids, plain.token_ids)
+
+
+class RowLogits(nn.Module):
+    """A stand-in denoiser with a logits table per example (``tables (n, l, V)``): the example is named by
+    its first source token (7 + n), so copies of a row (the length beam's) share its table; committed
+    tokens shift the logits (``logits(h) = h``)."""
+
+    def __init__(self, tables):
+        super().__init__()
+        self.tables = tables
+
+    def embed(self, ids):
+        return F.one_hot(ids, V).float()  # (b, l, V)
+
+    def forward(self, x, t, mask=None, self_cond=None):
+        example = x[:, 0].argmax(-1) - 7  # (b,)
+        return self.tables[example] + 1.5 * x
+
+    def logits(self, h):
+        return h
+
+
+@pytest.mark.parametrize("beam", [2, 3, 5])
+def test_length_beam_keeps_each_rows_best_of_the_offsets(beam):
+    """The beam equals decoding every offset on its own and keeping, per row, the highest word_log_prob."""
+    d = MaskedDiffusion(100, MASK)
+    b, l, src = 8, 16, 4
+    ids, mask = batch(b=b, l=l, src=src, seed=1)
+    ids[:, 0] = 7 + torch.arange(b)
+    tables = torch.randn(b, l, V, generator=torch.Generator().manual_seed(4))
+    tables[:, 11:, PAD] += 6.0
+    model = RowLogits(tables)
+    kw = length_kw(forbid_adjacent_repeat=True)
+    out = sample_masked(d, model, ids, mask, length_beam=beam, **kw)
+    offsets = [0, -1, 1, -2, 2][:beam]
+    each = [sample_masked(d, model, ids, mask, length_offset=torch.full((b,), o), **kw) for o in offsets]
+    scores = torch.stack([e.word_log_prob for e in each], 1)  # (b, B)
+    best = scores.argmax(1)
+    assert len(set(best.tolist())) > 1  # the rows keep different lengths
+    for r in range(b):
+        assert torch.equal(out.token_ids[r], each[int(best[r])].token_ids[r])
+        torch.testing.assert_close(out.word_log_prob[r], scores[r].max())

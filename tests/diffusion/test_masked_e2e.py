@@ -62,6 +62,15 @@ def test_masked_train_and_generate_every_backbone(tmp_path, backbone):
         words = [t for t, k in zip(row, keep) if k]
         pairs = [p for p in zip(words[:-1], words[1:]) if not special & set(p)]
         assert len(pairs) == len(set(pairs)), words
+    # a length beam of 3 keeps one of the lengths n - 1, n, n + 1 of the plain fixed-length decode
+    cfg2.sample.temperature = 0.0
+    ends = lambda ids: (ids.masked_fill(~target, -1) == tok.sep_id).long().argmax(-1)  # noqa: E731  (b,)
+    plain, beam = (sample_token_ids(model, cfg2, tok, data["input_ids"], data["input_mask"],
+                                    Paraphraser(model, tok, cfg2).settings(steps=4, predict_length=True,
+                                                                           length_beam=width),
+                                    torch.Generator().manual_seed(0)) for width in (1, 3))
+    assert ((ends(beam) - ends(plain)).abs() <= 1).all()
+    assert not (beam[target] == tok.mask_id).any()
 
 
 def test_masked_generation_is_deterministic_under_a_seed(tmp_path):

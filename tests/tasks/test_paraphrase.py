@@ -100,7 +100,9 @@ def test_settings_come_from_the_checkpoint_and_are_checked(para):
                             ({"steps": -1}, "steps must be an int"),
                             ({"eta": 1.5}, "eta"), ({"clamp": "nearest"}, "clamp"), ({"seed": -1}, "seed"),
                             ({"top_k": 2}, "top_k must be 0"), ({"temperature": -0.5}, "temperature"),
-                            ({"end_defer": -1.0}, "end_defer"), ({"end_bias": float("nan")}, "end_bias")]:
+                            ({"end_defer": -1.0}, "end_defer"), ({"end_bias": float("nan")}, "end_bias"),
+                            ({"length_beam": 0}, "length_beam must be a positive int"),
+                            ({"length_beam": 3, "predict_length": False}, "length_beam 3 needs predict_length")]:
         with pytest.raises(ValueError, match=message):
             para.settings(**kwargs)
         with pytest.raises(ValueError, match=message):

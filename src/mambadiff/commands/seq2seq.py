@@ -36,6 +36,9 @@ def sampling_options(command):
                      help="Masked process: lowers the commit confidence of [SEP]/[PAD] proposals."),
         click.option("--predict-length/--no-predict-length", default=None,
                      help="Masked process: the first step fixes each output's length."),
+        click.option("--length-beam", type=click.IntRange(min=1), default=None,
+                     help="Masked process, with --predict-length: lengths tried per sample (n, n-1, n+1, ...); "
+                          "the one with the most confident words is kept."),
         click.option("--forbid-adjacent-repeat/--allow-adjacent-repeat", default=None,
                      help="Masked process: no token next to an equal one."),
         click.option("--forbid-repeat-bigram/--allow-repeat-bigram", default=None,
@@ -124,7 +127,7 @@ def load_examples(data_path, split, tok, cfg, limit):
 @workers_option
 def generate_command(checkpoint, data_path, texts, split, steps, samples, mbr, eta, clamp, limit, batch_size, seed,
                      device, no_ema, out_path, resume, workers, temperature, top_k, end_bias, end_defer,
-                     predict_length, forbid_adjacent_repeat, forbid_repeat_bigram, solver):
+                     predict_length, length_beam, forbid_adjacent_repeat, forbid_repeat_bigram, solver):
     """Sample targets: jsonl rows with source, reference (when the input has one), recover and samples,
     or one output line per source on stdout.
 
@@ -146,7 +149,7 @@ def generate_command(checkpoint, data_path, texts, split, steps, samples, mbr, e
         settings = para.settings(steps=steps, samples=samples, mbr=mbr, eta=eta, clamp=clamp,
                                  batch_size=batch_size, seed=seed, temperature=temperature, top_k=top_k,
                                  end_bias=end_bias, end_defer=end_defer, predict_length=predict_length,
-                                 forbid_adjacent_repeat=forbid_adjacent_repeat,
+                                 length_beam=length_beam, forbid_adjacent_repeat=forbid_adjacent_repeat,
                                  forbid_repeat_bigram=forbid_repeat_bigram, solver=solver)
         open_rows = _source_rows(data_path, texts, split)
         total = None

@@ -33,6 +33,12 @@ target position holds a token. ``forbid_adjacent_repeat`` removes from a positio
 non-special tokens its committed neighbours hold. ``forbid_repeat_bigram`` removes the tokens that
 would, with a committed neighbour, form a word pair the committed target already holds elsewhere
 ("what is origin of origin of hindu?": filling a fixed length repeats phrases at a distance).
+
+Length beam (``length_beam`` B > 1, with ``predict_length``; Mask-Predict's length beam, Ghazvininejad
+et al. 2019): every row is decoded B times, with the predicted length n moved by 0, -1, +1, -2, +2, ...,
+and the candidate whose words have the highest mean log-probability (at the step that committed
+them) is kept. A length guessed one word too long is filled with a repeated phrase at low
+confidence; the shorter candidate wins then.
 """
 from __future__ import annotations
 
@@ -48,6 +54,8 @@ WEIGHTINGS = ("rdm", "elbo", "uniform")
 class MaskedSampleOutput(NamedTuple):
     token_ids: torch.Tensor  # (b, l) source as given, target positions generated
     committed_at: torch.Tensor  # (b, l) long: the step k (K..1) that committed the final token; 0 on the source
+    word_log_prob: torch.Tensor  # (b,) mean log-probability the generated words were committed with (the
+    # positions predict_length fixes to end tokens excluded; -inf for a row without words)
 
 
 class MaskedDiffusion:
@@ -152,7 +160,8 @@ def sample_masked(diffusion: MaskedDiffusion, model, input_ids: torch.Tensor, in
                   forbid_adjacent_repeat: bool = False, forbid_repeat_bigram: bool = False,
                   forbidden_ids: Sequence[int] = (), special_ids: Sequence[int] = (), self_condition: bool = False,
                   top_k: int = 0, end_ids: Sequence[int] = (), end_bias: float = 0.0, end_defer: float = 0.0,
-                  predict_length: bool = False,
+                  predict_length: bool = False, length_beam: int = 1,
+                  length_offset: torch.Tensor | None = None,
                   generator: torch.Generator | None = None,
                   attention_mask: torch.Tensor | None = None) -> MaskedSampleOutput:
     """K-step confidence-ordered unmasking of the target positions (see the module docstring).
@@ -168,7 +177,8 @@ def sample_masked(diffusion: MaskedDiffusion, model, input_ids: torch.Tensor, in
     ``predict_length`` (``end_ids = (end-of-text, padding)``, i.e. ([SEP], [PAD])): the first step fixes each
     row's length at ``n = round(sum_i P(x_i not an end token))`` over its target positions (after
     ``end_bias``); the n-th target position gets end-of-text, later ones padding, and the first n hold
-    words only.
+    words only. ``length_offset (b,)`` (long) moves each row's n before it is clamped to
+    ``[1, n_target - 1]``; ``length_beam`` B > 1 keeps the best of B lengths per row (module docstring).
     Deterministic given ``generator`` (used only when ``temperature > 0``).
     """
     check_ids_and_mask(input_ids, input_mask, attention_mask, "sample_masked")
@@ -180,6 +190,17 @@ def sample_masked(diffusion: MaskedDiffusion, model, input_ids: torch.Tensor, in
         raise ValueError(f"sample_masked: predict_length needs end_ids = (end-of-text, padding), got {end_ids!r}")
     if top_k != 0 and top_k < 3:  # 3: a position and a resolve round ban at most 2 neighbour tokens
         raise ValueError(f"sample_masked: top_k must be 0 (all tokens) or >= 3, got {top_k}")
+    if isinstance(length_beam, bool) or not isinstance(length_beam, int) or length_beam < 1:
+        raise ValueError(f"sample_masked: length_beam must be an int >= 1, got {length_beam!r}")
+    if (length_beam > 1 or length_offset is not None) and not predict_length:
+        raise ValueError("sample_masked: length_beam and length_offset need predict_length")
+    if length_beam > 1:
+        return sample_length_beam(diffusion, model, input_ids, input_mask, length_beam=length_beam,
+                                  attention_mask=attention_mask, steps=steps, temperature=temperature,
+                                  remask=remask, forbid_adjacent_repeat=forbid_adjacent_repeat,
+                                  forbid_repeat_bigram=forbid_repeat_bigram, forbidden_ids=forbidden_ids,
+                                  special_ids=special_ids, self_condition=self_condition, top_k=top_k,
+                                  end_ids=end_ids, end_bias=end_bias, end_defer=end_defer, generator=generator)
     steps = int(steps)
     device = input_ids.device
     target = input_mask.bool()  # (b, l)
@@ -210,7 +231,7 @@ def sample_masked(diffusion: MaskedDiffusion, model, input_ids: torch.Tensor, in
         if predict_length and k == steps:  # nothing is committed yet: every target position is open
             target_logits = model.logits(h[target]).float()  # (N_t, v) once, for the length and the proposals
             target_logits[:, banned] = -torch.inf
-            fixed = fixed_length_ends(target_logits, target, end_ids, end_bias)  # (b, l)
+            fixed = fixed_length_ends(target_logits, target, end_ids, end_bias, length_offset)  # (b, l)
             x = torch.where(fixed >= 0, fixed, x)
             committed = fixed >= 0
             confidence = torch.where(committed, torch.full_like(confidence, torch.inf), confidence)  # never remasked
@@ -257,7 +278,32 @@ def sample_masked(diffusion: MaskedDiffusion, model, input_ids: torch.Tensor, in
         confidence = torch.where(new, scores, confidence)
         committed_at = torch.where(new, torch.full_like(committed_at, k), committed_at)
         committed = keep
-    return MaskedSampleOutput(x, committed_at)
+    words = target & torch.isfinite(confidence)  # (b, l) generated words (fixed ends hold +inf)
+    n_words = words.sum(-1)  # (b,)
+    word_log_prob = torch.where(words, confidence, torch.zeros_like(confidence)).sum(-1) / n_words.clamp_min(1)
+    word_log_prob = torch.where(n_words > 0, word_log_prob, torch.full_like(word_log_prob, -torch.inf))  # (b,)
+    return MaskedSampleOutput(x, committed_at, word_log_prob)
+
+
+def beam_length_offsets(beam: int) -> torch.Tensor:
+    """``(beam,)`` long: the length offsets of a length beam, nearest first: 0, -1, +1, -2, +2, ..."""
+    j = torch.arange(beam)
+    return (j + 1) // 2 * torch.where(j % 2 == 1, -1, 1)
+
+
+def sample_length_beam(diffusion: MaskedDiffusion, model, input_ids: torch.Tensor, input_mask: torch.Tensor, *,
+                       length_beam: int, attention_mask: torch.Tensor | None = None, **sampler) -> MaskedSampleOutput:
+    """`sample_masked` with ``predict_length`` on ``length_beam`` copies of every row, the predicted
+    length moved by `beam_length_offsets`; per row the copy with the highest ``word_log_prob`` is
+    returned (ties: the smaller offset)."""
+    b, beam = input_ids.shape[0], length_beam
+    repeat = lambda t: None if t is None else t.repeat_interleave(beam, dim=0)  # noqa: E731  (b * B, ...)
+    offsets = beam_length_offsets(beam).to(input_ids.device).repeat(b)  # (b * B,) row i's copies together
+    out = sample_masked(diffusion, model, repeat(input_ids), repeat(input_mask), predict_length=True,
+                        length_offset=offsets, attention_mask=repeat(attention_mask), **sampler)
+    best = out.word_log_prob.view(b, beam).argmax(-1)  # (b,) first maximum: the nearest length wins ties
+    pick = torch.arange(b, device=input_ids.device) * beam + best  # (b,) rows of the copies
+    return MaskedSampleOutput(out.token_ids[pick], out.committed_at[pick], out.word_log_prob[pick])
 
 
 def ban_neighbour_tokens(scores: torch.Tensor, x: torch.Tensor, committed: torch.Tensor,
@@ -311,11 +357,11 @@ def ban_repeated_bigrams(scores: torch.Tensor, x: torch.Tensor, committed: torch
 
 
 def fixed_length_ends(logits: torch.Tensor, target: torch.Tensor, end_ids: Sequence[int],
-                      end_bias: float) -> torch.Tensor:
+                      end_bias: float, length_offset: torch.Tensor | None = None) -> torch.Tensor:
     """``(b, l)`` long: end-of-text at each row's n-th target position, padding after it, -1 elsewhere,
-    where ``n = round(sum_i P(x_i not in end_ids))`` (at least 1, at most n_target - 1) from the first
-    step's ``logits (N, v)`` (banned tokens at -inf) over the ``target (b, l)`` positions, in row-major
-    order, with ``end_bias`` added to the end tokens' logits."""
+    where ``n = round(sum_i P(x_i not in end_ids)) + length_offset`` (at least 1, at most n_target - 1)
+    from the first step's ``logits (N, v)`` (banned tokens at -inf) over the ``target (b, l)``
+    positions, in row-major order, with ``end_bias`` added to the end tokens' logits."""
     end_of_text, padding = map(int, end_ids)
     ends = [end_of_text, padding]
     logits = logits.clone()  # (N, v) the caller's rows are its proposals: bias a copy
@@ -325,7 +371,10 @@ def fixed_length_ends(logits: torch.Tensor, target: torch.Tensor, end_ids: Seque
     not_end = torch.zeros(b, l, device=target.device)
     not_end[target] = 1.0 - p_end
     n_target = target.sum(-1)  # (b,)
-    n = torch.minimum(not_end.sum(-1).round().long().clamp_min(1), n_target - 1)  # (b,)
+    n = not_end.sum(-1).round().long()  # (b,)
+    if length_offset is not None:
+        n = n + length_offset.to(n)
+    n = torch.minimum(n.clamp_min(1), n_target - 1)  # (b,)
     rank = target.long().cumsum(-1) - 1  # (b, l) index within the target span
     out = torch.full((b, l), -1, dtype=torch.long, device=target.device)
     out[target & (rank == n[:, None])] = end_of_text

@@ -67,6 +67,7 @@ class GenerationSettings:
     end_bias: float = 0.0     # added to the logits of [SEP]/[PAD] (negative: longer outputs)
     end_defer: float = 0.0    # lowers the commit confidence of [SEP]/[PAD] proposals
     predict_length: bool = False  # the first step fixes the output length
+    length_beam: int = 1      # with predict_length: lengths tried per sample, the most confident kept
     forbid_adjacent_repeat: bool = False  # no (non-special) token next to an equal one
     forbid_repeat_bigram: bool = False  # no (non-special) word pair twice in an output
     solver: str = "respaced"  # gaussian process: respaced | dpm-solver++ (see SampleConfig)
@@ -141,7 +142,7 @@ class Paraphraser:
                  eta: float | None = None, clamp: str | None = None, batch_size: int | None = None,
                  seed: int | None = None, temperature: float | None = None, top_k: int | None = None,
                  end_bias: float | None = None, end_defer: float | None = None,
-                 predict_length: bool | None = None,
+                 predict_length: bool | None = None, length_beam: int | None = None,
                  forbid_adjacent_repeat: bool | None = None,
                  forbid_repeat_bigram: bool | None = None, solver: str | None = None) -> GenerationSettings:
         """The checkpoint's ``sample`` config with the given values replacing it, checked."""
@@ -153,6 +154,7 @@ class Paraphraser:
                                temperature=pick(temperature, sc.temperature), top_k=pick(top_k, sc.top_k),
                                end_bias=pick(end_bias, sc.end_bias), end_defer=pick(end_defer, sc.end_defer),
                                predict_length=bool(pick(predict_length, sc.predict_length)),
+                               length_beam=pick(length_beam, sc.length_beam),
                                forbid_adjacent_repeat=bool(pick(forbid_adjacent_repeat, sc.forbid_adjacent_repeat)),
                                forbid_repeat_bigram=bool(pick(forbid_repeat_bigram, sc.forbid_repeat_bigram)),
                                solver=pick(solver, sc.solver))
@@ -180,6 +182,10 @@ class Paraphraser:
             raise ValueError(f"temperature and end_defer must be >= 0, got {s.temperature!r}, {s.end_defer!r}")
         if not isinstance(s.top_k, int) or isinstance(s.top_k, bool) or (s.top_k != 0 and s.top_k < 3):
             raise ValueError(f"top_k must be 0 (all tokens) or an int >= 3, got {s.top_k!r}")
+        check_positive_int("length_beam", s.length_beam)
+        if s.length_beam > 1 and not s.predict_length:
+            raise ValueError(f"length_beam {s.length_beam} needs predict_length (the lengths it tries are "
+                             "moved from the predicted one)")
         return dataclasses.replace(s, eta=float(s.eta), temperature=float(s.temperature),
                                    end_bias=float(s.end_bias), end_defer=float(s.end_defer))
 
@@ -309,7 +315,7 @@ class Paraphraser:
                  mbr: bool | None = None, eta: float | None = None, clamp: str | None = None,
                  batch_size: int | None = None, seed: int | None = None, temperature: float | None = None,
                  top_k: int | None = None, end_bias: float | None = None, end_defer: float | None = None,
-                 predict_length: bool | None = None, solver: str | None = None,
+                 predict_length: bool | None = None, length_beam: int | None = None, solver: str | None = None,
                  progress: bool = False) -> list[str]:
         """Paraphrase each text; returns one string per text (the MBR pick of ``samples`` draws when
         ``mbr``). Unset arguments come from the checkpoint's ``sample`` config."""
@@ -323,7 +329,7 @@ class Paraphraser:
         settings = self.settings(steps=steps, samples=samples, mbr=mbr, eta=eta, clamp=clamp,
                                  batch_size=batch_size, seed=seed, temperature=temperature, top_k=top_k,
                                  end_bias=end_bias, end_defer=end_defer, predict_length=predict_length,
-                                 solver=solver)
+                                 length_beam=length_beam, solver=solver)
         return [r["recover"] for batch in self.generate_rows(rows, settings, progress=progress, total=len(rows))
                 for r in batch]
 

@@ -113,6 +113,8 @@ class SampleConfig:
     end_bias: float = 0.0
     end_defer: float = 0.0
     predict_length: bool = False   # the first step fixes each output's length (then no [PAD] among the words)
+    length_beam: int = 1           # with predict_length: decode lengths n, n-1, n+1, ... (this many) and keep the
+                                   # one whose words have the highest mean log-probability (Mask-Predict)
     limit: int = 0                 # examples to sample; 0: all
     seed: int = 123
 
@@ -320,6 +322,10 @@ def validate_process(cfg: Seq2SeqConfig) -> None:
         raise ValueError(f"sample.top_k must be 0 (all tokens) or >= 3, got {cfg.sample.top_k}")
     if cfg.sample.end_defer < 0:
         raise ValueError(f"sample.end_defer must be >= 0, got {cfg.sample.end_defer}")
+    if cfg.sample.length_beam < 1:
+        raise ValueError(f"sample.length_beam must be >= 1, got {cfg.sample.length_beam}")
+    if cfg.sample.length_beam > 1 and not cfg.sample.predict_length:
+        raise ValueError("sample.length_beam > 1 needs sample.predict_length: true")
     if cfg.sample.solver not in SOLVERS:
         raise ValueError(f"sample.solver must be one of {', '.join(SOLVERS)}, got {cfg.sample.solver!r}")
     if not 0.0 <= cfg.diffusion.soft_absorb <= 1.0:
@@ -405,6 +411,7 @@ def sample_token_ids(model, cfg: Seq2SeqConfig, tok: TextTokenizer, ids: torch.T
                              forbidden_ids=(tok.unk_id,), special_ids=(tok.pad_id, tok.sep_id, tok.cls_id),
                              end_ids=(tok.sep_id, tok.pad_id), end_bias=settings.end_bias,
                              end_defer=settings.end_defer, predict_length=settings.predict_length,
+                             length_beam=settings.length_beam,
                              self_condition=self_condition, generator=g).token_ids
     diffusion = GaussianDiffusion.from_name(cfg.diffusion.schedule, cfg.diffusion.steps)
     model = embedding_space(model, cfg.diffusion.embedding_norm, cfg.diffusion.noise_factor)
