@@ -4,8 +4,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mambadiff.diffusion.masked import (MaskedDiffusion, ban_repeated_bigrams, commit_counts, sample_masked,
-                                       top_per_row)
+from mambadiff.diffusion.masked import (MaskedDiffusion, ban_repeated_bigrams, commit_counts, copy_the_source,
+                                       sample_masked, top_per_row)
 
 MASK = 4
 V, E = 30, 8
@@ -437,3 +437,39 @@ def test_length_beam_keeps_each_rows_best_of_the_offsets(beam):
     for r in range(b):
         assert torch.equal(out.token_ids[r], each[int(best[r])].token_ids[r])
         torch.testing.assert_close(out.word_log_prob[r], scores[r].max())
+
+
+def test_copy_the_source_compares_words_without_specials():
+    mask = torch.tensor([[0, 0, 0, 0, 1, 1, 1, 1]] * 4)
+    ids = torch.tensor([[SEP, 10, 11, SEP, 10, 11, SEP, PAD],   # a copy
+                        [SEP, 10, 11, SEP, 10, SEP, PAD, PAD],  # a prefix of the source
+                        [SEP, 10, 11, SEP, 11, 10, SEP, PAD],   # the same words in another order
+                        [SEP, 10, 11, SEP, 10, 11, 12, SEP]])   # one word more
+    assert copy_the_source(ids, mask, (SEP, PAD)).tolist() == [True, False, False, False]
+
+
+def test_beam_avoid_copy_keeps_a_copy_only_as_the_last_resort():
+    d = MaskedDiffusion(100, MASK)
+    l, src = 16, 4
+    ids, mask = batch(b=2, l=l, src=src)
+    ids[:, :src] = torch.arange(10, 14)  # the source's words
+    table = torch.zeros(l, V)
+    for i in range(4):  # target positions 0-3: sure of the source's words
+        table[src + i, 10 + i] = 12.0
+    table[src + 4, 7:] = 1.0  # position 4: some word
+    table[src + 5:, SEP] = 12.0
+    kw = length_kw(length_beam=3)
+    copied = sample_masked(d, FixedLogits(table), ids, mask, **kw)
+    assert output_length(copied.token_ids).tolist() == [4, 4]  # the copy is the most confident length
+    assert copy_the_source(copied.token_ids, mask, (SEP, PAD)).all()
+    avoided = sample_masked(d, FixedLogits(table), ids, mask, beam_avoid_copy=True, **kw)
+    assert output_length(avoided.token_ids).tolist() == [5, 5]  # the next best length, not a copy
+    assert not copy_the_source(avoided.token_ids, mask, (SEP, PAD)).any()
+    # a one-word source whose copy is every length the beam tries (n - 1 is clamped to 1): the copy stays
+    ids, mask = batch(b=2, l=8, src=2)
+    ids[:, :2] = torch.tensor([SEP, 10])
+    table = torch.zeros(8, V)
+    table[2, 10] = 12.0
+    table[3:, SEP] = 12.0
+    only = sample_masked(d, FixedLogits(table), ids, mask, beam_avoid_copy=True, **length_kw(length_beam=2))
+    assert copy_the_source(only.token_ids, mask, (SEP, PAD)).all()

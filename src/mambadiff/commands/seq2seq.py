@@ -39,6 +39,9 @@ def sampling_options(command):
         click.option("--length-beam", type=click.IntRange(min=1), default=None,
                      help="Masked process, with --predict-length: lengths tried per sample (n, n-1, n+1, ...); "
                           "the one with the most confident words is kept."),
+        click.option("--beam-avoid-copy/--beam-allow-copy", default=None,
+                     help="Masked process, with --length-beam: keep a verbatim copy of the source only when "
+                          "every length gave one."),
         click.option("--forbid-adjacent-repeat/--allow-adjacent-repeat", default=None,
                      help="Masked process: no token next to an equal one."),
         click.option("--forbid-repeat-bigram/--allow-repeat-bigram", default=None,
@@ -127,7 +130,7 @@ def load_examples(data_path, split, tok, cfg, limit):
 @workers_option
 def generate_command(checkpoint, data_path, texts, split, steps, samples, mbr, eta, clamp, limit, batch_size, seed,
                      device, no_ema, out_path, resume, workers, temperature, top_k, end_bias, end_defer,
-                     predict_length, length_beam, forbid_adjacent_repeat, forbid_repeat_bigram, solver):
+                     predict_length, length_beam, beam_avoid_copy, forbid_adjacent_repeat, forbid_repeat_bigram, solver):
     """Sample targets: jsonl rows with source, reference (when the input has one), recover and samples,
     or one output line per source on stdout.
 
@@ -149,7 +152,8 @@ def generate_command(checkpoint, data_path, texts, split, steps, samples, mbr, e
         settings = para.settings(steps=steps, samples=samples, mbr=mbr, eta=eta, clamp=clamp,
                                  batch_size=batch_size, seed=seed, temperature=temperature, top_k=top_k,
                                  end_bias=end_bias, end_defer=end_defer, predict_length=predict_length,
-                                 length_beam=length_beam, forbid_adjacent_repeat=forbid_adjacent_repeat,
+                                 length_beam=length_beam, beam_avoid_copy=beam_avoid_copy,
+                                 forbid_adjacent_repeat=forbid_adjacent_repeat,
                                  forbid_repeat_bigram=forbid_repeat_bigram, solver=solver)
         open_rows = _source_rows(data_path, texts, split)
         total = None

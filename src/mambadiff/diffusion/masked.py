@@ -38,7 +38,10 @@ Length beam (``length_beam`` B > 1, with ``predict_length``; Mask-Predict's leng
 et al. 2019): every row is decoded B times, with the predicted length n moved by 0, -1, +1, -2, +2, ...,
 and the candidate whose words have the highest mean log-probability (at the step that committed
 them) is kept. A length guessed one word too long is filled with a repeated phrase at low
-confidence; the shorter candidate wins then.
+confidence; the shorter candidate wins then. A verbatim copy of the source is often the most
+confident candidate; ``beam_avoid_copy`` ranks the candidates whose words repeat the source's word for
+word (special tokens aside) below every other candidate, so the beam picks a copy only when every
+length it tried gave one.
 """
 from __future__ import annotations
 
@@ -160,7 +163,7 @@ def sample_masked(diffusion: MaskedDiffusion, model, input_ids: torch.Tensor, in
                   forbid_adjacent_repeat: bool = False, forbid_repeat_bigram: bool = False,
                   forbidden_ids: Sequence[int] = (), special_ids: Sequence[int] = (), self_condition: bool = False,
                   top_k: int = 0, end_ids: Sequence[int] = (), end_bias: float = 0.0, end_defer: float = 0.0,
-                  predict_length: bool = False, length_beam: int = 1,
+                  predict_length: bool = False, length_beam: int = 1, beam_avoid_copy: bool = False,
                   length_offset: torch.Tensor | None = None,
                   generator: torch.Generator | None = None,
                   attention_mask: torch.Tensor | None = None) -> MaskedSampleOutput:
@@ -178,7 +181,8 @@ def sample_masked(diffusion: MaskedDiffusion, model, input_ids: torch.Tensor, in
     row's length at ``n = round(sum_i P(x_i not an end token))`` over its target positions (after
     ``end_bias``); the n-th target position gets end-of-text, later ones padding, and the first n hold
     words only. ``length_offset (b,)`` (long) moves each row's n before it is clamped to
-    ``[1, n_target - 1]``; ``length_beam`` B > 1 keeps the best of B lengths per row (module docstring).
+    ``[1, n_target - 1]``; ``length_beam`` B > 1 keeps the best of B lengths per row, with
+    ``beam_avoid_copy`` never a verbatim copy of the source while another length is not (module docstring).
     Deterministic given ``generator`` (used only when ``temperature > 0``).
     """
     check_ids_and_mask(input_ids, input_mask, attention_mask, "sample_masked")
@@ -200,7 +204,8 @@ def sample_masked(diffusion: MaskedDiffusion, model, input_ids: torch.Tensor, in
                                   remask=remask, forbid_adjacent_repeat=forbid_adjacent_repeat,
                                   forbid_repeat_bigram=forbid_repeat_bigram, forbidden_ids=forbidden_ids,
                                   special_ids=special_ids, self_condition=self_condition, top_k=top_k,
-                                  end_ids=end_ids, end_bias=end_bias, end_defer=end_defer, generator=generator)
+                                  end_ids=end_ids, end_bias=end_bias, end_defer=end_defer, generator=generator,
+                                  avoid_copy=beam_avoid_copy)
     steps = int(steps)
     device = input_ids.device
     target = input_mask.bool()  # (b, l)
@@ -292,16 +297,22 @@ def beam_length_offsets(beam: int) -> torch.Tensor:
 
 
 def sample_length_beam(diffusion: MaskedDiffusion, model, input_ids: torch.Tensor, input_mask: torch.Tensor, *,
-                       length_beam: int, attention_mask: torch.Tensor | None = None, **sampler) -> MaskedSampleOutput:
+                       length_beam: int, attention_mask: torch.Tensor | None = None, avoid_copy: bool = False,
+                       **sampler) -> MaskedSampleOutput:
     """`sample_masked` with ``predict_length`` on ``length_beam`` copies of every row, the predicted
     length moved by `beam_length_offsets`; per row the copy with the highest ``word_log_prob`` is
-    returned (ties: the smaller offset)."""
+    returned (ties: the smaller offset); with ``avoid_copy``, candidates that `copy_the_source` rank
+    below all others."""
     b, beam = input_ids.shape[0], length_beam
     repeat = lambda t: None if t is None else t.repeat_interleave(beam, dim=0)  # noqa: E731  (b * B, ...)
     offsets = beam_length_offsets(beam).to(input_ids.device).repeat(b)  # (b * B,) row i's copies together
     out = sample_masked(diffusion, model, repeat(input_ids), repeat(input_mask), predict_length=True,
                         length_offset=offsets, attention_mask=repeat(attention_mask), **sampler)
-    best = out.word_log_prob.view(b, beam).argmax(-1)  # (b,) first maximum: the nearest length wins ties
+    score = out.word_log_prob.view(b, beam)  # (b, B)
+    if avoid_copy:  # a copy keeps its order among copies, behind every non-copy
+        copies = copy_the_source(out.token_ids, repeat(input_mask), sampler.get("special_ids", ())).view(b, beam)
+        score = torch.where(copies, score - 1e9, score)
+    best = score.argmax(-1)  # (b,) first maximum: the nearest length wins ties
     pick = torch.arange(b, device=input_ids.device) * beam + best  # (b,) rows of the copies
     return MaskedSampleOutput(out.token_ids[pick], out.committed_at[pick], out.word_log_prob[pick])
 
@@ -354,6 +365,20 @@ def ban_repeated_bigrams(scores: torch.Tensor, x: torch.Tensor, committed: torch
     # a row with nothing left (top_k draws keep few finite scores) keeps its proposals: a word, not [MASK]
     empty = torch.isinf(scores[touched]).all(-1) & ~torch.isinf(before).all(-1)  # (R,)
     scores[touched[empty]] = before[empty]
+
+
+def copy_the_source(token_ids: torch.Tensor, input_mask: torch.Tensor, special_ids: Sequence[int]) -> torch.Tensor:
+    """``(b,)`` bool: the target positions of ``token_ids (b, l)`` (``input_mask`` 1) hold the source's
+    tokens word for word, ``special_ids`` left out on both sides."""
+    target = input_mask.bool()  # (b, l)
+    word = ~torch.isin(token_ids, torch.tensor(list(special_ids), dtype=token_ids.dtype, device=token_ids.device))
+    rows = token_ids.tolist()
+    out = []
+    for ids, tgt, keep in zip(rows, target.tolist(), word.tolist()):
+        source = [i for i, t, k in zip(ids, tgt, keep) if k and not t]
+        output = [i for i, t, k in zip(ids, tgt, keep) if k and t]
+        out.append(source == output)
+    return torch.tensor(out, dtype=torch.bool, device=token_ids.device)
 
 
 def fixed_length_ends(logits: torch.Tensor, target: torch.Tensor, end_ids: Sequence[int],

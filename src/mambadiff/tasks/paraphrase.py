@@ -68,6 +68,7 @@ class GenerationSettings:
     end_defer: float = 0.0    # lowers the commit confidence of [SEP]/[PAD] proposals
     predict_length: bool = False  # the first step fixes the output length
     length_beam: int = 1      # with predict_length: lengths tried per sample, the most confident kept
+    beam_avoid_copy: bool = False  # the length beam keeps a verbatim copy of the source only as a last resort
     forbid_adjacent_repeat: bool = False  # no (non-special) token next to an equal one
     forbid_repeat_bigram: bool = False  # no (non-special) word pair twice in an output
     solver: str = "respaced"  # gaussian process: respaced | dpm-solver++ (see SampleConfig)
@@ -143,7 +144,7 @@ class Paraphraser:
                  seed: int | None = None, temperature: float | None = None, top_k: int | None = None,
                  end_bias: float | None = None, end_defer: float | None = None,
                  predict_length: bool | None = None, length_beam: int | None = None,
-                 forbid_adjacent_repeat: bool | None = None,
+                 beam_avoid_copy: bool | None = None, forbid_adjacent_repeat: bool | None = None,
                  forbid_repeat_bigram: bool | None = None, solver: str | None = None) -> GenerationSettings:
         """The checkpoint's ``sample`` config with the given values replacing it, checked."""
         sc = self.cfg.sample
@@ -155,6 +156,7 @@ class Paraphraser:
                                end_bias=pick(end_bias, sc.end_bias), end_defer=pick(end_defer, sc.end_defer),
                                predict_length=bool(pick(predict_length, sc.predict_length)),
                                length_beam=pick(length_beam, sc.length_beam),
+                               beam_avoid_copy=bool(pick(beam_avoid_copy, sc.beam_avoid_copy)),
                                forbid_adjacent_repeat=bool(pick(forbid_adjacent_repeat, sc.forbid_adjacent_repeat)),
                                forbid_repeat_bigram=bool(pick(forbid_repeat_bigram, sc.forbid_repeat_bigram)),
                                solver=pick(solver, sc.solver))

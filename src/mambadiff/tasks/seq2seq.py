@@ -115,6 +115,7 @@ class SampleConfig:
     predict_length: bool = False   # the first step fixes each output's length (then no [PAD] among the words)
     length_beam: int = 1           # with predict_length: decode lengths n, n-1, n+1, ... (this many) and keep the
                                    # one whose words have the highest mean log-probability (Mask-Predict)
+    beam_avoid_copy: bool = False  # the length beam keeps a verbatim copy of the source only if every length gave one
     limit: int = 0                 # examples to sample; 0: all
     seed: int = 123
 
@@ -411,7 +412,7 @@ def sample_token_ids(model, cfg: Seq2SeqConfig, tok: TextTokenizer, ids: torch.T
                              forbidden_ids=(tok.unk_id,), special_ids=(tok.pad_id, tok.sep_id, tok.cls_id),
                              end_ids=(tok.sep_id, tok.pad_id), end_bias=settings.end_bias,
                              end_defer=settings.end_defer, predict_length=settings.predict_length,
-                             length_beam=settings.length_beam,
+                             length_beam=settings.length_beam, beam_avoid_copy=settings.beam_avoid_copy,
                              self_condition=self_condition, generator=g).token_ids
     diffusion = GaussianDiffusion.from_name(cfg.diffusion.schedule, cfg.diffusion.steps)
     model = embedding_space(model, cfg.diffusion.embedding_norm, cfg.diffusion.noise_factor)
