@@ -448,7 +448,7 @@ def test_copy_the_source_compares_words_without_specials():
     assert copy_the_source(ids, mask, (SEP, PAD)).tolist() == [True, False, False, False]
 
 
-def test_beam_avoid_copy_keeps_a_copy_only_as_the_last_resort():
+def test_beam_avoid_copy_never_moves_to_a_copy():
     d = MaskedDiffusion(100, MASK)
     l, src = 16, 4
     ids, mask = batch(b=2, l=l, src=src)
@@ -465,11 +465,9 @@ def test_beam_avoid_copy_keeps_a_copy_only_as_the_last_resort():
     avoided = sample_masked(d, FixedLogits(table), ids, mask, beam_avoid_copy=True, **kw)
     assert output_length(avoided.token_ids).tolist() == [5, 5]  # the next best length, not a copy
     assert not copy_the_source(avoided.token_ids, mask, (SEP, PAD)).any()
-    # a one-word source whose copy is every length the beam tries (n - 1 is clamped to 1): the copy stays
-    ids, mask = batch(b=2, l=8, src=2)
-    ids[:, :2] = torch.tensor([SEP, 10])
-    table = torch.zeros(8, V)
-    table[2, 10] = 12.0
-    table[3:, SEP] = 12.0
-    only = sample_masked(d, FixedLogits(table), ids, mask, beam_avoid_copy=True, **length_kw(length_beam=2))
-    assert copy_the_source(only.token_ids, mask, (SEP, PAD)).all()
+    # the predicted length itself gives the copy: it stays (the beam only never moves to one)
+    table[src + 4, 7:] = 0.0
+    table[src + 4, SEP] = 12.0
+    kept = sample_masked(d, FixedLogits(table), ids, mask, beam_avoid_copy=True, **kw)
+    assert output_length(kept.token_ids).tolist() == [4, 4]
+    assert copy_the_source(kept.token_ids, mask, (SEP, PAD)).all()

@@ -40,8 +40,8 @@ def sampling_options(command):
                      help="Masked process, with --predict-length: lengths tried per sample (n, n-1, n+1, ...); "
                           "the one with the most confident words is kept."),
         click.option("--beam-avoid-copy/--beam-allow-copy", default=None,
-                     help="Masked process, with --length-beam: keep a verbatim copy of the source only when "
-                          "every length gave one."),
+                     help="Masked process, with --length-beam: never move to a verbatim copy of the source "
+                          "(a copy is kept only where the predicted length gave one)."),
         click.option("--forbid-adjacent-repeat/--allow-adjacent-repeat", default=None,
                      help="Masked process: no token next to an equal one."),
         click.option("--forbid-repeat-bigram/--allow-repeat-bigram", default=None,

@@ -39,9 +39,9 @@ et al. 2019): every row is decoded B times, with the predicted length n moved by
 and the candidate whose words have the highest mean log-probability (at the step that committed
 them) is kept. A length guessed one word too long is filled with a repeated phrase at low
 confidence; the shorter candidate wins then. A verbatim copy of the source is often the most
-confident candidate; ``beam_avoid_copy`` ranks the candidates whose words repeat the source's word for
-word (special tokens aside) below every other candidate, so the beam picks a copy only when every
-length it tried gave one.
+confident candidate; with ``beam_avoid_copy`` the beam never moves to one: candidates at a moved length
+whose words repeat the source's word for word (special tokens aside) rank below every other candidate,
+so an output is a copy only where the predicted length itself gave one (or every length did).
 """
 from __future__ import annotations
 
@@ -182,7 +182,7 @@ def sample_masked(diffusion: MaskedDiffusion, model, input_ids: torch.Tensor, in
     ``end_bias``); the n-th target position gets end-of-text, later ones padding, and the first n hold
     words only. ``length_offset (b,)`` (long) moves each row's n before it is clamped to
     ``[1, n_target - 1]``; ``length_beam`` B > 1 keeps the best of B lengths per row, with
-    ``beam_avoid_copy`` never a verbatim copy of the source while another length is not (module docstring).
+    ``beam_avoid_copy`` never moving to a verbatim copy of the source (module docstring).
     Deterministic given ``generator`` (used only when ``temperature > 0``).
     """
     check_ids_and_mask(input_ids, input_mask, attention_mask, "sample_masked")
@@ -301,17 +301,18 @@ def sample_length_beam(diffusion: MaskedDiffusion, model, input_ids: torch.Tenso
                        **sampler) -> MaskedSampleOutput:
     """`sample_masked` with ``predict_length`` on ``length_beam`` copies of every row, the predicted
     length moved by `beam_length_offsets`; per row the copy with the highest ``word_log_prob`` is
-    returned (ties: the smaller offset); with ``avoid_copy``, candidates that `copy_the_source` rank
-    below all others."""
+    returned (ties: the smaller offset); with ``avoid_copy``, candidates at a moved length (offset != 0)
+    that `copy_the_source` rank below all others."""
     b, beam = input_ids.shape[0], length_beam
     repeat = lambda t: None if t is None else t.repeat_interleave(beam, dim=0)  # noqa: E731  (b * B, ...)
     offsets = beam_length_offsets(beam).to(input_ids.device).repeat(b)  # (b * B,) row i's copies together
     out = sample_masked(diffusion, model, repeat(input_ids), repeat(input_mask), predict_length=True,
                         length_offset=offsets, attention_mask=repeat(attention_mask), **sampler)
     score = out.word_log_prob.view(b, beam)  # (b, B)
-    if avoid_copy:  # a copy keeps its order among copies, behind every non-copy
+    if avoid_copy:  # a copy at a moved length keeps its order among such copies, behind everything else
         copies = copy_the_source(out.token_ids, repeat(input_mask), sampler.get("special_ids", ())).view(b, beam)
-        score = torch.where(copies, score - 1e9, score)
+        moved = offsets.view(b, beam) != 0  # (b, B)
+        score = torch.where(copies & moved, score - 1e9, score)
     best = score.argmax(-1)  # (b,) first maximum: the nearest length wins ties
     pick = torch.arange(b, device=input_ids.device) * beam + best  # (b,) rows of the copies
     return MaskedSampleOutput(out.token_ids[pick], out.committed_at[pick], out.word_log_prob[pick])

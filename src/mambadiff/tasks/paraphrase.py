@@ -68,7 +68,7 @@ class GenerationSettings:
     end_defer: float = 0.0    # lowers the commit confidence of [SEP]/[PAD] proposals
     predict_length: bool = False  # the first step fixes the output length
     length_beam: int = 1      # with predict_length: lengths tried per sample, the most confident kept
-    beam_avoid_copy: bool = False  # the length beam keeps a verbatim copy of the source only as a last resort
+    beam_avoid_copy: bool = False  # the length beam never moves to a verbatim copy of the source
     forbid_adjacent_repeat: bool = False  # no (non-special) token next to an equal one
     forbid_repeat_bigram: bool = False  # no (non-special) word pair twice in an output
     solver: str = "respaced"  # gaussian process: respaced | dpm-solver++ (see SampleConfig)

@@ -115,7 +115,8 @@ class SampleConfig:
     predict_length: bool = False   # the first step fixes each output's length (then no [PAD] among the words)
     length_beam: int = 1           # with predict_length: decode lengths n, n-1, n+1, ... (this many) and keep the
                                    # one whose words have the highest mean log-probability (Mask-Predict)
-    beam_avoid_copy: bool = False  # the length beam keeps a verbatim copy of the source only if every length gave one
+    beam_avoid_copy: bool = False  # the length beam never moves to a verbatim copy of the source (it keeps one only
+                                   # where the predicted length gave it)
     limit: int = 0                 # examples to sample; 0: all
     seed: int = 123
 
