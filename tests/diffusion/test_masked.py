@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mambadiff.diffusion.masked import (MaskedDiffusion, ban_repeated_bigrams, commit_counts, copy_the_source,
-                                       sample_masked, top_per_row)
+                                       sample_length_beam, sample_masked, top_per_row)
 
 MASK = 4
 V, E = 30, 8
@@ -340,6 +340,13 @@ def length_kw(**extra):
     return dict(steps=4, end_ids=(SEP, PAD), special_ids=(SEP, PAD), predict_length=True, **extra)
 
 
+def beam_kw(**extra):
+    """`sample_length_beam`'s keywords: those of `length_kw` less predict_length, which it sets itself."""
+    kw = length_kw(**extra)
+    del kw["predict_length"]
+    return kw
+
+
 def output_length(tokens, src=4):
     """Words before [SEP] in each row's target ``(b,)``."""
     return (tokens[:, src:] == SEP).long().argmax(-1)
@@ -356,10 +363,10 @@ def test_length_offset_moves_the_predicted_length_within_bounds():
     offsets = torch.tensor([-1, 0, 1, 100])
     moved = output_length(sample_masked(d, model, ids, mask, length_offset=offsets, **length_kw()).token_ids)
     assert moved.tolist() == [n[0] - 1, n[0], n[0] + 1, 11]  # 11: n_target - 1, the last position is [SEP]
-    with pytest.raises(ValueError, match="need predict_length"):
+    with pytest.raises(ValueError, match="needs predict_length"):
         sample_masked(d, model, ids, mask, steps=2, length_offset=offsets)
     with pytest.raises(ValueError, match="length_beam must be an int >= 1"):
-        sample_masked(d, model, ids, mask, length_beam=0, **length_kw())
+        sample_length_beam(d, model, ids, mask, length_beam=0, **beam_kw())
 
 
 def test_word_log_prob_is_the_mean_log_probability_of_the_words():
@@ -389,11 +396,11 @@ def test_length_beam_drops_a_word_the_model_is_unsure_of():
     table[src + 5:, SEP] = 12.0  # then the end
     plain = sample_masked(d, FixedLogits(table), ids, mask, **length_kw())
     assert output_length(plain.token_ids).tolist() == [5, 5]  # round(sum P(word)) = 5
-    beam = sample_masked(d, FixedLogits(table), ids, mask, length_beam=3, **length_kw())
+    beam = sample_length_beam(d, FixedLogits(table), ids, mask, length_beam=3, **beam_kw())
     assert output_length(beam.token_ids).tolist() == [4, 4]
     assert torch.equal(beam.token_ids[:, src:src + 4], torch.arange(10, 14).expand(2, -1))
     assert (beam.word_log_prob > plain.word_log_prob).all()
-    one = sample_masked(d, FixedLogits(table), ids, mask, length_beam=1, **length_kw())
+    one = sample_length_beam(d, FixedLogits(table), ids, mask, length_beam=1, **beam_kw())
     assert torch.equal(one.token_ids, plain.token_ids)
 
 
@@ -428,7 +435,7 @@ def test_length_beam_keeps_each_rows_best_of_the_offsets(beam):
     tables[:, 11:, PAD] += 6.0
     model = RowLogits(tables)
     kw = length_kw(forbid_adjacent_repeat=True)
-    out = sample_masked(d, model, ids, mask, length_beam=beam, **kw)
+    out = sample_length_beam(d, model, ids, mask, length_beam=beam, **beam_kw(forbid_adjacent_repeat=True))
     offsets = [0, -1, 1, -2, 2][:beam]
     each = [sample_masked(d, model, ids, mask, length_offset=torch.full((b,), o), **kw) for o in offsets]
     scores = torch.stack([e.word_log_prob for e in each], 1)  # (b, B)
@@ -458,16 +465,16 @@ def test_beam_avoid_copy_never_moves_to_a_copy():
         table[src + i, 10 + i] = 12.0
     table[src + 4, 7:] = 1.0  # position 4: some word
     table[src + 5:, SEP] = 12.0
-    kw = length_kw(length_beam=3)
-    copied = sample_masked(d, FixedLogits(table), ids, mask, **kw)
+    kw = beam_kw(length_beam=3)
+    copied = sample_length_beam(d, FixedLogits(table), ids, mask, **kw)
     assert output_length(copied.token_ids).tolist() == [4, 4]  # the copy is the most confident length
     assert copy_the_source(copied.token_ids, mask, (SEP, PAD)).all()
-    avoided = sample_masked(d, FixedLogits(table), ids, mask, beam_avoid_copy=True, **kw)
+    avoided = sample_length_beam(d, FixedLogits(table), ids, mask, avoid_copy=True, **kw)
     assert output_length(avoided.token_ids).tolist() == [5, 5]  # the next best length, not a copy
     assert not copy_the_source(avoided.token_ids, mask, (SEP, PAD)).any()
     # the predicted length itself gives the copy: it stays (the beam only never moves to one)
     table[src + 4, 7:] = 0.0
     table[src + 4, SEP] = 12.0
-    kept = sample_masked(d, FixedLogits(table), ids, mask, beam_avoid_copy=True, **kw)
+    kept = sample_length_beam(d, FixedLogits(table), ids, mask, avoid_copy=True, **kw)
     assert output_length(kept.token_ids).tolist() == [4, 4]
     assert copy_the_source(kept.token_ids, mask, (SEP, PAD)).all()

@@ -34,12 +34,12 @@ non-special tokens its committed neighbours hold. ``forbid_repeat_bigram`` remov
 would, with a committed neighbour, form a word pair the committed target already holds elsewhere
 ("what is origin of origin of hindu?": filling a fixed length repeats phrases at a distance).
 
-Length beam (``length_beam`` B > 1, with ``predict_length``; Mask-Predict's length beam, Ghazvininejad
-et al. 2019): every row is decoded B times, with the predicted length n moved by 0, -1, +1, -2, +2, ...,
+Length beam (`sample_length_beam`, B lengths, with ``predict_length``; Mask-Predict's length beam,
+Ghazvininejad et al. 2019): every row is decoded B times, with the predicted length n moved by 0, -1, +1, -2, +2, ...,
 and the candidate whose words have the highest mean log-probability (at the step that committed
 them) is kept. A length guessed one word too long is filled with a repeated phrase at low
 confidence; the shorter candidate wins then. A verbatim copy of the source is often the most
-confident candidate; with ``beam_avoid_copy`` the beam never moves to one: candidates at a moved length
+confident candidate; with ``avoid_copy`` the beam never moves to one: candidates at a moved length
 whose words repeat the source's word for word (special tokens aside) rank below every other candidate,
 so an output is a copy only where the predicted length itself gave one (or every length did).
 """
@@ -163,8 +163,7 @@ def sample_masked(diffusion: MaskedDiffusion, model, input_ids: torch.Tensor, in
                   forbid_adjacent_repeat: bool = False, forbid_repeat_bigram: bool = False,
                   forbidden_ids: Sequence[int] = (), special_ids: Sequence[int] = (), self_condition: bool = False,
                   top_k: int = 0, end_ids: Sequence[int] = (), end_bias: float = 0.0, end_defer: float = 0.0,
-                  predict_length: bool = False, length_beam: int = 1, beam_avoid_copy: bool = False,
-                  length_offset: torch.Tensor | None = None,
+                  predict_length: bool = False, length_offset: torch.Tensor | None = None,
                   generator: torch.Generator | None = None,
                   attention_mask: torch.Tensor | None = None) -> MaskedSampleOutput:
     """K-step confidence-ordered unmasking of the target positions (see the module docstring).
@@ -181,8 +180,7 @@ def sample_masked(diffusion: MaskedDiffusion, model, input_ids: torch.Tensor, in
     row's length at ``n = round(sum_i P(x_i not an end token))`` over its target positions (after
     ``end_bias``); the n-th target position gets end-of-text, later ones padding, and the first n hold
     words only. ``length_offset (b,)`` (long) moves each row's n before it is clamped to
-    ``[1, n_target - 1]``; ``length_beam`` B > 1 keeps the best of B lengths per row, with
-    ``beam_avoid_copy`` never moving to a verbatim copy of the source (module docstring).
+    ``[1, n_target - 1]`` (`sample_length_beam` tries several).
     Deterministic given ``generator`` (used only when ``temperature > 0``).
     """
     check_ids_and_mask(input_ids, input_mask, attention_mask, "sample_masked")
@@ -194,18 +192,8 @@ def sample_masked(diffusion: MaskedDiffusion, model, input_ids: torch.Tensor, in
         raise ValueError(f"sample_masked: predict_length needs end_ids = (end-of-text, padding), got {end_ids!r}")
     if top_k != 0 and top_k < 3:  # 3: a position and a resolve round ban at most 2 neighbour tokens
         raise ValueError(f"sample_masked: top_k must be 0 (all tokens) or >= 3, got {top_k}")
-    if isinstance(length_beam, bool) or not isinstance(length_beam, int) or length_beam < 1:
-        raise ValueError(f"sample_masked: length_beam must be an int >= 1, got {length_beam!r}")
-    if (length_beam > 1 or length_offset is not None) and not predict_length:
-        raise ValueError("sample_masked: length_beam and length_offset need predict_length")
-    if length_beam > 1:
-        return sample_length_beam(diffusion, model, input_ids, input_mask, length_beam=length_beam,
-                                  attention_mask=attention_mask, steps=steps, temperature=temperature,
-                                  remask=remask, forbid_adjacent_repeat=forbid_adjacent_repeat,
-                                  forbid_repeat_bigram=forbid_repeat_bigram, forbidden_ids=forbidden_ids,
-                                  special_ids=special_ids, self_condition=self_condition, top_k=top_k,
-                                  end_ids=end_ids, end_bias=end_bias, end_defer=end_defer, generator=generator,
-                                  avoid_copy=beam_avoid_copy)
+    if length_offset is not None and not predict_length:
+        raise ValueError("sample_masked: length_offset needs predict_length")
     steps = int(steps)
     device = input_ids.device
     target = input_mask.bool()  # (b, l)
@@ -302,7 +290,10 @@ def sample_length_beam(diffusion: MaskedDiffusion, model, input_ids: torch.Tenso
     """`sample_masked` with ``predict_length`` on ``length_beam`` copies of every row, the predicted
     length moved by `beam_length_offsets`; per row the copy with the highest ``word_log_prob`` is
     returned (ties: the smaller offset); with ``avoid_copy``, candidates at a moved length (offset != 0)
-    that `copy_the_source` rank below all others."""
+    that `copy_the_source` rank below all others. ``sampler``: the other `sample_masked` keywords.
+    One length (``length_beam`` 1) is `sample_masked` itself."""
+    if isinstance(length_beam, bool) or not isinstance(length_beam, int) or length_beam < 1:
+        raise ValueError(f"sample_length_beam: length_beam must be an int >= 1, got {length_beam!r}")
     b, beam = input_ids.shape[0], length_beam
     repeat = lambda t: None if t is None else t.repeat_interleave(beam, dim=0)  # noqa: E731  (b * B, ...)
     offsets = beam_length_offsets(beam).to(input_ids.device).repeat(b)  # (b * B,) row i's copies together

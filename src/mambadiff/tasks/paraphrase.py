@@ -317,7 +317,8 @@ class Paraphraser:
                  mbr: bool | None = None, eta: float | None = None, clamp: str | None = None,
                  batch_size: int | None = None, seed: int | None = None, temperature: float | None = None,
                  top_k: int | None = None, end_bias: float | None = None, end_defer: float | None = None,
-                 predict_length: bool | None = None, length_beam: int | None = None, solver: str | None = None,
+                 predict_length: bool | None = None, length_beam: int | None = None,
+                 beam_avoid_copy: bool | None = None, solver: str | None = None,
                  progress: bool = False) -> list[str]:
         """Paraphrase each text; returns one string per text (the MBR pick of ``samples`` draws when
         ``mbr``). Unset arguments come from the checkpoint's ``sample`` config."""
@@ -331,7 +332,7 @@ class Paraphraser:
         settings = self.settings(steps=steps, samples=samples, mbr=mbr, eta=eta, clamp=clamp,
                                  batch_size=batch_size, seed=seed, temperature=temperature, top_k=top_k,
                                  end_bias=end_bias, end_defer=end_defer, predict_length=predict_length,
-                                 length_beam=length_beam, solver=solver)
+                                 length_beam=length_beam, beam_avoid_copy=beam_avoid_copy, solver=solver)
         return [r["recover"] for batch in self.generate_rows(rows, settings, progress=progress, total=len(rows))
                 for r in batch]
 

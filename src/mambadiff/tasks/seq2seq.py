@@ -23,7 +23,7 @@ from mambadiff.data.tokenizer import SPECIAL_TOKENS, TextTokenizer, build_tokeni
 from mambadiff.diffusion import (SOLVERS, GaussianDiffusion, create_timestep_sampler, sample_ancestral,
                                  sample_dpm_solver, sample_respaced)
 from mambadiff.diffusion.embedding_space import embedding_space
-from mambadiff.diffusion.masked import WEIGHTINGS, MaskedDiffusion, sample_masked
+from mambadiff.diffusion.masked import WEIGHTINGS, MaskedDiffusion, sample_length_beam, sample_masked
 from mambadiff.models.backbones import BACKBONES
 from mambadiff.models.denoiser import EMBEDDING_INITS, Denoiser, DenoiserConfig
 from mambadiff.train import StepContext, TrainConfig
@@ -406,15 +406,17 @@ def sample_token_ids(model, cfg: Seq2SeqConfig, tok: TextTokenizer, ids: torch.T
     steps, eta, clamp = settings.steps, settings.eta, settings.clamp
     self_condition = bool(cfg.model.self_condition)
     if cfg.diffusion.process == "masked":
-        return sample_masked(build_masked_diffusion(cfg, tok), model, ids, imask, steps=steps or 20,
-                             temperature=settings.temperature, top_k=settings.top_k, remask=cfg.sample.remask,
-                             forbid_adjacent_repeat=settings.forbid_adjacent_repeat,
-                             forbid_repeat_bigram=settings.forbid_repeat_bigram,
-                             forbidden_ids=(tok.unk_id,), special_ids=(tok.pad_id, tok.sep_id, tok.cls_id),
-                             end_ids=(tok.sep_id, tok.pad_id), end_bias=settings.end_bias,
-                             end_defer=settings.end_defer, predict_length=settings.predict_length,
-                             length_beam=settings.length_beam, beam_avoid_copy=settings.beam_avoid_copy,
-                             self_condition=self_condition, generator=g).token_ids
+        sampler = dict(steps=steps or 20, temperature=settings.temperature, top_k=settings.top_k,
+                       remask=cfg.sample.remask, forbid_adjacent_repeat=settings.forbid_adjacent_repeat,
+                       forbid_repeat_bigram=settings.forbid_repeat_bigram, forbidden_ids=(tok.unk_id,),
+                       special_ids=(tok.pad_id, tok.sep_id, tok.cls_id), end_ids=(tok.sep_id, tok.pad_id),
+                       end_bias=settings.end_bias, end_defer=settings.end_defer,
+                       self_condition=self_condition, generator=g)
+        masked = build_masked_diffusion(cfg, tok)
+        if settings.length_beam > 1:  # predict_length is checked with the settings
+            return sample_length_beam(masked, model, ids, imask, length_beam=settings.length_beam,
+                                      avoid_copy=settings.beam_avoid_copy, **sampler).token_ids
+        return sample_masked(masked, model, ids, imask, predict_length=settings.predict_length, **sampler).token_ids
     diffusion = GaussianDiffusion.from_name(cfg.diffusion.schedule, cfg.diffusion.steps)
     model = embedding_space(model, cfg.diffusion.embedding_norm, cfg.diffusion.noise_factor)
     clamp = None if clamp == "none" else clamp
