@@ -478,3 +478,44 @@ def test_beam_avoid_copy_never_moves_to_a_copy():
     kept = sample_length_beam(d, FixedLogits(table), ids, mask, avoid_copy=True, **kw)
     assert output_length(kept.token_ids).tolist() == [4, 4]
     assert copy_the_source(kept.token_ids, mask, (SEP, PAD)).all()
+
+
+class ContextModel(TableModel):
+    """A stand-in denoiser whose output depends on every input token and on t (so a step run on the
+    wrong rows, or skipped where it counts, changes the result); ignores ``self_cond``; records the
+    rows of every call."""
+
+    def __init__(self, l, seed=0):
+        super().__init__(l, seed)
+        g = torch.Generator().manual_seed(seed + 1)
+        self.mix = nn.Parameter(torch.randn(E, E, generator=g))
+        self.rows_seen = []
+
+    def forward(self, x, t, mask=None, self_cond=None):
+        self.rows_seen.append(x.shape[0])
+        context = x.mean(1, keepdim=True) @ self.mix  # (b, 1, E) from the whole input
+        return self.out[: x.shape[1]] + context + 0.01 * t[:, None, None].to(x.dtype)  # (b, l, E)
+
+
+@pytest.mark.parametrize("predict_length", [False, True])
+def test_rows_that_commit_nothing_skip_the_network_without_changing_the_result(predict_length):
+    """A row whose committed count does not grow at a step keeps its tokens, so the sampler runs the
+    network only on the rows that commit: the result equals running every row at every step (which
+    self_condition forces; the model ignores self_cond) and sampling each row alone."""
+    d = MaskedDiffusion(100, MASK)
+    ids, mask = batch(b=4, l=16, src=4)
+    mask[1, :9] = 0  # rows with 12, 7, 12 and 3 target positions: fewer than the 10 steps skip some
+    mask[3, :13] = 0
+    kw = dict(steps=10, forbid_adjacent_repeat=True, predict_length=predict_length,
+              end_ids=(5, 6) if predict_length else (), special_ids=(5, 6))
+    skipping = ContextModel(16)
+    out = sample_masked(d, skipping, ids, mask, **kw)
+    every = ContextModel(16)
+    reference = sample_masked(d, every, ids, mask, self_condition=True, **kw)
+    assert torch.equal(out.token_ids, reference.token_ids)
+    assert torch.equal(out.committed_at, reference.committed_at)
+    torch.testing.assert_close(out.word_log_prob, reference.word_log_prob, rtol=1e-6, atol=1e-6)
+    assert every.rows_seen == [4] * 10 and sum(skipping.rows_seen) < 40
+    for i in range(4):
+        alone = sample_masked(d, ContextModel(16), ids[i:i + 1], mask[i:i + 1], **kw)
+        assert torch.equal(alone.token_ids[0], out.token_ids[i])

@@ -29,7 +29,9 @@ network at the step whose masking rate is ``k / K``, proposes a token for every 
 confident proposals so that ``round(n_target * (K - k + 1) / K)`` positions hold tokens (RDM's top-k
 reparameterised decoding). With ``remask`` the committed tokens compete again, by the confidence they
 were committed with, against the new proposals: losers go back to [MASK]. After the last step every
-target position holds a token. ``forbid_adjacent_repeat`` removes from a position's proposals the
+target position holds a token. Without ``remask`` and self-conditioning, a row whose count does not
+grow at step k keeps its tokens whatever the network says, so the network runs only on the rows that
+commit (a row of n < K words runs n of the K steps); the result is the same as running every row. ``forbid_adjacent_repeat`` removes from a position's proposals the
 non-special tokens its committed neighbours hold. ``forbid_repeat_bigram`` removes the tokens that
 would, with a committed neighbour, form a word pair the committed target already holds elsewhere
 ("what is origin of origin of hindu?": filling a fixed length repeats phrases at a distance).
@@ -216,13 +218,24 @@ def sample_masked(diffusion: MaskedDiffusion, model, input_ids: torch.Tensor, in
         return logp - end_defer * torch.isin(tokens, ends) if end_defer else logp
 
     self_cond = None
+    every_row = remask or self_condition  # rows that commit nothing still change (remask) or feed the next step
     for k in range(steps, 0, -1):
         t = torch.full((b,), diffusion.timestep_for_rate(k / steps), dtype=torch.long, device=device)  # (b,)
-        h = model(model.embed(x), t, mask=attention_mask, self_cond=self_cond)  # (b, l, e)
+        want = commit_counts(n_free, k, steps) + (n_target - n_free)  # (b,) positions holding tokens after step k
+        # a row whose count does not grow at step k keeps its tokens whatever the network says: skip it
+        first_of_length = predict_length and k == steps  # every row: this step fixes the lengths
+        active = (torch.ones_like(target[:, 0]) if every_row or first_of_length
+                  else want > committed.sum(-1))  # (b,) bool
+        if not bool(active.any()):
+            continue
+        rows_active = active.nonzero(as_tuple=True)[0]  # (b_a,)
+        pick = (lambda v: v) if len(rows_active) == b else (lambda v: None if v is None else v[rows_active])
+        h = model(model.embed(pick(x)), pick(t), mask=pick(attention_mask), self_cond=self_cond)  # (b_a, l, e)
         if self_condition:
             self_cond = h
-        if predict_length and k == steps:  # nothing is committed yet: every target position is open
-            target_logits = model.logits(h[target]).float()  # (N_t, v) once, for the length and the proposals
+        hidden = h[target] if first_of_length else h[pick(target & ~committed)]  # (N, e) the open positions
+        if first_of_length:  # nothing is committed yet: every target position is open
+            target_logits = model.logits(hidden).float()  # (N_t, v) once, for the length and the proposals
             target_logits[:, banned] = -torch.inf
             fixed = fixed_length_ends(target_logits, target, end_ids, end_bias, length_offset)  # (b, l)
             x = torch.where(fixed >= 0, fixed, x)
@@ -230,11 +243,12 @@ def sample_masked(diffusion: MaskedDiffusion, model, input_ids: torch.Tensor, in
             confidence = torch.where(committed, torch.full_like(confidence, torch.inf), confidence)  # never remasked
             committed_at = torch.where(committed, torch.full_like(committed_at, k), committed_at)
             n_free = n_target - committed.sum(-1)
+            want = commit_counts(n_free, k, steps) + (n_target - n_free)
             logits = target_logits[~committed[target]]  # (N, v) the open positions' rows, in open_pos order
         else:
-            logits = model.logits(h[target & ~committed]).float()  # (N, v)
+            logits = model.logits(hidden).float()  # (N, v)
             logits[:, banned] = -torch.inf
-        open_pos = target & ~committed  # (b, l) positions that got a proposal
+        open_pos = target & ~committed & active[:, None]  # (b, l) positions that got a proposal
         if predict_length:  # the open positions are the words
             logits[:, ends] = -torch.inf
         elif end_bias and ends.numel():
@@ -252,7 +266,6 @@ def sample_masked(diffusion: MaskedDiffusion, model, input_ids: torch.Tensor, in
         rows_n = torch.arange(proposal.shape[0], device=device)  # (N,)
         scores = torch.full((b, l), -torch.inf, device=device)  # (b, l)
         scores[open_pos] = confidence_of(rows_n, proposal)
-        want = commit_counts(n_free, k, steps) + (n_target - n_free)  # (b,)
         if remask:  # committed tokens compete again with the confidence they were committed with
             candidates = torch.where(committed, confidence, scores)  # (b, l)
             keep = top_per_row(candidates, want) & target  # (b, l)
