@@ -207,3 +207,16 @@ def test_sentiment140_config_reads_binary_test_set(shared_data):
     assert splits.label_names == ["negative", "positive"]
     assert len(splits.test) == 359  # 177 negative + 182 positive; the 139 neutral rows are dropped
     assert {y for _, y in splits.test} == {0, 1}
+
+
+def test_max_test_scores_a_seeded_subset_of_the_test_split(tmp_path):
+    from mambadiff.tasks.classify import load_splits
+    full = load_splits(tiny_cfg(tmp_path, "full"), verbose=False)
+    cut = load_splits(tiny_cfg(tmp_path, "cut", extra=("data.max_test=5",)), verbose=False)
+    again = load_splits(tiny_cfg(tmp_path, "again", extra=("data.max_test=5",)), verbose=False)
+    assert len(full.test) == 12 and len(cut.test) == 5 and cut.test == again.test
+    positions = [full.test.index(ex) for ex in cut.test]
+    assert positions == sorted(positions)  # a subset, in the split's order
+    assert cut.train == full.train and cut.valid == full.valid
+    with pytest.raises(ValueError, match="data.max_test must be >= 0"):
+        tiny_cfg(tmp_path, "bad", extra=("data.max_test=-1",))
