@@ -519,3 +519,22 @@ def test_rows_that_commit_nothing_skip_the_network_without_changing_the_result(p
     for i in range(4):
         alone = sample_masked(d, ContextModel(16), ids[i:i + 1], mask[i:i + 1], **kw)
         assert torch.equal(alone.token_ids[0], out.token_ids[i])
+
+
+def test_a_two_dimensional_length_offset_shares_the_first_step():
+    """A (b, B) offset decodes each row B times from one first step: the same rows as B separate
+    (b,) decodes, row i's copies at i * B + j, with the length-fixing step run on b rows only."""
+    d = MaskedDiffusion(100, MASK)
+    ids, mask = batch(b=3, l=16, src=4, seed=2)
+    offsets = torch.tensor([[0, -1, 1], [0, -2, 2], [1, 0, -1]])
+    kw = length_kw(forbid_adjacent_repeat=True)
+    model = ContextModel(16, seed=3)
+    out = sample_masked(d, model, ids, mask, length_offset=offsets, **kw)
+    assert model.rows_seen[0] == 3 and out.token_ids.shape == (9, 16)
+    for j in range(3):
+        alone = sample_masked(d, ContextModel(16, seed=3), ids, mask, length_offset=offsets[:, j], **kw)
+        assert torch.equal(out.token_ids[j::3], alone.token_ids)
+        assert torch.equal(out.committed_at[j::3], alone.committed_at)
+        torch.testing.assert_close(out.word_log_prob[j::3], alone.word_log_prob, rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match=r"length_offset must have shape \(b,\) or \(b, B\)"):
+        sample_masked(d, model, ids, mask, length_offset=torch.zeros(2, 3, dtype=torch.long), **kw)

@@ -43,7 +43,9 @@ them) is kept. A length guessed one word too long is filled with a repeated phra
 confidence; the shorter candidate wins then. A verbatim copy of the source is often the most
 confident candidate; with ``avoid_copy`` the beam never moves to one: candidates at a moved length
 whose words repeat the source's word for word (special tokens aside) rank below every other candidate,
-so an output is a copy only where the predicted length itself gave one (or every length did).
+so an output is a copy only where the predicted length itself gave one (or every length did). The
+first step, which predicts the length from the all-[MASK] target, is the same for every candidate:
+it runs once per row, and the row is copied B times after it.
 """
 from __future__ import annotations
 
@@ -182,7 +184,9 @@ def sample_masked(diffusion: MaskedDiffusion, model, input_ids: torch.Tensor, in
     row's length at ``n = round(sum_i P(x_i not an end token))`` over its target positions (after
     ``end_bias``); the n-th target position gets end-of-text, later ones padding, and the first n hold
     words only. ``length_offset (b,)`` (long) moves each row's n before it is clamped to
-    ``[1, n_target - 1]`` (`sample_length_beam` tries several).
+    ``[1, n_target - 1]``; a ``(b, B)`` offset decodes every row B times, its n moved by each of its B
+    offsets, and returns b * B rows (row i's copies together, i * B + j): the first step, which fixes
+    the lengths, runs once per row (`sample_length_beam`).
     Deterministic given ``generator`` (used only when ``temperature > 0``).
     """
     check_ids_and_mask(input_ids, input_mask, attention_mask, "sample_masked")
@@ -196,6 +200,10 @@ def sample_masked(diffusion: MaskedDiffusion, model, input_ids: torch.Tensor, in
         raise ValueError(f"sample_masked: top_k must be 0 (all tokens) or >= 3, got {top_k}")
     if length_offset is not None and not predict_length:
         raise ValueError("sample_masked: length_offset needs predict_length")
+    if length_offset is not None and (length_offset.dim() not in (1, 2) or length_offset.shape[0] != input_ids.shape[0]
+                                      or length_offset.dim() == 2 and length_offset.shape[1] < 1):
+        raise ValueError(f"sample_masked: length_offset must have shape (b,) or (b, B) with b = {input_ids.shape[0]}, "
+                         f"got {tuple(length_offset.shape)}")
     steps = int(steps)
     device = input_ids.device
     target = input_mask.bool()  # (b, l)
@@ -237,14 +245,24 @@ def sample_masked(diffusion: MaskedDiffusion, model, input_ids: torch.Tensor, in
         if first_of_length:  # nothing is committed yet: every target position is open
             target_logits = model.logits(hidden).float()  # (N_t, v) once, for the length and the proposals
             target_logits[:, banned] = -torch.inf
-            fixed = fixed_length_ends(target_logits, target, end_ids, end_bias, length_offset)  # (b, l)
+            position_row = torch.full((b, l), -1, dtype=torch.long, device=device)  # (b, l) row in target_logits
+            position_row[target] = torch.arange(target_logits.shape[0], device=device)
+            fixed = fixed_length_ends(target_logits, target, end_ids, end_bias, length_offset)  # (b * B, l)
+            if fixed.shape[0] != b:  # a (b, B) offset: B copies of every row from here on, row i's together
+                copies = fixed.shape[0] // b
+                expand = lambda v: None if v is None else v.repeat_interleave(copies, dim=0)  # noqa: E731
+                x, target, position_row, confidence = expand(x), expand(target), expand(position_row), expand(confidence)
+                committed_at, n_target, attention_mask, self_cond = (expand(committed_at), expand(n_target),
+                                                                     expand(attention_mask), expand(self_cond))
+                b = b * copies
+                active = torch.ones_like(target[:, 0])  # (b * B,) every copy takes this step's proposals
             x = torch.where(fixed >= 0, fixed, x)
             committed = fixed >= 0
             confidence = torch.where(committed, torch.full_like(confidence, torch.inf), confidence)  # never remasked
             committed_at = torch.where(committed, torch.full_like(committed_at, k), committed_at)
             n_free = n_target - committed.sum(-1)
             want = commit_counts(n_free, k, steps) + (n_target - n_free)
-            logits = target_logits[~committed[target]]  # (N, v) the open positions' rows, in open_pos order
+            logits = target_logits[position_row[target & ~committed]]  # (N, v) the open positions', in open_pos order
         else:
             logits = model.logits(hidden).float()  # (N, v)
             logits[:, banned] = -torch.inf
@@ -308,14 +326,14 @@ def sample_length_beam(diffusion: MaskedDiffusion, model, input_ids: torch.Tenso
     if isinstance(length_beam, bool) or not isinstance(length_beam, int) or length_beam < 1:
         raise ValueError(f"sample_length_beam: length_beam must be an int >= 1, got {length_beam!r}")
     b, beam = input_ids.shape[0], length_beam
-    repeat = lambda t: None if t is None else t.repeat_interleave(beam, dim=0)  # noqa: E731  (b * B, ...)
-    offsets = beam_length_offsets(beam).to(input_ids.device).repeat(b)  # (b * B,) row i's copies together
-    out = sample_masked(diffusion, model, repeat(input_ids), repeat(input_mask), predict_length=True,
-                        length_offset=offsets, attention_mask=repeat(attention_mask), **sampler)
+    offsets = beam_length_offsets(beam).to(input_ids.device).expand(b, beam)  # (b, B)
+    out = sample_masked(diffusion, model, input_ids, input_mask, predict_length=True, length_offset=offsets,
+                        attention_mask=attention_mask, **sampler)  # b * B rows, row i's copies together
     score = out.word_log_prob.view(b, beam)  # (b, B)
     if avoid_copy:  # a copy at a moved length keeps its order among such copies, behind everything else
-        copies = copy_the_source(out.token_ids, repeat(input_mask), sampler.get("special_ids", ())).view(b, beam)
-        moved = offsets.view(b, beam) != 0  # (b, B)
+        copies = copy_the_source(out.token_ids, input_mask.repeat_interleave(beam, dim=0),
+                                 sampler.get("special_ids", ())).view(b, beam)  # (b, B)
+        moved = offsets != 0  # (b, B)
         score = torch.where(copies & moved, score - 1e9, score)
     best = score.argmax(-1)  # (b,) first maximum: the nearest length wins ties
     pick = torch.arange(b, device=input_ids.device) * beam + best  # (b,) rows of the copies
@@ -391,7 +409,8 @@ def fixed_length_ends(logits: torch.Tensor, target: torch.Tensor, end_ids: Seque
     """``(b, l)`` long: end-of-text at each row's n-th target position, padding after it, -1 elsewhere,
     where ``n = round(sum_i P(x_i not in end_ids)) + length_offset`` (at least 1, at most n_target - 1)
     from the first step's ``logits (N, v)`` (banned tokens at -inf) over the ``target (b, l)``
-    positions, in row-major order, with ``end_bias`` added to the end tokens' logits."""
+    positions, in row-major order, with ``end_bias`` added to the end tokens' logits. A ``(b, B)``
+    ``length_offset`` gives ``(b * B, l)``: B lengths per row, row i's together."""
     end_of_text, padding = map(int, end_ids)
     ends = [end_of_text, padding]
     logits = logits.clone()  # (N, v) the caller's rows are its proposals: bias a copy
@@ -402,8 +421,12 @@ def fixed_length_ends(logits: torch.Tensor, target: torch.Tensor, end_ids: Seque
     not_end[target] = 1.0 - p_end
     n_target = target.sum(-1)  # (b,)
     n = not_end.sum(-1).round().long()  # (b,)
+    if length_offset is not None and length_offset.dim() == 2:  # B lengths per row
+        copies = length_offset.shape[1]
+        target, n_target, n = (v.repeat_interleave(copies, dim=0) for v in (target, n_target, n))  # (b * B, ...)
+        b = b * copies
     if length_offset is not None:
-        n = n + length_offset.to(n)
+        n = n + length_offset.reshape(-1).to(n)
     n = torch.minimum(n.clamp_min(1), n_target - 1)  # (b,)
     rank = target.long().cumsum(-1) - 1  # (b, l) index within the target span
     out = torch.full((b, l), -1, dtype=torch.long, device=target.device)
