@@ -251,9 +251,9 @@ def sample_masked(diffusion: MaskedDiffusion, model, input_ids: torch.Tensor, in
             if fixed.shape[0] != b:  # a (b, B) offset: B copies of every row from here on, row i's together
                 copies = fixed.shape[0] // b
                 expand = lambda v: None if v is None else v.repeat_interleave(copies, dim=0)  # noqa: E731
-                x, target, position_row, confidence = expand(x), expand(target), expand(position_row), expand(confidence)
-                committed_at, n_target, attention_mask, self_cond = (expand(committed_at), expand(n_target),
-                                                                     expand(attention_mask), expand(self_cond))
+                x, target, position_row = expand(x), expand(target), expand(position_row)  # (b * B, l)
+                confidence, committed_at, n_target = expand(confidence), expand(committed_at), expand(n_target)
+                attention_mask, self_cond = expand(attention_mask), expand(self_cond)
                 b = b * copies
                 active = torch.ones_like(target[:, 0])  # (b * B,) every copy takes this step's proposals
             x = torch.where(fixed >= 0, fixed, x)
