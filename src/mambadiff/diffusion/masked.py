@@ -247,15 +247,18 @@ def sample_masked(diffusion: MaskedDiffusion, model, input_ids: torch.Tensor, in
             target_logits[:, banned] = -torch.inf
             position_row = torch.full((b, l), -1, dtype=torch.long, device=device)  # (b, l) row in target_logits
             position_row[target] = torch.arange(target_logits.shape[0], device=device)
-            fixed = fixed_length_ends(target_logits, target, end_ids, end_bias, length_offset)  # (b * B, l)
-            if fixed.shape[0] != b:  # a (b, B) offset: B copies of every row from here on, row i's together
-                copies = fixed.shape[0] // b
+            n = predicted_length(target_logits, target, end_ids, end_bias)  # (b,)
+            if length_offset is not None and length_offset.dim() == 2:  # B copies of every row from here on
+                copies = length_offset.shape[1]
                 expand = lambda v: None if v is None else v.repeat_interleave(copies, dim=0)  # noqa: E731
                 x, target, position_row = expand(x), expand(target), expand(position_row)  # (b * B, l)
                 confidence, committed_at, n_target = expand(confidence), expand(committed_at), expand(n_target)
-                attention_mask, self_cond = expand(attention_mask), expand(self_cond)
+                attention_mask, self_cond, n = expand(attention_mask), expand(self_cond), expand(n)
                 b = b * copies
                 active = torch.ones_like(target[:, 0])  # (b * B,) every copy takes this step's proposals
+            if length_offset is not None:
+                n = n + length_offset.reshape(-1).to(n)  # (b,) row i's copies together, i * B + j
+            fixed = length_ends(target, n, end_ids)  # (b, l)
             x = torch.where(fixed >= 0, fixed, x)
             committed = fixed >= 0
             confidence = torch.where(committed, torch.full_like(confidence, torch.inf), confidence)  # never remasked
@@ -404,32 +407,28 @@ def copy_the_source(token_ids: torch.Tensor, input_mask: torch.Tensor, special_i
     return torch.tensor(out, dtype=torch.bool, device=token_ids.device)
 
 
-def fixed_length_ends(logits: torch.Tensor, target: torch.Tensor, end_ids: Sequence[int],
-                      end_bias: float, length_offset: torch.Tensor | None = None) -> torch.Tensor:
-    """``(b, l)`` long: end-of-text at each row's n-th target position, padding after it, -1 elsewhere,
-    where ``n = round(sum_i P(x_i not in end_ids)) + length_offset`` (at least 1, at most n_target - 1)
-    from the first step's ``logits (N, v)`` (banned tokens at -inf) over the ``target (b, l)``
-    positions, in row-major order, with ``end_bias`` added to the end tokens' logits. A ``(b, B)``
-    ``length_offset`` gives ``(b * B, l)``: B lengths per row, row i's together."""
-    end_of_text, padding = map(int, end_ids)
-    ends = [end_of_text, padding]
-    logits = logits.clone()  # (N, v) the caller's rows are its proposals: bias a copy
-    logits[:, ends] += end_bias
+def predicted_length(logits: torch.Tensor, target: torch.Tensor, end_ids: Sequence[int],
+                     end_bias: float) -> torch.Tensor:
+    """``(b,)`` long: ``round(sum_i P(x_i not in end_ids))`` over each row's ``target (b, l)`` positions,
+    from the first step's ``logits (N, v)`` over them (row-major order; banned tokens at -inf), with
+    ``end_bias`` added to the end tokens' logits."""
+    ends = [int(i) for i in end_ids]
+    if end_bias:
+        logits = logits.clone()  # (N, v) the caller's rows are its proposals: bias a copy
+        logits[:, ends] += end_bias
     p_end = torch.softmax(logits, dim=-1)[:, ends].sum(-1)  # (N,)
-    b, l = target.shape
-    not_end = torch.zeros(b, l, device=target.device)
+    not_end = torch.zeros(target.shape, device=target.device)  # (b, l)
     not_end[target] = 1.0 - p_end
-    n_target = target.sum(-1)  # (b,)
-    n = not_end.sum(-1).round().long()  # (b,)
-    if length_offset is not None and length_offset.dim() == 2:  # B lengths per row
-        copies = length_offset.shape[1]
-        target, n_target, n = (v.repeat_interleave(copies, dim=0) for v in (target, n_target, n))  # (b * B, ...)
-        b = b * copies
-    if length_offset is not None:
-        n = n + length_offset.reshape(-1).to(n)
-    n = torch.minimum(n.clamp_min(1), n_target - 1)  # (b,)
+    return not_end.sum(-1).round().long()
+
+
+def length_ends(target: torch.Tensor, n: torch.Tensor, end_ids: Sequence[int]) -> torch.Tensor:
+    """``(b, l)`` long: end-of-text at each row's n-th target position (``n (b,)`` clamped to
+    ``[1, n_target - 1]``), padding after it, -1 elsewhere."""
+    end_of_text, padding = map(int, end_ids)
+    n = torch.minimum(n.clamp_min(1), target.sum(-1) - 1)  # (b,)
     rank = target.long().cumsum(-1) - 1  # (b, l) index within the target span
-    out = torch.full((b, l), -1, dtype=torch.long, device=target.device)
+    out = torch.full(target.shape, -1, dtype=torch.long, device=target.device)
     out[target & (rank == n[:, None])] = end_of_text
     out[target & (rank > n[:, None])] = padding
     return out
