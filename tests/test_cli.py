@@ -53,6 +53,13 @@ def test_command_has_help_and_is_listed_by_its_parent(path):
     assert path[-1] in listed, f"{path[-1]!r} missing from `{' '.join(('mambadiff', *path[:-1]))} --help`"
 
 
+@pytest.mark.parametrize("path", [p for p, c, _ in COMMANDS if not isinstance(c, click.Group)], ids=" ".join)
+def test_every_option_has_help_text(path):
+    command = next(c for p, c, _ in COMMANDS if p == path)
+    bare = [p.opts[0] for p in command.params if isinstance(p, click.Option) and not (p.help or "").strip()]
+    assert not bare, f"`mambadiff {' '.join(path)}`: options without help: {', '.join(bare)}"
+
+
 def test_top_level_help_names_every_subcommand():
     # `mambadiff --help` is the overview: a group's line names each of its subcommands.
     top = _help(())

@@ -99,3 +99,12 @@ def test_cli_bad_config_exits_1_naming_file_line_and_key(tmp_path, run_cli, asse
     assert_clean_error(run_cli(*command, "--config", path), str(path), "line 3", "invalid YAML")
     assert_clean_error(run_cli(*command, "train.steps=lots"), "override 'train.steps=lots'", "key 'train.steps'")
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_key_of_the_earlier_layout_is_refused_with_where_it_is_now(tmp_path):
+    with pytest.raises(ConfigError, match=r"sample\.temperature.*in this version: 'sample\.masked\.temperature'"):
+        load_config(Seq2SeqConfig, "demo", ["sample.temperature=0.5"])
+    path = tmp_path / "old.yaml"
+    path.write_text("sample:\n  steps: 3\n")
+    with pytest.raises(ConfigError, match=r"line 2.*'sample\.gaussian\.steps' or 'sample\.masked\.steps'"):
+        load_config(Seq2SeqConfig, path)

@@ -52,7 +52,8 @@ class LazyGroup(click.Group):
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="mambadiff")
 def main():
-    """mambadiff: state-space sequence models (Mamba, Mamba-2, S4D) and MambaDiff diffusion seq2seq."""
+    """mambadiff: state-space sequence models (Mamba, Mamba-2, S4, S4D, H3) and MambaDiff, diffusion
+    seq2seq (masked / absorbing-state or DiffuSeq's Gaussian process) with a Mamba denoiser."""
     from mambadiff.runtime import tune_cpu_allocator
 
     tune_cpu_allocator()  # keeps big activation buffers mapped between steps (see mambadiff.runtime)

@@ -6,6 +6,7 @@ errors into one-line messages that name the file and the key (``ConfigError``).
 from __future__ import annotations
 
 import dataclasses
+import typing
 from pathlib import Path
 from typing import Any, Sequence, TypeVar
 
@@ -35,10 +36,27 @@ def resolve_config_path(name_or_path: str | Path) -> Path:
                       f"(shipped: {', '.join(names)})")
 
 
-def _describe(err: OmegaConfBaseException, key: str | None = None) -> str:
+def _describe(err: OmegaConfBaseException, key: str | None = None, schema: type | None = None) -> str:
     key = getattr(err, "full_key", None) or key
     msg = str(err).splitlines()[0]
-    return f"key {key!r}: {msg}" if key else msg
+    moved = _moved_to(schema, key) if schema is not None and key else None
+    hint = f" (in this version: {moved})" if moved else ""
+    return f"key {key!r}: {msg}{hint}" if key else msg
+
+
+def _flat_keys(data: Any, prefix: str = "") -> list[str]:
+    if not isinstance(data, dict) or not data:
+        return [prefix]
+    return [k for name, value in data.items() for k in _flat_keys(value, f"{prefix}.{name}" if prefix else name)]
+
+
+def _moved_to(schema: type, key: str) -> str | None:
+    """Where a key of an earlier version's layout lives now (`upgrade_saved`), or None."""
+    try:
+        keys = _flat_keys(upgrade_saved(schema, _nested(tuple(key.split(".")), 1)))
+    except Exception:  # noqa: BLE001  (a hint only: any failure means no hint)
+        return None
+    return " or ".join(repr(k) for k in keys) if key not in keys else None
 
 
 def _key_lines(node: yaml.Node, source: str, prefix: str = "") -> dict[str, int]:
@@ -139,14 +157,14 @@ def load_config(schema: type[T], path: str | Path | None = None, overrides: Sequ
             key = getattr(e, "full_key", None) or _failing_key(OmegaConf.structured(schema), data)
             line = _line_of(key, lines)
             where = f"{source} line {line}" if line is not None else source
-            raise ConfigError(f"{where}, {_describe(e, key)}") from None
+            raise ConfigError(f"{where}, {_describe(e, key, schema)}") from None
     for item in overrides:
         if "=" not in item or not item.split("=", 1)[0].strip():
             raise ConfigError(f"override {item!r}: expected key=value")
         try:
             cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([item]))
         except OmegaConfBaseException as e:
-            raise ConfigError(f"override {item!r}: {_describe(e, item.split('=', 1)[0].strip())}") from None
+            raise ConfigError(f"override {item!r}: {_describe(e, item.split('=', 1)[0].strip(), schema)}") from None
         except yaml.YAMLError as e:  # the value is parsed as YAML
             problem = getattr(e, "problem", None) or str(e).splitlines()[0]
             raise ConfigError(f"override {item!r}: invalid value ({problem})") from None
@@ -164,9 +182,25 @@ def to_dict(cfg: Any) -> dict:
     return dataclasses.asdict(cfg)
 
 
+def upgrade_saved(schema: type, data: dict) -> dict:
+    """``data`` (a config saved by an earlier version) in the current layout: a dataclass that renamed or
+    moved keys defines a classmethod ``upgrade_saved(data) -> data`` for its own level; nested dataclass
+    fields are upgraded recursively. Only saved configs (a run's ``config.json``) are upgraded: a YAML
+    file or an override must use the current keys, and an old one is refused with the key named."""
+    upgrade = getattr(schema, "upgrade_saved", None)
+    data = upgrade(dict(data)) if callable(upgrade) else dict(data)
+    hints = typing.get_type_hints(schema)
+    for f in dataclasses.fields(schema):
+        sub = hints.get(f.name)
+        if dataclasses.is_dataclass(sub) and isinstance(data.get(f.name), dict):
+            data[f.name] = upgrade_saved(sub, data[f.name])
+    return data
+
+
 def from_dict(schema: type[T], data: dict) -> T:
-    """Rebuild a config saved with ``to_dict`` (checked like a YAML file)."""
+    """Rebuild a config saved with ``to_dict`` (checked like a YAML file; `upgrade_saved` first)."""
     try:
+        data = upgrade_saved(schema, data)
         return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), OmegaConf.create(data)))
     except OmegaConfBaseException as e:
         raise ConfigError(f"saved config: {_describe(e)}") from None

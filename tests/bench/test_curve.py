@@ -13,7 +13,7 @@ TINY = ["data.builtin_train=200", "data.builtin_valid=20", "data.builtin_test=20
         "data.seq_len=32", "data.eval_size=0", "model.emb_dim=16", "model.backbone.d_model=32",
         "model.backbone.n_layers=1", "model.backbone.attn_layers=[]", "model.backbone.ff_dim=64",
         "train.batch_size=8", "train.log_every=1", "train.progress=false", "train.steps=4", "train.save_every=2",
-        "train.keep_checkpoints=0", "train.max_minutes=0", "diffusion.steps=50", "sample.steps=3",
+        "train.keep_checkpoints=0", "train.max_minutes=0", "diffusion.steps=50", "sample.gaussian.steps=3", "sample.masked.steps=3",
         "sample.batch_size=4"]
 LIMIT = 6
 

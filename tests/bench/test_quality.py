@@ -8,7 +8,7 @@ from mambadiff.metrics.generation import repeat_rates
 
 TINY = ("data.builtin_train=200 data.builtin_valid=20 data.builtin_test=20 data.vocab_size=200 "
         "data.seq_len=32 data.eval_size=0 model.emb_dim=16 model.backbone.d_model=16 model.backbone.n_layers=1 model.backbone.attn_layers=[] "
-        "train.batch_size=8 diffusion.steps=50 sample.steps=3 sample.batch_size=10")
+        "train.batch_size=8 diffusion.steps=50 sample.gaussian.steps=3 sample.masked.steps=3 sample.batch_size=10")
 
 
 def test_bench_quality_tiny_budget(tmp_path):

@@ -11,6 +11,7 @@ from torch import nn
 from mambadiff.bench.synthetic import (MQAR_SHAPES, RECORD_FIELDS, MQARShape, mqar_backbone_shape,
                                       run_synthetic_benchmark)
 from mambadiff.models.backbones import BackboneConfig
+from mambadiff.models.layer_options import S4DOptions
 from mambadiff.tasks.synthetic import SyntheticTask, SyntheticTaskConfig
 
 
@@ -121,8 +122,8 @@ def test_mqar_backbone_shape():
     assert mqar_backbone_shape("mamba", 64, 2, {}) == {"d_model": 64, "n_layers": 2}  # shared shape
     assert mqar_backbone_shape("mamba", 16, 1) == {"d_model": 32, "n_layers": 1}  # at least one layer
     assert mqar_backbone_shape("mamba", 100, 4) == {"d_model": 176, "n_layers": 2}  # width a multiple of 8
-    custom = {"s4d": MQARShape(width_scale=2.0, extra={"d_state": 32})}
-    assert mqar_backbone_shape("s4d", 64, 2, custom) == {"d_model": 128, "n_layers": 2, "d_state": 32}
+    custom = {"s4d": MQARShape(width_scale=2.0, extra={"s4d": S4DOptions(d_state=32)})}
+    assert mqar_backbone_shape("s4d", 64, 2, custom) == {"d_model": 128, "n_layers": 2, "s4d": S4DOptions(d_state=32)}
     # 1.43x the shared shape's parameters, fewer than the 2 x 64 Transformer's (112,577 at 64 x 8)
     from mambadiff.models.backbones import BackboneConfig as BC
     from mambadiff.tasks.synthetic import SyntheticModel

@@ -4,11 +4,30 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mambadiff.diffusion.masked import (MaskedDiffusion, ban_repeated_bigrams, commit_counts, copy_the_source,
-                                       sample_length_beam, sample_masked, top_per_row)
+from mambadiff.diffusion.masked import MaskedDiffusion
+from mambadiff.diffusion.samplers import MaskedSampler, MaskedSamplerConfig, MaskedTokens
+from mambadiff.diffusion.samplers.token_rules import ban_repeated_bigrams, commit_counts, copy_the_source, top_per_row
 
 MASK = 4
 V, E = 30, 8
+
+
+def sample_masked(d, model, ids, mask, *, forbidden_ids=(), special_ids=(), end_ids=(), self_condition=False,
+                  generator=None, length_offset=None, **config):
+    """`MaskedSampler` in one call, config from ``config`` and token roles from the id keywords; with
+    ``length_offset``, every decoded row (b * B rows for a (b, B) offset)."""
+    tokens = MaskedTokens(tuple(forbidden_ids), tuple(special_ids), tuple(end_ids))
+    sampler = MaskedSampler(d, MaskedSamplerConfig(**config), tokens, self_condition)
+    return sampler.decode_all(model, ids, mask, generator, length_offset=length_offset)
+
+
+def sample_length_beam(d, model, ids, mask, *, length_beam, avoid_copy=False, **kw):
+    """The length beam: `MaskedSampler` with predict_length and ``length_beam``, one output row per row."""
+    tokens = MaskedTokens(tuple(kw.pop("forbidden_ids", ())), tuple(kw.pop("special_ids", ())),
+                          tuple(kw.pop("end_ids", ())))
+    generator, self_condition = kw.pop("generator", None), kw.pop("self_condition", False)
+    config = MaskedSamplerConfig(predict_length=True, length_beam=length_beam, beam_avoid_copy=avoid_copy, **kw)
+    return MaskedSampler(d, config, tokens, self_condition).sample(model, ids, mask, generator)
 
 
 class TableModel(nn.Module):
@@ -206,7 +225,7 @@ def test_bad_arguments_are_named():
 
 @pytest.mark.parametrize("top_k", [0, 3])
 def test_gumbel_draws_follow_the_tempered_softmax_of_the_top_k(top_k):
-    from mambadiff.diffusion.masked import gumbel_perturbed
+    from mambadiff.diffusion.samplers.token_rules import gumbel_perturbed
     logits = torch.tensor([2.0, 0.5, 1.5, -1.0, 1.0, 0.0])
     n, temperature = 40_000, 0.7
     draws = gumbel_perturbed(logits.expand(n, -1).clone(), temperature, top_k,
@@ -266,7 +285,7 @@ def test_predict_length_fixes_the_end_at_the_first_step(remask):
     assert (tgt[:, n] == sep).all() and (tgt[:, n + 1:] == pad).all()
     assert not ((tgt[:, :n] == sep) | (tgt[:, :n] == pad) | (tgt[:, :n] == MASK)).any()
     assert (out.committed_at[:, 4 + n:] == 5).all()  # the ends are committed at the first step
-    with pytest.raises(ValueError, match="predict_length needs end_ids"):
+    with pytest.raises(ValueError, match="predict_length needs end tokens"):
         sample_masked(d, model, ids, mask, steps=2, end_ids=(sep,), predict_length=True)
 
 

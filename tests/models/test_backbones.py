@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from mambadiff.models.backbones import BackboneConfig, GatedMLP, ResidualStack, build_backbone, count_parameters
+from mambadiff.models.layer_options import H3Options, S4Options
 from mambadiff.models.classifier import ClassifierConfig, SequenceClassifier
 from mambadiff.models.denoiser import Denoiser, DenoiserConfig
 from mambadiff.ssm import H3, S4
@@ -16,8 +17,8 @@ from mambadiff.ssm import H3, S4
 
 def _backbone(name="mamba2", bidirectional=True, **kw):
     torch.manual_seed(0)
-    cfg = BackboneConfig(name=name, d_model=16, n_layers=3, d_state=8, headdim=8, n_heads=2, ff_dim=24,
-                         bidirectional=bidirectional, **kw)
+    cfg = BackboneConfig(name=name, d_model=16, n_layers=3, n_heads=2, ff_dim=24, bidirectional=bidirectional,
+                         **kw).with_layer(d_state=8, **({"headdim": 8} if name == "mamba2" else {}))
     return build_backbone(cfg).double().eval()
 
 
@@ -94,8 +95,8 @@ def test_hybrid_gradients_reach_every_parameter():
     (dict(attn_layers=[0], n_heads=3), "n_heads"),
     (dict(name="transformer", mlp_dim=8), "mlp_dim"),
     (dict(name="lstm", attn_layers=[0]), "attn_layers"),
-    (dict(name="h3", h3_head_dim=5), "h3_head_dim"),
-    (dict(name="s4", d_state=7), "d_state"),
+    (dict(name="h3", h3=H3Options(head_dim=5)), "backbone.h3: .*head_dim"),
+    (dict(name="s4", s4=S4Options(d_state=7)), "backbone.s4: d_state"),
 ])
 def test_bad_options_name_the_field(kw, field):
     cfg = BackboneConfig(**{"name": "mamba2", "d_model": 16, "n_layers": 3, **kw})
@@ -129,11 +130,10 @@ def test_s4_and_h3_stacks_are_causal_or_not_as_configured(name, layer_type, bidi
 @pytest.mark.parametrize("name", ["s4", "h3"])
 def test_tiny_denoiser_and_classifier_train_with_s4_and_h3(name):
     torch.manual_seed(0)
-    backbone = dict(name=name, d_model=16, n_layers=2, d_state=8, max_len=32)
-    denoiser = Denoiser(DenoiserConfig(vocab_size=30, emb_dim=8, diffusion_steps=10, dropout=0.0,
-                                       backbone=BackboneConfig(bidirectional=True, **backbone)))
-    classifier = SequenceClassifier(ClassifierConfig(vocab_size=30, num_classes=3, dropout=0.0,
-                                                     backbone=BackboneConfig(bidirectional=True, **backbone)))
+    backbone = BackboneConfig(name=name, d_model=16, n_layers=2, bidirectional=True,
+                              s4=S4Options(d_state=8, l_max=32), h3=H3Options(d_state=8))
+    denoiser = Denoiser(DenoiserConfig(vocab_size=30, emb_dim=8, diffusion_steps=10, dropout=0.0, backbone=backbone))
+    classifier = SequenceClassifier(ClassifierConfig(vocab_size=30, num_classes=3, dropout=0.0, backbone=backbone))
     mask = torch.arange(12)[None] < torch.tensor([12, 7])[:, None]  # (b, l)
     x_t = torch.randn(2, 12, 8)
     out = denoiser(x_t, torch.tensor([3, 9]), mask)  # (b, l, e)

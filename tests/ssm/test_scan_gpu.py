@@ -287,13 +287,15 @@ def test_layers_on_cuda_match_cpu(name):
 def test_denoiser_train_step_bf16_autocast_is_finite(backbone):
     from mambadiff.diffusion import GaussianDiffusion
     from mambadiff.models import BackboneConfig, Denoiser, DenoiserConfig
+    from mambadiff.models.layer_options import Mamba2Options, MambaOptions, S4DOptions
 
     torch.manual_seed(2)
     cfg = DenoiserConfig(
         vocab_size=50, emb_dim=16, diffusion_steps=100, dropout=0.1,
         backbone=BackboneConfig(name=backbone, d_model=32, n_layers=2, bidirectional=True,
-                                d_state=16, headdim=16, chunk_size=16,
-                                scan_backend="triton" if TRITON else "auto"))
+                                mamba=MambaOptions(d_state=16, scan_backend="triton" if TRITON else "auto"),
+                                mamba2=Mamba2Options(d_state=16, headdim=16, chunk_size=16),
+                                s4d=S4DOptions(d_state=16)))
     model = Denoiser(cfg).to(DEV).train()
     diffusion = GaussianDiffusion.from_name("sqrt", 100)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)

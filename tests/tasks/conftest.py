@@ -6,7 +6,7 @@ from mambadiff.config import load_config
 TINY_SEQ2SEQ = ["data.builtin_train=400", "data.builtin_valid=40", "data.builtin_test=40", "data.vocab_size=300",
                 "data.seq_len=40", "data.eval_size=0", "model.emb_dim=32", "model.backbone.d_model=32",
                 "model.backbone.n_layers=1", "train.batch_size=16", "train.log_every=5", "train.progress=false",
-                "diffusion.steps=100", "sample.steps=5", "sample.limit=8", "sample.batch_size=8",
+                "diffusion.steps=100", "sample.gaussian.steps=5", "sample.limit=0", "sample.batch_size=8",
                 "model.backbone.name=mamba", "model.backbone.attn_layers=[]", "diffusion.process=gaussian",
                 "train.steps=2"]
 

@@ -11,6 +11,7 @@ from mambadiff.cli import main
 from mambadiff.config import load_config
 from mambadiff.models.backbones import BackboneConfig
 from mambadiff.models.classifier import ClassifierConfig, SequenceClassifier
+from mambadiff.models.layer_options import Mamba2Options, MambaOptions, S4DOptions
 from mambadiff.tasks.classify import (BACKBONE_NAMES, ClassifyConfig, classify_streaming, load_classifier,
                                       match_backbone, non_embedding_parameters, parameter_counts, predict,
                                       load_eval_data, train_classifier)
@@ -99,8 +100,9 @@ def test_resume_continues_the_run(tmp_path):
 
 def _model(name, bidirectional=False, d=16, **backbone):
     torch.manual_seed(0)
-    bb = BackboneConfig(name=name, d_model=d, n_layers=2, d_state=8, headdim=8, n_heads=2,
-                        bidirectional=bidirectional, **backbone)
+    bb = BackboneConfig(name=name, d_model=d, n_layers=2, n_heads=2, bidirectional=bidirectional,
+                        mamba=MambaOptions(d_state=8), mamba2=Mamba2Options(d_state=8, headdim=8),
+                        s4d=S4DOptions(d_state=8), **backbone)
     return SequenceClassifier(ClassifierConfig(vocab_size=50, num_classes=3, backbone=bb))
 
 

@@ -101,8 +101,8 @@ def test_s4_kernel_covers_the_data_length(tmp_path):
     from mambadiff.tasks.classify import build_classifier
     cfg = load_config(ClassifyConfig, "lra-listops", ["model.backbone.name=s4", "param_match.enabled=false",
                                                       "model.backbone.d_model=16"])
-    assert cfg.data.max_len == 2000 and cfg.model.backbone.max_len < 2000
+    assert cfg.data.max_len == 2000 and cfg.model.backbone.s4.l_max < 2000
     model, _ = build_classifier(cfg, vocab_size=16, num_classes=10)
-    assert cfg.model.backbone.max_len == 2000
+    assert cfg.model.backbone.s4.l_max == 2000 and model.backbone.mixers[0].forward_layer.config.l_max == 2000
     logits = model(torch.randint(0, 16, (1, 600)))  # longer than the backbone's default length
     assert logits.shape == (1, 10)

@@ -4,8 +4,8 @@ import pytest
 from mambadiff import Paraphraser
 from mambadiff.data.seq2seq import load_seq2seq_split
 from mambadiff.tasks.generation_io import iter_jsonl_rows
-from mambadiff.tasks.paraphrase import batch_generator
-from mambadiff.tasks.seq2seq import generate, load_seq2seq_model
+from mambadiff.tasks.paraphrase import batch_generator, generate
+from mambadiff.tasks.seq2seq import SampleConfig, generation_settings, load_seq2seq_model
 
 TEXTS = ["how do i learn python?", "what is the best way to lose weight?", "why is the sky blue?",
          "how can i improve my english?"]
@@ -84,25 +84,18 @@ def test_workers_sample_the_same_rows_in_input_order(tiny_run, para):
 def test_settings_come_from_the_checkpoint_and_are_checked(para):
     s = para.settings()
     sc = para.cfg.sample
-    assert (s.steps, s.samples, s.batch_size, s.seed, s.clamp) == (sc.steps, sc.samples, sc.batch_size, sc.seed, sc.clamp)
+    assert para.process == "gaussian" and s.sampler == sc.gaussian
+    assert (s.steps, s.samples, s.batch_size, s.seed) == (sc.gaussian.steps, sc.samples, sc.batch_size, sc.seed)
     assert para.max_steps == 100
     assert para.settings(steps=100).steps == 100
-    assert (s.temperature, s.top_k, s.end_bias, s.end_defer) == (sc.temperature, sc.top_k, sc.end_bias, sc.end_defer)
-    assert para.settings(temperature=1, top_k=5, end_bias=-2).to_dict()["end_bias"] == -2.0
-    assert (s.forbid_adjacent_repeat, s.forbid_repeat_bigram) == (sc.forbid_adjacent_repeat, sc.forbid_repeat_bigram)
-    flipped = para.settings(forbid_adjacent_repeat=not sc.forbid_adjacent_repeat,
-                            forbid_repeat_bigram=not sc.forbid_repeat_bigram)
-    assert (flipped.forbid_adjacent_repeat, flipped.forbid_repeat_bigram) == (not sc.forbid_adjacent_repeat,
-                                                                              not sc.forbid_repeat_bigram)
-    for kwargs, message in [({"samples": 0}, "samples must be a positive int"),
-                            ({"batch_size": -4}, "batch_size must be a positive int"),
+    assert para.settings(eta=0, solver="dpm-solver++").to_dict()["eta"] == 0.0
+    for kwargs, message in [({"samples": 0}, "sample.samples must be an int >= 1"),
+                            ({"batch_size": -4}, "sample.batch_size must be an int >= 1"),
                             ({"steps": 5000}, "the maximum is 100"),
-                            ({"steps": -1}, "steps must be an int"),
+                            ({"steps": -1}, "sample.gaussian.steps must be an int >= 0"),
                             ({"eta": 1.5}, "eta"), ({"clamp": "nearest"}, "clamp"), ({"seed": -1}, "seed"),
-                            ({"top_k": 2}, "top_k must be 0"), ({"temperature": -0.5}, "temperature"),
-                            ({"end_defer": -1.0}, "end_defer"), ({"end_bias": float("nan")}, "end_bias"),
-                            ({"length_beam": 0}, "length_beam must be a positive int"),
-                            ({"length_beam": 3, "predict_length": False}, "length_beam 3 needs predict_length")]:
+                            ({"temperature": 0.5}, "temperature is an option of the masked sampler"),
+                            ({"stepz": 3}, "unknown sampling option 'stepz'")]:
         with pytest.raises(ValueError, match=message):
             para.settings(**kwargs)
         with pytest.raises(ValueError, match=message):
@@ -111,6 +104,26 @@ def test_settings_come_from_the_checkpoint_and_are_checked(para):
         para("how do i learn python?")
     with pytest.raises(ValueError, match=r"texts\[1\]"):
         para(["ok", "  "])
+
+
+def test_masked_settings_are_checked_by_their_declaration():
+    sc = SampleConfig()
+    s = generation_settings(sc, "masked", {"temperature": 1, "top_k": 5, "end_bias": -2})
+    assert s.to_dict()["end_bias"] == -2.0 and s.to_dict()["temperature"] == 1.0
+    assert isinstance(s.sampler.temperature, float) and s.sampler.remask is False
+    flipped = generation_settings(sc, "masked", {"forbid_adjacent_repeat": True, "forbid_repeat_bigram": True,
+                                                 "remask": True})
+    assert (flipped.sampler.forbid_adjacent_repeat, flipped.sampler.forbid_repeat_bigram, flipped.sampler.remask) == (
+        True, True, True)
+    for kwargs, message in [({"top_k": 2}, "top_k must be 0"), ({"temperature": -0.5}, "temperature"),
+                            ({"end_defer": -1.0}, "end_defer"), ({"end_bias": float("nan")}, "end_bias"),
+                            ({"length_beam": 0}, "length_beam must be an int >= 1"),
+                            ({"length_beam": 3, "predict_length": False}, "length_beam 3 needs sample.masked.predict"),
+                            ({"steps": 0}, "sample.masked.steps must be an int >= 1"),
+                            ({"eta": 0.5}, "eta is an option of the gaussian sampler"),
+                            ({"samples": True}, "sample.samples must be an int")]:
+        with pytest.raises(ValueError, match=message):
+            generation_settings(sc, "masked", kwargs)
 
 
 def test_all_t_steps_use_the_full_chain(para):

@@ -9,13 +9,14 @@ from click.testing import CliRunner
 
 from mambadiff.cli import main
 from mambadiff.config import ConfigError, load_config
-from mambadiff.tasks.seq2seq import Seq2SeqConfig, generate, load_seq2seq_model, train_seq2seq
+from mambadiff.tasks.paraphrase import generate
+from mambadiff.tasks.seq2seq import Seq2SeqConfig, load_seq2seq_model, train_seq2seq
 from mambadiff.data.seq2seq import load_seq2seq_split
 
 TINY = ["data.builtin_train=400", "data.builtin_valid=40", "data.builtin_test=40", "data.vocab_size=300",
         "data.seq_len=40", "data.eval_size=32", "model.emb_dim=32", "model.backbone.d_model=32",
         "model.backbone.n_layers=1", "train.batch_size=16", "train.log_every=5", "train.progress=false",
-        "diffusion.steps=100", "sample.steps=5", "sample.limit=8", "sample.batch_size=8",
+        "diffusion.steps=100", "sample.gaussian.steps=5", "sample.limit=8", "sample.batch_size=8",
         # the demo's recipe is masked diffusion on a hybrid: these tests cover the Gaussian process per backbone
         "diffusion.process=gaussian", "model.backbone.attn_layers=[]"]
 
@@ -203,7 +204,7 @@ def test_truncated_checkpoint_is_named_and_resume_falls_back(tmp_path):
 
 def test_soft_absorbing_training_and_dpm_solver_sampling(tmp_path):
     """diffusion.soft_absorb trains (its draws change the run, and a rate outside [0, 1] is refused);
-    sample.solver dpm-solver++ samples it through the same generate path."""
+    sample.gaussian.solver dpm-solver++ samples it through the same generate path."""
     from mambadiff.tasks.paraphrase import Paraphraser
     plain, _, _ = train_seq2seq(tiny_cfg(tmp_path / "plain", steps=3), progress=False)
     absorbed, model, tok = train_seq2seq(tiny_cfg(tmp_path / "absorb", steps=3, extra=["diffusion.soft_absorb=0.5"]),

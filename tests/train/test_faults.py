@@ -213,7 +213,7 @@ def test_cli_exits_130_on_sigint_during_training_and_start_up(tmp_path, monkeypa
     from click.testing import CliRunner
 
     from mambadiff.cli import main
-    from mambadiff.tasks import seq2seq
+    from mambadiff.tasks.seq2seq import train as seq2seq
 
     tiny = ["data.builtin_train=64", "data.builtin_valid=8", "data.builtin_test=8", "data.vocab_size=120",
             "data.seq_len=24", "data.eval_size=8", "model.emb_dim=16", "model.backbone.name=transformer",

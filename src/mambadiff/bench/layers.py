@@ -14,11 +14,11 @@ for the 64 x 1024 training case), so time it on smaller cases, e.g. ``--model h3
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 
 import torch
 
 from mambadiff.models.backbones import BackboneConfig, build_backbone, count_parameters
+from mambadiff.models.layer_options import Mamba2Options, S4Options
 
 from .common import print_table, time_and_peak, write_json
 
@@ -31,10 +31,10 @@ def stack_config(model: str, d_model: int = 128, n_layers: int = 6, bidirectiona
     ``max_len`` is the longest sequence (S4's kernel length)."""
     name, _, backend = model.partition(":")
     cfg = BackboneConfig(name=name, d_model=d_model, n_layers=n_layers, bidirectional=bidirectional,
-                         n_heads=4, ff_dim=2 * d_model, headdim=32, chunk_size=64,
-                         pos_encoding="sinusoidal", max_len=max_len)
+                         n_heads=4, ff_dim=2 * d_model, pos_encoding="sinusoidal",
+                         mamba2=Mamba2Options(headdim=32, chunk_size=64), s4=S4Options(l_max=max_len))
     if backend:
-        cfg = replace(cfg, scan_backend=backend)
+        cfg = cfg.with_layer(scan_backend=backend)
     return cfg
 
 

@@ -63,7 +63,7 @@ def run_recipe(spec: str, run_dir: Path, minutes: float, threads: int, split: st
     n = len(records)
     row = {"recipe": spec, "train_steps": result.step, "tokens_per_s": result.tokens_per_s,
            "train_seconds": result.seconds, "sample_seconds": seconds, "n": n,
-           "sample_steps": cfg.sample.steps, "samples": cfg.sample.samples, "process": cfg.diffusion.process,
+           "sample_steps": cfg.sample.for_process(cfg.diffusion.process).steps, "samples": cfg.sample.samples, "process": cfg.diffusion.process,
            "sample_s_per_1k": 1000 * seconds / max(n, 1),
            "sentence_samples_per_s": n * cfg.sample.samples / max(seconds, 1e-9)}
     row.update(score_outputs([r["recover"] for r in records], [r["reference"] for r in records],

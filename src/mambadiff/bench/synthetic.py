@@ -242,11 +242,13 @@ def run_synthetic_benchmark(
                                            seed=seed)
             task = SyntheticTask(task_cfg)  # the same data for every model
             for model_name in models:
-                # max_len: the transformer's learned positions and S4's kernel length cover exactly l
+                # the transformer's learned positions (max_len) and S4's kernel (s4.l_max) cover exactly l
                 shape = ({"d_model": d_model, "n_layers": n_layers} if task_cfg.task != "mqar" else
                          mqar_backbone_shape(model_name, d_model, n_layers, mqar_shapes))
                 backbone = BackboneConfig(name=model_name, **shape, bidirectional=False,
                                           max_len=task_cfg.seq_len)
+                if model_name == "s4":
+                    backbone = backbone.with_layer(l_max=task_cfg.seq_len)
                 seed_everything(seed)  # the same init seed for every pair
                 model = task.build_model(backbone)
                 train_cfg = TrainConfig(steps=run_steps, batch_size=batch_size, lr=run_lr,

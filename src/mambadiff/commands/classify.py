@@ -67,7 +67,7 @@ def format_report(metrics: dict, names: list[str] | None = None) -> str:
               help="File format; default: the training config's.")
 @click.option("--text-column", default=None, help="Text column / field; default: the config's (same format) or the format's.")
 @click.option("--label-column", default=None, help="Label column / field.")
-@click.option("--batch-size", default=256, show_default=True)
+@click.option("--batch-size", default=256, show_default=True, help="Examples per evaluation batch.")
 @click.option("--no-ema", is_flag=True, help="Use the raw weights instead of the EMA weights.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the metrics here.")
 def eval_command(checkpoint, data_path, fmt, text_column, label_column, batch_size, no_ema, json_path):

@@ -38,10 +38,10 @@ def qqp_command(input_tsv, out_dir, valid_fraction, test_fraction, seed, quoting
 @click.command("builtin")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=str),
               help="Folder to write train.jsonl / valid.jsonl / test.jsonl into.")
-@click.option("--n-train", default=10000, show_default=True, type=int)
-@click.option("--n-valid", default=500, show_default=True, type=int)
-@click.option("--n-test", default=500, show_default=True, type=int)
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--n-train", default=10000, show_default=True, type=int, help="Training pairs to write.")
+@click.option("--n-valid", default=500, show_default=True, type=int, help="Validation pairs to write.")
+@click.option("--n-test", default=500, show_default=True, type=int, help="Test pairs to write.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the generated corpus.")
 def builtin_command(out_dir, n_train, n_valid, n_test, seed):
     """Write the built-in procedurally generated paraphrase corpus as a DiffuSeq folder."""
     from mambadiff.data.builtin_corpus import write_builtin_corpus

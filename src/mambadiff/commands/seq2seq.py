@@ -10,6 +10,8 @@ import click
 
 from mambadiff.config import ConfigError, load_config
 
+from .config_options import sampling_flags
+
 
 def _fail(err: Exception) -> None:
     raise click.ClickException(str(err))
@@ -21,37 +23,6 @@ def _load_cfg(config, overrides):
         return load_config(Seq2SeqConfig, config, overrides)
     except (ConfigError, ValueError, FileNotFoundError) as e:
         _fail(e)
-
-
-def sampling_options(command):
-    """The masked sampler's options (`Paraphraser.settings` keywords; unset: the checkpoint's config)."""
-    options = [
-        click.option("--temperature", type=click.FloatRange(min=0.0), default=None,
-                     help="Masked process: token draw temperature (0 argmax; MBR over samples needs > 0)."),
-        click.option("--top-k", type=click.IntRange(min=0), default=None,
-                     help="Masked process: draw from the k most likely tokens (0: all)."),
-        click.option("--end-bias", type=float, default=None,
-                     help="Masked process: added to the [SEP]/[PAD] logits (negative: longer outputs)."),
-        click.option("--end-defer", type=click.FloatRange(min=0.0), default=None,
-                     help="Masked process: lowers the commit confidence of [SEP]/[PAD] proposals."),
-        click.option("--predict-length/--no-predict-length", default=None,
-                     help="Masked process: the first step fixes each output's length."),
-        click.option("--length-beam", type=click.IntRange(min=1), default=None,
-                     help="Masked process, with --predict-length: lengths tried per sample (n, n-1, n+1, ...); "
-                          "the one with the most confident words is kept."),
-        click.option("--beam-avoid-copy/--beam-allow-copy", default=None,
-                     help="Masked process, with --length-beam: never move to a verbatim copy of the source "
-                          "(a copy is kept only where the predicted length gave one)."),
-        click.option("--forbid-adjacent-repeat/--allow-adjacent-repeat", default=None,
-                     help="Masked process: no token next to an equal one."),
-        click.option("--forbid-repeat-bigram/--allow-repeat-bigram", default=None,
-                     help="Masked process: no word pair twice in an output."),
-        click.option("--solver", type=click.Choice(["respaced", "dpm-solver++"]), default=None,
-                     help="Gaussian process, K < T steps: respaced (ancestral / DDIM by --eta) or DPM-Solver++."),
-    ]
-    for option in reversed(options):
-        command = option(command)
-    return command
 
 
 def workers_option(command):
@@ -108,19 +79,8 @@ def load_examples(data_path, split, tok, cfg, limit):
               help="A jsonl file of {src[, trg]}, a DiffuSeq folder (then --split), or - for jsonl on stdin.")
 @click.option("--text", "texts", multiple=True,
               help="A source sentence (repeatable); - reads one sentence per line from stdin.")
-@click.option("--split", default="test", show_default=True)
-@click.option("--steps", type=click.IntRange(min=0), default=None,
-              help="Sampling steps K (respaced), at most the model's T; 0 = all T. Default: config.")
-@click.option("--samples", type=click.IntRange(min=1), default=None, help="Samples per example S.")
-@click.option("--mbr/--no-mbr", default=None, help="MBR-select the output among the S samples.")
-@click.option("--eta", type=click.FloatRange(0.0, 1.0), default=None, help="Respaced sampler eta (0 deterministic DDIM).")
-@click.option("--clamp", type=click.Choice(["round", "logits", "none"]), default=None,
-              help="Clamp x0 each step: round (nearest embedding, DiffuSeq), logits (head argmax), none.")
-@sampling_options
-@click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N examples.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=None,
-              help="Examples per batch (with --seed, decides the random draws: keep it to reproduce a file).")
-@click.option("--seed", type=click.IntRange(min=0), default=None)
+@click.option("--split", default="test", show_default=True, help="With a DiffuSeq folder as --data: the split to read.")
+@sampling_flags
 @click.option("--device", default="cpu", show_default=True, help="torch device, e.g. cuda.")
 @click.option("--no-ema", is_flag=True, help="Use the raw weights instead of the EMA weights.")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False),
@@ -128,12 +88,12 @@ def load_examples(data_path, split, tok, cfg, limit):
 @click.option("--resume", is_flag=True,
               help="Keep the complete rows --out already holds (same checkpoint and settings) and add the rest.")
 @workers_option
-def generate_command(checkpoint, data_path, texts, split, steps, samples, mbr, eta, clamp, limit, batch_size, seed,
-                     device, no_ema, out_path, resume, workers, temperature, top_k, end_bias, end_defer,
-                     predict_length, length_beam, beam_avoid_copy, forbid_adjacent_repeat, forbid_repeat_bigram, solver):
+def generate_command(checkpoint, data_path, texts, split, device, no_ema, out_path, resume, workers, **options):
     """Sample targets: jsonl rows with source, reference (when the input has one), recover and samples,
     or one output line per source on stdout.
 
+    Every sampling option defaults to the checkpoint's `sample` config (`sample.gaussian` or
+    `sample.masked` by the model's diffusion.process); an option of the other process is an error.
     Rows are written batch by batch. The same --seed and --batch-size (and settings) give the same rows,
     whether in one run or resumed after a crash with --resume. Examples longer than the model's seq_len
     are truncated as in training (a warning gives their count)."""
@@ -147,14 +107,11 @@ def generate_command(checkpoint, data_path, texts, split, steps, samples, mbr, e
         raise click.UsageError("--text - reads every source from stdin: give it alone")
     if resume and not out_path:
         raise click.UsageError("--resume needs --out (the file to continue)")
+    limit = options.pop("limit")
     try:
         para = Paraphraser.from_pretrained(checkpoint, device=device, ema=not no_ema)
-        settings = para.settings(steps=steps, samples=samples, mbr=mbr, eta=eta, clamp=clamp,
-                                 batch_size=batch_size, seed=seed, temperature=temperature, top_k=top_k,
-                                 end_bias=end_bias, end_defer=end_defer, predict_length=predict_length,
-                                 length_beam=length_beam, beam_avoid_copy=beam_avoid_copy,
-                                 forbid_adjacent_repeat=forbid_adjacent_repeat,
-                                 forbid_repeat_bigram=forbid_repeat_bigram, solver=solver)
+        settings = para.settings(**options)
+        limit = (para.cfg.sample.limit if limit is None else limit) or None  # 0: all
         open_rows = _source_rows(data_path, texts, split)
         total = None
         if open_rows is not None:  # a file: read it once up front, so bad input fails before any sampling
@@ -261,11 +218,11 @@ def _open_output(out_path, run, resume):
 
 @click.command("copy-accuracy")
 @checkpoint_and_data_options
-@click.option("--split", default="valid", show_default=True)
+@click.option("--split", default="valid", show_default=True, help="With a DiffuSeq folder as --data: the split to read.")
 @click.option("--t", "t_values", default="100,500,1000,1500", show_default=True,
               help="Comma-separated diffusion steps at which to noise the targets.")
 @click.option("--limit", type=int, default=512, show_default=True, help="Only the first N examples.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the noise drawn for x_t.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the results here.")
 def copy_accuracy_command(checkpoint, data_path, split, t_values, limit, seed, json_path):
     """Word recovery of the predicted x0 at fixed noise levels, split into target words that the
@@ -277,6 +234,9 @@ def copy_accuracy_command(checkpoint, data_path, split, t_values, limit, seed, j
     try:
         steps = [int(v) for v in t_values.split(",") if v.strip()]
         model, tok, cfg = load_seq2seq_model(checkpoint)
+        if cfg.diffusion.process != "gaussian":
+            raise ValueError(f"{checkpoint}: copy-accuracy scores the Gaussian process's x0 prediction; this model "
+                             f"uses diffusion.process: {cfg.diffusion.process}")
         if not steps or not all(0 <= t < cfg.diffusion.steps for t in steps):
             raise ValueError(f"--t must list steps in [0, {cfg.diffusion.steps}), got {t_values!r}")
         ds = load_examples(data_path, split, tok, cfg, limit)
@@ -294,8 +254,8 @@ def copy_accuracy_command(checkpoint, data_path, split, t_values, limit, seed, j
 
 
 @click.command("demo")
-@click.option("--run-dir", default="runs/demo", show_default=True)
-@click.option("--config", "config", default="demo", show_default=True)
+@click.option("--run-dir", default="runs/demo", show_default=True, help="Run folder of the demo model (reused when it holds one).")
+@click.option("--config", "config", default="demo", show_default=True, help="Config file or shipped name.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the metrics here.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted demo run.")
 @click.argument("overrides", nargs=-1)

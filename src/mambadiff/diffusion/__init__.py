@@ -1,11 +1,11 @@
 """Diffusion process of MambaDiff: DiffuSeq's continuous diffusion over word embeddings.
 
 Kept apart from the network (diffusers-style): schedules, forward process + losses, timestep
-samplers, reverse samplers and MBR selection all take the denoiser as an argument.
+samplers, reverse samplers (``samplers/``) and MBR selection all take the denoiser as an argument.
 """
 from .mbr import mbr_scores, mbr_select
 from .process import GaussianDiffusion, mean_flat
-from .sampler import (
+from .samplers import (
     SOLVERS,
     SampleOutput,
     embedding_matrix,

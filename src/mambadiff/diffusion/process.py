@@ -185,6 +185,17 @@ class GaussianDiffusion:
         total = ce.new_zeros(x.shape[0]).index_add(0, rows, ce)  # (b,)
         return total / keep.sum(dim=-1).to(ce.dtype).clamp_min(1.0)
 
+    @staticmethod
+    def absorbed(model, x_start: torch.Tensor, input_ids: torch.Tensor, absorb: torch.Tensor,
+                 mask_id: int | None) -> torch.Tensor:
+        """``x_start (b, l, e)`` with the embedding of ``mask_id`` at the ``absorb (b, l)`` positions
+        (DiffuSeq-v2's soft absorbing state)."""
+        if absorb.shape != input_ids.shape or mask_id is None:
+            raise ValueError(f"training_losses: absorb must be a {tuple(input_ids.shape)} bool tensor given with "
+                             f"mask_id, got {tuple(absorb.shape)} and mask_id={mask_id!r}")
+        mask_emb = model.embed(torch.full_like(input_ids[:1, :1], int(mask_id)))  # (1, 1, e) learned
+        return torch.where(absorb.unsqueeze(-1), mask_emb, x_start)  # (b, l, e)
+
     def training_losses(
         self,
         model,
@@ -235,13 +246,7 @@ class GaussianDiffusion:
         x_start = x_start_mean + std0 * x_start_noise  # (b, l, e) the x0 sample of q(x0 | w)
         if noise is None:
             noise = torch.randn_like(x_start)
-        noised = x_start  # (b, l, e) what q_sample noises
-        if absorb is not None:
-            if absorb.shape != input_ids.shape or mask_id is None:
-                raise ValueError(f"training_losses: absorb must be a {tuple(input_ids.shape)} bool tensor given with "
-                                 f"mask_id, got {tuple(absorb.shape)} and mask_id={mask_id!r}")
-            mask_emb = model.embed(torch.full_like(input_ids[:1, :1], int(mask_id)))  # (1, 1, e) learned
-            noised = torch.where(absorb.unsqueeze(-1), mask_emb, x_start)  # (b, l, e)
+        noised = x_start if absorb is None else self.absorbed(model, x_start, input_ids, absorb, mask_id)  # (b, l, e)
         x_t = self.q_sample(noised, t, noise=noise, input_mask=input_mask)  # (b, l, e)
 
         model_t = self.model_timesteps(t)

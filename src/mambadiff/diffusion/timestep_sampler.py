@@ -147,8 +147,8 @@ class LossAwareSampler(TimestepSampler):
             "num_timesteps": self.num_timesteps,
             "history_per_term": self.history_per_term,
             "uniform_prob": self.uniform_prob,
-            "loss_history": self.loss_history.clone(),
-            "loss_counts": self.loss_counts.clone(),
+            "loss_history": self.loss_history.tolist(),  # JSON-native: exact for float64
+            "loss_counts": self.loss_counts.tolist(),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -157,8 +157,8 @@ class LossAwareSampler(TimestepSampler):
             raise ValueError(
                 f"load_state_dict: history_per_term {state.get('history_per_term')} != {self.history_per_term}"
             )
-        history = torch.as_tensor(state["loss_history"], dtype=torch.float64).cpu()
-        counts = torch.as_tensor(state["loss_counts"], dtype=torch.long).cpu()
+        history = torch.as_tensor(_plain(state["loss_history"]), dtype=torch.float64).cpu()
+        counts = torch.as_tensor(_plain(state["loss_counts"]), dtype=torch.long).cpu()
         if history.shape != self.loss_history.shape or counts.shape != self.loss_counts.shape:
             raise ValueError(
                 f"load_state_dict: loss_history {tuple(history.shape)} / loss_counts {tuple(counts.shape)} "
@@ -201,3 +201,9 @@ def create_timestep_sampler(name: str, num_timesteps: int) -> TimestepSampler:
     if name == "lossaware":
         return LossAwareSampler(num_timesteps)
     raise ValueError(f"unknown timestep sampler {name!r}; expected one of {SAMPLER_NAMES}")
+
+
+def _plain(values):
+    """Values saved as a list (or a tensor); checkpoints of earlier versions wrapped the list as
+    ``{"__tensor__": list, "dtype": name}``."""
+    return values["__tensor__"] if isinstance(values, dict) and "__tensor__" in values else values

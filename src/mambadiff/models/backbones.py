@@ -6,7 +6,8 @@ Every backbone maps ``x (b, l, d)`` and a right-padded ``mask (b, l)`` (True at 
 ``(b, l, d)``, and padding never changes the outputs at real positions.
 
     mamba, mamba2, s4d,  pre-norm residual blocks x + mixer(RMSNorm(x)) (no MLP, as in Mamba), final norm;
-    s4, h3
+    s4, h3               each mixer built from the config section of its kind (``backbone.mamba2.headdim``,
+                         ``backbone.s4.l_max``, ...: ``mambadiff.models.layer_options``);
                          bidirectional=True wraps each mixer in ``Bidirectional`` (two directions,
                          separate parameters, outputs summed). Two options, as mamba_ssm's
                          ``d_intermediate`` and ``attn_layer_idx``: ``mlp_dim > 0`` adds a gated MLP
@@ -19,6 +20,7 @@ Every backbone maps ``x (b, l, d)`` and a right-padded ``mask (b, l)`` (True at 
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Callable
@@ -28,6 +30,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from mambadiff.ssm.norm import RMSNorm
+
+from .layer_options import (LAYER_KINDS, H3Options, Mamba2Options, MambaOptions, S4DOptions, S4Options,
+                            move_flat_options)
 
 BACKBONES: dict[str, Callable[["BackboneConfig"], nn.Module]] = {}
 
@@ -41,30 +46,75 @@ def register_backbone(name: str):
 
 @dataclass
 class BackboneConfig:
+    """A backbone: its name, the stack's shape, and the options of each layer kind.
+
+    The stack named ``name`` reads its own section (``mamba``, ``mamba2``, ``s4d``, ``s4``, ``h3``:
+    every field of the layer's config except d_model, see ``mambadiff.models.layer_options``); the
+    other sections are kept, unused, so that switching ``name`` (parameter matching, benchmarks)
+    switches to that kind's options.
+    """
+
     name: str = "mamba"          # mamba | mamba2 | s4d | s4 | h3 | transformer | lstm
     d_model: int = 128
     n_layers: int = 6
     bidirectional: bool = False  # the diffusion denoiser and classifiers set this True
     dropout: float = 0.0
-    # state-space layers
-    d_state: int = 16            # Mamba-1 N (paper default 16); Mamba-2, S4D, S4 and H3 (its diagonal SSM) read it too
-    d_conv: int = 4
-    expand: int = 2
-    headdim: int = 32            # Mamba-2 head dim p
-    chunk_size: int = 64         # Mamba-2 SSD chunk
-    s4d_init: str = "lin"        # lin | inv | legs (S4D, and H3's diagonal SSM)
-    h3_head_dim: int = 8         # H3 head dim p (d_model / p heads)
-    h3_shift_size: int = 4       # H3 shift SSM taps
-    #                              S4's kernel length l_max is max_len: sequences up to max_len
-    scan_backend: str = "auto"   # selective-scan backend for Mamba-1
-    mlp_dim: int = 0             # mamba/mamba2/s4d: gated MLP width after each mixer (0: none, as in Mamba)
-    attn_layers: list[int] = field(default_factory=list)  # mamba/mamba2/s4d: layer indices that are
+    # state-space stacks
+    mlp_dim: int = 0             # gated MLP width after each mixer (0: none, as in Mamba)
+    attn_layers: list[int] = field(default_factory=list)  # layer indices that are
     #                              Transformer layers (n_heads, ff_dim) instead of SSM mixers (a hybrid)
-    # transformer
+    # transformer (and the attention layers of a hybrid: n_heads, ff_dim)
     n_heads: int = 4
     ff_dim: int = 0              # 0: 4 * d_model
     pos_encoding: str = "learned"  # learned (DiffuSeq) | sinusoidal (no parameters)
-    max_len: int = 512           # longest sequence: the transformer's learned positions, S4's kernel length
+    max_len: int = 512           # longest sequence of the transformer's learned positions
+    # the layers of each state-space kind (S4's kernel length is s4.l_max)
+    mamba: MambaOptions = field(default_factory=MambaOptions)
+    mamba2: Mamba2Options = field(default_factory=Mamba2Options)
+    s4d: S4DOptions = field(default_factory=S4DOptions)
+    s4: S4Options = field(default_factory=S4Options)
+    h3: H3Options = field(default_factory=H3Options)
+
+    @classmethod
+    def upgrade_saved(cls, data: dict) -> dict:
+        """A saved config of the flat layout (``d_state``, ``headdim``, ``h3_head_dim``, ... beside
+        ``name``; S4's kernel length in ``max_len``) in the sectioned one (``config.upgrade_saved``)."""
+        return move_flat_options(data)
+
+    @property
+    def layer_options(self):
+        """The options section of ``name``'s layers; None for the transformer and the LSTM."""
+        return getattr(self, self.name) if self.name in LAYER_KINDS else None
+
+    def layer_config(self):
+        """The config of each of the stack's layers (e.g. a ``Mamba2Config``): the backbone's d_model and
+        its section's options. ValueError (naming the section) for a bad option or a non-SSM backbone."""
+        if self.name not in LAYER_KINDS:
+            raise ValueError(f"backbone {self.name!r} has no state-space layers (one of {sorted(LAYER_KINDS)})")
+        try:
+            return LAYER_KINDS[self.name].build_config(self.d_model, self.layer_options)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"backbone.{self.name}: {e}") from None
+
+    def with_layer(self, **options) -> "BackboneConfig":
+        """A copy whose ``name`` section has ``options`` set, e.g. ``cfg.with_layer(d_state=8)``."""
+        section = self.layer_options
+        if section is None:
+            raise ValueError(f"backbone {self.name!r} has no layer options (one of {sorted(LAYER_KINDS)})")
+        unknown = sorted(set(options) - {f.name for f in dataclasses.fields(section)})
+        if unknown:
+            raise ValueError(f"backbone.{self.name} has no option(s) {unknown}; its options: "
+                             f"{[f.name for f in dataclasses.fields(section)]}")
+        return dataclasses.replace(self, **{self.name: dataclasses.replace(section, **options)})
+
+    def cover_length(self, length: int) -> "BackboneConfig":
+        """A copy whose length-bound settings cover sequences of ``length`` tokens: the transformer's
+        learned positions (``max_len``) and S4's kernel (``s4.l_max``); any other backbone as it is."""
+        if self.name == "transformer" and self.pos_encoding == "learned" and self.max_len < length:
+            return dataclasses.replace(self, max_len=length)
+        if self.name == "s4" and self.s4.l_max < length:
+            return self.with_layer(l_max=length)
+        return self
 
     def validate(self) -> None:
         if self.name not in BACKBONES:
@@ -75,10 +125,8 @@ class BackboneConfig:
             raise ValueError(f"backbone.d_model={self.d_model} must be divisible by n_heads={self.n_heads}")
         if self.pos_encoding not in ("learned", "sinusoidal"):
             raise ValueError(f"backbone.pos_encoding must be learned|sinusoidal, got {self.pos_encoding!r}")
-        if self.name == "h3" and self.d_model % self.h3_head_dim:
-            raise ValueError(f"backbone.d_model={self.d_model} must be divisible by h3_head_dim={self.h3_head_dim}")
-        if self.name in ("s4", "h3", "s4d") and self.d_state % 2:
-            raise ValueError(f"backbone.d_state must be even for {self.name} (conjugate pairs), got {self.d_state}")
+        if self.name in LAYER_KINDS:
+            self.layer_config()  # the layer config checks its options
         if self.name == "lstm" and self.bidirectional and self.d_model % 2:
             raise ValueError("a bidirectional LSTM backbone needs an even d_model")
         if self.mlp_dim < 0:
@@ -95,7 +143,7 @@ class BackboneConfig:
                 raise ValueError(f"backbone.d_model={self.d_model} must be divisible by n_heads={self.n_heads}")
 
 
-SSM_BACKBONES = ("mamba", "mamba2", "s4d", "s4", "h3")
+SSM_BACKBONES = tuple(LAYER_KINDS)  # mamba, mamba2, s4d, s4, h3
 
 
 def build_backbone(cfg: BackboneConfig) -> nn.Module:
@@ -205,42 +253,15 @@ def _ssm_stack(cfg: BackboneConfig, make_layer: Callable[[], nn.Module]) -> nn.M
                          causal=not cfg.bidirectional)
 
 
-@register_backbone("mamba")
-def _mamba(cfg: BackboneConfig) -> nn.Module:
-    from mambadiff.ssm.mamba import Mamba, MambaConfig
-    layer_cfg = MambaConfig(d_model=cfg.d_model, d_state=cfg.d_state, d_conv=cfg.d_conv, expand=cfg.expand,
-                            scan_backend=cfg.scan_backend)
-    return _ssm_stack(cfg, lambda: Mamba(layer_cfg))
+def _ssm_backbone(cfg: BackboneConfig) -> nn.Module:
+    """The residual stack of ``cfg.name``'s layers, each built from ``cfg.layer_config()``."""
+    layer_cfg = cfg.layer_config()
+    layer = LAYER_KINDS[cfg.name].layer
+    return _ssm_stack(cfg, lambda: layer(layer_cfg))
 
 
-@register_backbone("mamba2")
-def _mamba2(cfg: BackboneConfig) -> nn.Module:
-    from mambadiff.ssm.mamba2 import Mamba2, Mamba2Config
-    layer_cfg = Mamba2Config(d_model=cfg.d_model, d_state=cfg.d_state, d_conv=cfg.d_conv, expand=cfg.expand,
-                             headdim=cfg.headdim, chunk_size=cfg.chunk_size)
-    return _ssm_stack(cfg, lambda: Mamba2(layer_cfg))
-
-
-@register_backbone("s4d")
-def _s4d(cfg: BackboneConfig) -> nn.Module:
-    from mambadiff.ssm.s4d import S4D, S4DConfig
-    layer_cfg = S4DConfig(d_model=cfg.d_model, d_state=cfg.d_state, init=cfg.s4d_init)
-    return _ssm_stack(cfg, lambda: S4D(layer_cfg))
-
-
-@register_backbone("s4")
-def _s4(cfg: BackboneConfig) -> nn.Module:
-    from mambadiff.ssm.s4 import S4, S4Config
-    layer_cfg = S4Config(d_model=cfg.d_model, d_state=cfg.d_state, l_max=cfg.max_len)
-    return _ssm_stack(cfg, lambda: S4(layer_cfg))
-
-
-@register_backbone("h3")
-def _h3(cfg: BackboneConfig) -> nn.Module:
-    from mambadiff.ssm.h3 import H3, H3Config
-    layer_cfg = H3Config(d_model=cfg.d_model, head_dim=cfg.h3_head_dim, d_state=cfg.d_state,
-                         shift_size=cfg.h3_shift_size, init=cfg.s4d_init)
-    return _ssm_stack(cfg, lambda: H3(layer_cfg))
+for _name in SSM_BACKBONES:
+    register_backbone(_name)(_ssm_backbone)
 
 
 def sinusoidal_positions(l: int, d: int, device=None) -> torch.Tensor:

@@ -24,7 +24,7 @@ Parameter matching (``param_match``): by default every backbone is sized to the 
 parameter count (everything except the token embedding and a learned position table) of the
 ``param_match.reference`` backbone (Mamba) at ``model.backbone.d_model``. The knob is ``d_model``
 for mamba / mamba2 / s4d / lstm (the LSTM's hidden size is its d_model; Mamba-2's head dim becomes
-the largest divisor of expand * d_model that divides ``backbone.headdim``) and ``ff_dim`` for the
+the largest divisor of expand * d_model that divides ``backbone.mamba2.headdim``) and ``ff_dim`` for the
 transformer (its d_model stays as configured). The embedding is left out of the match because with
 a 30k-entry vocab it dominates the total (~94% at d=128) and would make any sizes look matched.
 Both counts are printed and saved.
@@ -167,23 +167,23 @@ def non_embedding_parameters(backbone: BackboneConfig, num_classes: int) -> int:
 
 
 def _mamba2_headdim(cfg: BackboneConfig, d: int) -> int:
-    """Mamba-2 head dim for width d: the largest divisor of e = expand * d that divides backbone.headdim."""
-    return math.gcd(cfg.expand * d, cfg.headdim)
+    """Mamba-2 head dim for width d: the largest divisor of e = expand * d that divides backbone.mamba2.headdim."""
+    return math.gcd(cfg.mamba2.expand * d, cfg.mamba2.headdim)
 
 
 def _valid_d_model(cfg: BackboneConfig, d: int, min_headdim: int = 16) -> bool:
     if cfg.name == "mamba2":  # heads of at least min_headdim channels (or the configured head dim if smaller)
-        return _mamba2_headdim(cfg, d) >= min(min_headdim, cfg.headdim)
+        return _mamba2_headdim(cfg, d) >= min(min_headdim, cfg.mamba2.headdim)
     if cfg.name == "lstm" and cfg.bidirectional:
         return d % 2 == 0
-    if cfg.name == "h3":  # heads of h3_head_dim channels, or the narrower ones _h3_head_dim picks
-        return _h3_head_dim(cfg, d) >= min(min_headdim, cfg.h3_head_dim)
+    if cfg.name == "h3":  # heads of h3.head_dim channels, or the narrower ones _h3_head_dim picks
+        return _h3_head_dim(cfg, d) >= min(min_headdim, cfg.h3.head_dim)
     return True
 
 
 def _h3_head_dim(cfg: BackboneConfig, d: int) -> int:
-    """H3 head dim for width d: the largest divisor of d that divides backbone.h3_head_dim."""
-    return math.gcd(d, cfg.h3_head_dim)
+    """H3 head dim for width d: the largest divisor of d that divides backbone.h3.head_dim."""
+    return math.gcd(d, cfg.h3.head_dim)
 
 
 def _closest(count, lo: int, hi: int, target: int, valid=lambda v: True) -> int:
@@ -232,9 +232,9 @@ def match_backbone(name: str, reference: BackboneConfig, num_classes: int, targe
 
         def sized(v: int) -> BackboneConfig:
             if name == "mamba2":
-                return dataclasses.replace(base, d_model=v, headdim=_mamba2_headdim(base, v))
+                return dataclasses.replace(base, d_model=v).with_layer(headdim=_mamba2_headdim(base, v))
             if name == "h3":
-                return dataclasses.replace(base, d_model=v, h3_head_dim=_h3_head_dim(base, v))
+                return dataclasses.replace(base, d_model=v).with_layer(head_dim=_h3_head_dim(base, v))
             return dataclasses.replace(base, d_model=v)
 
         def count(v: int) -> int:
@@ -260,15 +260,11 @@ def match_backbone(name: str, reference: BackboneConfig, num_classes: int, targe
 
 
 def resolve_model_config(cfg: ClassifyConfig, vocab_size: int, num_classes: int) -> dict | None:
-    """Fill cfg.model for the data (vocab, classes, max_len of the backbones that have one) and apply
+    """Fill cfg.model for the data (vocab, classes, the length of the backbones that have one) and apply
     parameter matching once (``param_match.applied`` guards a resumed or reloaded run). Returns the
     match report or None."""
     model = dataclasses.replace(cfg.model, vocab_size=vocab_size, num_classes=num_classes)
-    bb = model.backbone
-    # learned positions and S4's kernel (length l_max = max_len) must cover the longest input
-    needs_length = bb.name == "s4" or (bb.name == "transformer" and bb.pos_encoding == "learned")
-    if needs_length and bb.max_len < cfg.data.max_len:
-        bb = dataclasses.replace(bb, max_len=cfg.data.max_len)
+    bb = model.backbone.cover_length(cfg.data.max_len)  # learned positions and S4's kernel cover the longest input
     report = None
     pm = cfg.param_match
     if pm.enabled and not pm.applied:

@@ -42,6 +42,7 @@ def run_demo(run_dir: str = "runs/demo", config: str = "demo", overrides: list[s
     atomic_write_text(Path(run_dir) / "samples_test.jsonl",
                       "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
     outputs = [r["recover"] for r in records]
+    steps = cfg.sample.for_process(cfg.diffusion.process).steps or cfg.diffusion.steps
     refs = [r["reference"] for r in records]
     srcs = [r["source"] for r in records]
     model_m = generation_metrics(outputs, refs, srcs)
@@ -56,12 +57,12 @@ def run_demo(run_dir: str = "runs/demo", config: str = "demo", overrides: list[s
     beats = model_m["bleu"] > copy_m["bleu"]
     print(f"BLEU {model_m['bleu']:.4f} vs copy-source {copy_m['bleu']:.4f}: "
           f"{'beats' if beats else 'does NOT beat'} the copy baseline "
-          f"({len(records)} held-out pairs, {cfg.sample.steps or cfg.diffusion.steps} sampling steps; "
+          f"({len(records)} held-out pairs, {steps} sampling steps; "
           f"training {train_seconds:.0f}s, sampling {sample_seconds:.0f}s)")
     summary = {"model": model_m, "copy_source": copy_m, "beats_copy_bleu": beats,
                "backbone": cfg.model.backbone.name, "train_steps": result.step,
                "train_seconds": train_seconds, "train_tokens_per_s": result.tokens_per_s,
-               "sample_seconds": sample_seconds, "sampling_steps": cfg.sample.steps or cfg.diffusion.steps,
+               "sample_seconds": sample_seconds, "sampling_steps": steps,
                "n_examples": len(records), "run_dir": str(run_dir)}
     if json_path:
         atomic_write_json(json_path, summary)

@@ -20,11 +20,9 @@ caller can write them and forget them: memory stays constant for any number of e
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, NamedTuple, Sequence
 
@@ -33,48 +31,20 @@ import torch
 
 from mambadiff.data.errors import DataError
 from mambadiff.data.seq2seq import build_example
-from mambadiff.diffusion import SOLVERS, GaussianDiffusion
 from mambadiff.diffusion.mbr import mbr_select
 from mambadiff.progress import progress_bar
 from mambadiff.ssm.checks import check_positive_int
+from mambadiff.tasks.seq2seq.model import load_seq2seq_model
+from mambadiff.tasks.seq2seq.sampling import GenerationSettings, build_sampler, generation_settings, sampling_view
 
 if TYPE_CHECKING:
     from mambadiff.data.seq2seq import Seq2SeqDataset
     from mambadiff.data.tokenizer import TextTokenizer
     from mambadiff.models.denoiser import Denoiser
-    from mambadiff.tasks.seq2seq import Seq2SeqConfig
+    from mambadiff.tasks.seq2seq.config import Seq2SeqConfig
 
-__all__ = ["CLAMPS", "GenerationSettings", "Paraphraser", "SourceRow", "batch_generator", "batches", "generate",
+__all__ = ["GenerationSettings", "Paraphraser", "SourceRow", "batch_generator", "batches", "generate",
            "sampling_workers"]
-
-CLAMPS = ("round", "logits", "none")
-
-
-@dataclass(frozen=True)
-class GenerationSettings:
-    """Everything that decides the sampled outputs besides the model and the inputs."""
-
-    steps: int        # K respaced steps; 0 (or T) = all T steps with the ancestral sampler
-    samples: int      # S samples per example
-    mbr: bool         # pick one of the S samples by MBR (DiffuSeq's rule) when S > 1
-    eta: float        # respaced sampler: 1 ancestral on the respaced chain, 0 deterministic DDIM
-    clamp: str        # round | logits | none (see SampleConfig)
-    batch_size: int   # rows per batch (part of the randomness rule above)
-    seed: int         # >= 0
-    # masked process (see SampleConfig): token draws and the output length
-    temperature: float = 0.0  # 0: argmax (then the S samples are equal: MBR needs temperature > 0)
-    top_k: int = 0            # draws from the k most likely tokens (0: all)
-    end_bias: float = 0.0     # added to the logits of [SEP]/[PAD] (negative: longer outputs)
-    end_defer: float = 0.0    # lowers the commit confidence of [SEP]/[PAD] proposals
-    predict_length: bool = False  # the first step fixes the output length
-    length_beam: int = 1      # with predict_length: lengths tried per sample, the most confident kept
-    beam_avoid_copy: bool = False  # the length beam never moves to a verbatim copy of the source
-    forbid_adjacent_repeat: bool = False  # no (non-special) token next to an equal one
-    forbid_repeat_bigram: bool = False  # no (non-special) word pair twice in an output
-    solver: str = "respaced"  # gaussian process: respaced | dpm-solver++ (see SampleConfig)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 class SourceRow(NamedTuple):
@@ -120,12 +90,10 @@ class Paraphraser:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.cfg = cfg
-        self.diffusion = GaussianDiffusion.from_name(cfg.diffusion.schedule, cfg.diffusion.steps)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, device: str | torch.device = "cpu", ema: bool = True) -> Paraphraser:
         """Load a run folder (its latest checkpoint) or a checkpoint folder; ``ema=False`` takes the raw weights."""
-        from mambadiff.tasks.seq2seq import load_seq2seq_model
         model, tok, cfg = load_seq2seq_model(path, ema=ema, device=str(device))
         return cls(model, tok, cfg)
 
@@ -135,61 +103,26 @@ class Paraphraser:
 
     @property
     def max_steps(self) -> int:
-        """T, the diffusion steps the model was trained with (the most sampling steps there are)."""
-        return self.diffusion.num_timesteps
+        """T, the diffusion steps the model was trained with."""
+        return self.cfg.diffusion.steps
+
+    @property
+    def process(self) -> str:
+        """``diffusion.process`` of the model: which sampler section (``sample.gaussian`` / ``sample.masked``) applies."""
+        return self.cfg.diffusion.process
 
     # ---- settings ------------------------------------------------------------------------------
-    def settings(self, *, steps: int | None = None, samples: int | None = None, mbr: bool | None = None,
-                 eta: float | None = None, clamp: str | None = None, batch_size: int | None = None,
-                 seed: int | None = None, temperature: float | None = None, top_k: int | None = None,
-                 end_bias: float | None = None, end_defer: float | None = None,
-                 predict_length: bool | None = None, length_beam: int | None = None,
-                 beam_avoid_copy: bool | None = None, forbid_adjacent_repeat: bool | None = None,
-                 forbid_repeat_bigram: bool | None = None, solver: str | None = None) -> GenerationSettings:
-        """The checkpoint's ``sample`` config with the given values replacing it, checked."""
-        sc = self.cfg.sample
-        pick = lambda value, default: default if value is None else value  # noqa: E731
-        s = GenerationSettings(steps=pick(steps, sc.steps), samples=pick(samples, sc.samples),
-                               mbr=bool(pick(mbr, sc.mbr)), eta=pick(eta, sc.eta), clamp=pick(clamp, sc.clamp),
-                               batch_size=pick(batch_size, sc.batch_size), seed=pick(seed, sc.seed),
-                               temperature=pick(temperature, sc.temperature), top_k=pick(top_k, sc.top_k),
-                               end_bias=pick(end_bias, sc.end_bias), end_defer=pick(end_defer, sc.end_defer),
-                               predict_length=bool(pick(predict_length, sc.predict_length)),
-                               length_beam=pick(length_beam, sc.length_beam),
-                               beam_avoid_copy=bool(pick(beam_avoid_copy, sc.beam_avoid_copy)),
-                               forbid_adjacent_repeat=bool(pick(forbid_adjacent_repeat, sc.forbid_adjacent_repeat)),
-                               forbid_repeat_bigram=bool(pick(forbid_repeat_bigram, sc.forbid_repeat_bigram)),
-                               solver=pick(solver, sc.solver))
-        t_max = self.max_steps
-        if not isinstance(s.steps, int) or isinstance(s.steps, bool) or s.steps < 0:
-            raise ValueError(f"steps must be an int in [0, {t_max}] (0 = all {t_max}), got {s.steps!r}")
-        if s.steps > t_max:
-            raise ValueError(f"steps: {s.steps} is more than this model's {t_max} diffusion steps; "
-                             f"the maximum is {t_max} (0 also means all {t_max})")
-        check_positive_int("samples", s.samples)
-        check_positive_int("batch_size", s.batch_size)
-        if isinstance(s.eta, bool) or not isinstance(s.eta, (int, float)) or not 0.0 <= s.eta <= 1.0:
-            raise ValueError(f"eta must be a number in [0, 1], got {s.eta!r}")
-        if s.clamp not in CLAMPS:
-            raise ValueError(f"clamp must be one of {', '.join(CLAMPS)}, got {s.clamp!r}")
-        if s.solver not in SOLVERS:
-            raise ValueError(f"solver must be one of {', '.join(SOLVERS)}, got {s.solver!r}")
-        if not isinstance(s.seed, int) or isinstance(s.seed, bool) or s.seed < 0:
-            raise ValueError(f"seed must be an int >= 0, got {s.seed!r}")
-        for name in ("temperature", "end_bias", "end_defer"):
-            value = getattr(s, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise ValueError(f"{name} must be a finite number, got {value!r}")
-        if s.temperature < 0 or s.end_defer < 0:
-            raise ValueError(f"temperature and end_defer must be >= 0, got {s.temperature!r}, {s.end_defer!r}")
-        if not isinstance(s.top_k, int) or isinstance(s.top_k, bool) or (s.top_k != 0 and s.top_k < 3):
-            raise ValueError(f"top_k must be 0 (all tokens) or an int >= 3, got {s.top_k!r}")
-        check_positive_int("length_beam", s.length_beam)
-        if s.length_beam > 1 and not s.predict_length:
-            raise ValueError(f"length_beam {s.length_beam} needs predict_length (the lengths it tries are "
-                             "moved from the predicted one)")
-        return dataclasses.replace(s, eta=float(s.eta), temperature=float(s.temperature),
-                                   end_bias=float(s.end_bias), end_defer=float(s.end_defer))
+    def settings(self, **options: Any) -> GenerationSettings:
+        """The checkpoint's ``sample`` config with ``options`` replacing it (None values ignored), checked:
+        the keys of ``sample`` (samples, mbr, batch_size, seed) and of the sampler section of the model's
+        process; a key of the other process's sampler is a ValueError naming it."""
+        settings = generation_settings(self.cfg.sample, self.process, options)
+        self.sampler(settings)  # checks what needs the model (Gaussian steps <= T)
+        return settings
+
+    def sampler(self, settings: GenerationSettings):
+        """The sampler object of ``settings`` (`mambadiff.diffusion.samplers`)."""
+        return build_sampler(self.cfg, self.tokenizer, settings.sampler)
 
     # ---- one batch -----------------------------------------------------------------------------
     def layout(self, rows: Sequence[SourceRow]) -> LaidOutBatch:
@@ -217,9 +150,8 @@ class Paraphraser:
                        generator: torch.Generator) -> torch.Tensor:
         """One draw of the target tokens (b, l) for a laid-out batch: the one call into the sampler
         of the model's ``diffusion.process``."""
-        from mambadiff.tasks.seq2seq import sample_token_ids
-        return sample_token_ids(self.model, self.cfg, self.tokenizer, input_ids, input_mask, settings,
-                                generator)  # (b, l)
+        view = sampling_view(self.cfg, self.model)
+        return self.sampler(settings).sample(view, input_ids, input_mask, generator).token_ids  # (b, l)
 
     @torch.no_grad()
     def sample_batch(self, input_ids: torch.Tensor, input_mask: torch.Tensor, settings: GenerationSettings,
@@ -256,7 +188,7 @@ class Paraphraser:
         The randomness rule is per batch, so the draws do not depend on ``workers``.
         """
         check_positive_int("workers", workers)
-        bar = progress_bar(total, f"sample ({settings.steps or self.max_steps} steps, {settings.samples} "
+        bar = progress_bar(total, f"sample ({self.sampler(settings).num_steps} steps, {settings.samples} "
                                   f"sample{'s' * (settings.samples > 1)})", initial=min(skip, total or skip),
                            enabled=progress)
         pool = ThreadPoolExecutor(workers, thread_name_prefix="sample") if workers > 1 else None
@@ -313,15 +245,9 @@ class Paraphraser:
             records.append(rec)
         return records
 
-    def __call__(self, texts: str | Sequence[str], *, steps: int | None = None, samples: int | None = None,
-                 mbr: bool | None = None, eta: float | None = None, clamp: str | None = None,
-                 batch_size: int | None = None, seed: int | None = None, temperature: float | None = None,
-                 top_k: int | None = None, end_bias: float | None = None, end_defer: float | None = None,
-                 predict_length: bool | None = None, length_beam: int | None = None,
-                 beam_avoid_copy: bool | None = None, solver: str | None = None,
-                 progress: bool = False) -> list[str]:
+    def __call__(self, texts: str | Sequence[str], *, progress: bool = False, **options: Any) -> list[str]:
         """Paraphrase each text; returns one string per text (the MBR pick of ``samples`` draws when
-        ``mbr``). Unset arguments come from the checkpoint's ``sample`` config."""
+        ``mbr``). ``options``: `settings` keywords (unset ones come from the checkpoint's config)."""
         if isinstance(texts, str):
             raise ValueError("texts: expected a list of strings, got a single string (wrap it in a list)")
         rows = []
@@ -329,10 +255,7 @@ class Paraphraser:
             if not isinstance(t, str) or not t.strip():
                 raise ValueError(f"texts[{i}]: expected a non-empty string, got {t!r:.80}")
             rows.append(SourceRow(t.strip(), None, "texts", i + 1))
-        settings = self.settings(steps=steps, samples=samples, mbr=mbr, eta=eta, clamp=clamp,
-                                 batch_size=batch_size, seed=seed, temperature=temperature, top_k=top_k,
-                                 end_bias=end_bias, end_defer=end_defer, predict_length=predict_length,
-                                 length_beam=length_beam, beam_avoid_copy=beam_avoid_copy, solver=solver)
+        settings = self.settings(**options)
         return [r["recover"] for batch in self.generate_rows(rows, settings, progress=progress, total=len(rows))
                 for r in batch]
 
@@ -364,18 +287,17 @@ def batches(rows: Iterable[SourceRow], size: int) -> Iterator[tuple[int, list[So
 
 
 def generate(model: Denoiser, tok: TextTokenizer, cfg: Seq2SeqConfig, dataset: Seq2SeqDataset,
-             steps: int | None = None, samples: int | None = None, mbr: bool | None = None,
-             eta: float | None = None, batch_size: int | None = None, limit: int | None = None,
-             seed: int | None = None, progress: bool = True) -> list[dict[str, Any]]:
-    """Sample targets for the examples of a laid-out dataset: records with ``source``, ``reference``,
-    ``recover`` (the output DiffuSeq's evaluation reads; the MBR pick when S > 1) and ``samples`` (all S
-    outputs), drawn by the module's randomness rule (the same rows as `mambadiff generate` writes)."""
+             limit: int | None = None, progress: bool = True, **options: Any) -> list[dict[str, Any]]:
+    """Sample targets for the first ``limit`` examples (None: ``sample.limit``; 0: all) of a laid-out
+    dataset: records with ``source``, ``reference``, ``recover`` (the output DiffuSeq's evaluation reads;
+    the MBR pick when S > 1) and ``samples`` (all S outputs), drawn by the module's randomness rule (the
+    same rows as `mambadiff generate` writes). ``options``: `Paraphraser.settings` keywords."""
     para = Paraphraser(model, tok, cfg)
-    settings = para.settings(steps=steps, samples=samples, mbr=mbr, eta=eta, batch_size=batch_size, seed=seed)
+    settings = para.settings(**options)
     limit = cfg.sample.limit if limit is None else limit
     data = dataset.tensors()
     n = data["input_ids"].shape[0] if not limit else min(limit, data["input_ids"].shape[0])
-    bar = progress_bar(n, f"sample ({settings.steps or para.max_steps} steps)", enabled=progress)
+    bar = progress_bar(n, f"sample ({para.sampler(settings).num_steps} steps)", enabled=progress)
     records = []
     for k, first in enumerate(range(0, n, settings.batch_size)):
         ids = data["input_ids"][first:min(n, first + settings.batch_size)]  # (b, l)

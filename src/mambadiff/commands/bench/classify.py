@@ -39,7 +39,7 @@ def parse_lengths(text: str) -> tuple[int, ...]:
 @click.option("--batch", default=8, show_default=True, help="Batch size (--task: of the timed inference).")
 @timing_options(repeats=3, warmup=1)
 @click.option("--d-model", default=128, show_default=True, help="Mamba reference width (sets the parameter target).")
-@click.option("--layers", "n_layers", default=2, show_default=True)
+@click.option("--layers", "n_layers", default=2, show_default=True, help="Layers of every backbone's stack.")
 @click.option("--bidirectional", is_flag=True, help="Bidirectional backbones (non-causal Transformer).")
 @device_option()
 @threads_option(0, "torch intra-op threads for the run; 0: torch's default (--task: 1). Use 1 on a busy shared CPU.")

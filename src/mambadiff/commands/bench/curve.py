@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from mambadiff.commands.seq2seq import sampling_options, workers_option
+from mambadiff.commands.config_options import sampling_flags
+from mambadiff.commands.seq2seq import workers_option
 
 
 @click.command("curve")
@@ -14,24 +15,19 @@ from mambadiff.commands.seq2seq import sampling_options, workers_option
 @click.option("--limit", type=click.IntRange(min=0), default=512, show_default=True, help="Only the first N pairs (0: all).")
 @click.option("--label", "labels", multiple=True, help="Name of each run in the table and plot (repeat, in RUN order; "
                                                        "default: the run folder's name).")
-@click.option("--steps", type=click.IntRange(min=0), default=None, help="Sampling steps (default: each checkpoint's config).")
-@click.option("--samples", type=click.IntRange(min=1), default=None, help="Samples per example (default: config).")
-@click.option("--seed", type=click.IntRange(min=0), default=None, help="Sampling seed (default: config).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Rows per sampling batch (default: config).")
-@sampling_options
+@sampling_flags(exclude=("limit",))
 @click.option("--bertscore/--no-bertscore", default=True, show_default=True, help="Score BERTScore F1 (MiniLM).")
 @click.option("--device", default="cpu", show_default=True, help="torch device for sampling, e.g. cuda.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the rows here.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Write the BLEU / ROUGE-L vs minutes PNG here.")
 @workers_option
-def curve_command(runs, data_path, limit, labels, steps, samples, seed, batch_size, bertscore, device, json_path,
-                  plot_path, workers, **sampling):
+def curve_command(runs, data_path, limit, labels, bertscore, device, json_path, plot_path, workers, **sampling):
     """Score every checkpoint of each RUN on the same pairs (RUN/eval/step_*.json, reused when the data and
-    settings match) and plot BLEU and ROUGE-L against training minutes, with the copy-source baseline."""
+    settings match) and plot BLEU and ROUGE-L against training minutes, with the copy-source baseline.
+    Sampling options default to each checkpoint's own `sample` config."""
     from mambadiff.bench.curve import run_curve_benchmark
     from mambadiff.metrics.bertscore import BertScoreUnavailableError
     try:
-        sampling.update(steps=steps, samples=samples, seed=seed, batch_size=batch_size)
         run_curve_benchmark(runs, data_path, limit, labels, sampling=sampling, bertscore=bertscore, device=device, json_path=json_path,
                             workers=workers,
                             plot_path=plot_path, progress=True, say=lambda msg: click.echo(msg, err=True))

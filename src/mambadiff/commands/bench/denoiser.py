@@ -12,7 +12,7 @@ from .options import click_errors, json_option, threads_option
 @click.command("denoiser")
 @click.option("--config", "configs", multiple=True, default=DEFAULT_CONFIGS, show_default=True,
               help='A shipped config name or YAML file, optionally with key=value overrides in the same '
-                   'quoted string, e.g. "qqp-mamba2-cpu model.backbone.d_state=32". Repeat for each '
+                   'quoted string, e.g. "qqp-mamba2-cpu model.backbone.mamba2.d_state=32". Repeat for each '
                    'config; the first is the reference of speed_vs_first.')
 @click.option("--steps", default=20, show_default=True,
               help="Timed slots per round; in each slot every config runs one training step.")

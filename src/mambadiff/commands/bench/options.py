@@ -23,13 +23,13 @@ def threads_option(default: int, help: str, dest: str = "threads", type: click.P
 def timing_options(repeats: int, warmup: int):
     """``--repeats`` timed runs after ``--warmup`` untimed ones (the median is reported)."""
     def decorate(command):
-        command = click.option("--warmup", default=warmup, show_default=True)(command)
-        return click.option("--repeats", default=repeats, show_default=True)(command)
+        command = click.option("--warmup", default=warmup, show_default=True, help="Untimed runs before the timed ones.")(command)
+        return click.option("--repeats", default=repeats, show_default=True, help="Timed runs; the median is reported.")(command)
     return decorate
 
 
 def device_option():
-    return click.option("--device", default="cpu", show_default=True)
+    return click.option("--device", default="cpu", show_default=True, help="torch device, e.g. cuda.")
 
 
 def split_names(values) -> tuple[str, ...]:

@@ -17,7 +17,7 @@ from .options import click_errors, device_option, json_option, threads_option, t
               "64x128x256x16 fwd and fwd+bwd, 8x1024x256x16 and 8x4096x256x16 fwd.")
 @timing_options(repeats=5, warmup=2)
 @threads_option(0, "torch threads (0: torch's default).")
-@click.option("--dtype", default="float32", show_default=True)
+@click.option("--dtype", default="float32", show_default=True, help="Input dtype of the scans (float32, float64, ...).")
 @device_option()
 @click.option("--kernel", type=click.Choice(KERNELS), default="s6", show_default=True,
               help="s6: the selective scan's backends; ssd: the Mamba-2 SSD algorithms (reference, "
