@@ -1,0 +1,133 @@
+"""Training a classifier: `ClassificationTask` (a task of the shared training loop) and `train_classifier`.
+
+Glossary: b batch, c classes.
+
+Model: ``SequenceClassifier`` (token embedding -> backbone -> masked mean pooling -> linear head).
+Loss: cross-entropy. Evaluation during training: accuracy, macro-F1 and loss on the valid split.
+
+A run folder holds ``config.json`` (the full ``ClassifyConfig``, with the matched backbone and the
+label map), ``tokenizer/``, ``metrics.jsonl``, ``checkpoints/step_*/`` (each loadable alone: weights +
+config + tokenizer) and ``final_metrics.json`` (valid/test metrics of the final weights).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mambadiff.config import to_dict
+from mambadiff.data.classification import ClassificationDataset
+from mambadiff.train import StepContext
+from mambadiff.train.checkpoint import atomic_write_json, load_state, run_config
+
+from .config import ClassifyConfig
+from .data import encode_examples, load_splits, prepare_tokenizer
+from .evaluate import evaluate_classifier
+from .model import build_classifier, describe_parameters
+from .param_match import parameter_counts
+
+
+class ClassificationTask:
+    """A ``Task`` of ``mambadiff.train.Trainer``: cross-entropy on padded batches; evaluate() scores the
+    valid split (accuracy, macro-F1, loss)."""
+
+    def __init__(self, cfg: ClassifyConfig, train_set: ClassificationDataset, valid_set: ClassificationDataset | None):
+        self.cfg = cfg
+        self.train_set = train_set
+        self.valid_set = valid_set if valid_set is not None and len(valid_set) else None
+
+    def num_train_examples(self) -> int:
+        return len(self.train_set)
+
+    def get_batch(self, indices: list[int], device) -> dict[str, torch.Tensor]:
+        batch = self.train_set.collate([self.train_set[i] for i in indices])  # padded to the longest
+        return {k: v.to(device) for k, v in batch.items()}
+
+    def loss(self, model: nn.Module, batch: dict, ctx: StepContext) -> tuple[torch.Tensor, dict[str, float]]:
+        logits = model(batch["input_ids"], batch["attention_mask"])  # (b, c)
+        loss = F.cross_entropy(logits.float(), batch["label"])
+        acc = (logits.argmax(-1) == batch["label"]).float().mean()
+        return loss, {"loss": loss.item(), "accuracy": acc.item()}
+
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        if self.valid_set is None:
+            return {}
+        m = evaluate_classifier(model, self.valid_set, self.cfg.data.eval_batch_size)
+        return {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "loss": m["loss"]}
+
+    def count_tokens(self, batch: dict) -> int:
+        return int(batch["attention_mask"].sum())
+
+    def state_dict(self) -> dict:
+        # the data is a pure function of the config; keep its size to catch a resume on other data
+        return {"num_train": len(self.train_set)}
+
+    def load_state_dict(self, state: dict) -> None:
+        n = state.get("num_train")
+        if n is not None and n != len(self.train_set):
+            raise ValueError(f"the checkpoint was trained on {n} examples, the data now gives {len(self.train_set)}")
+
+
+def train_classifier(cfg: ClassifyConfig, resume: bool = False, progress: bool = True, verbose: bool = True):
+    """Train a classifier as ``cfg`` says; returns (TrainResult, model, tokenizer, final metrics).
+
+    The final metrics (also in run_dir/final_metrics.json) hold the parameter counts and the valid and
+    test metrics of the final weights. ``resume`` continues the run folder's latest checkpoint; without
+    it, a run folder that already has checkpoints is refused.
+    """
+    from mambadiff.train import Trainer, seed_everything
+    from mambadiff.train.distributed import setup_distributed
+
+    cfg.validate()
+    run_dir = Path(cfg.run_dir)
+    cfg = run_config(cfg, resume)
+    dist_info = setup_distributed(cfg.train.device)
+    seed_everything(cfg.train.seed)
+    splits = load_splits(cfg, verbose=verbose and dist_info.is_main)
+    cfg.data.label_map, cfg.data.label_names = splits.label_map, splits.label_names
+    from mambadiff.train.distributed import barrier
+    if dist_info.is_main:  # the main process writes run_dir/tokenizer, the others read it
+        tok = prepare_tokenizer(cfg, (t for t, _ in splits.train))
+    barrier()
+    if not dist_info.is_main:
+        tok = prepare_tokenizer(cfg, (t for t, _ in splits.train))
+    d = cfg.data
+    train_set = encode_examples(splits.train, tok, d.max_len)
+    valid_set = encode_examples(splits.valid, tok, d.max_len) if splits.valid else None
+    test_set = encode_examples(splits.test, tok, d.max_len) if splits.test else None
+    model, report = build_classifier(cfg, tok.vocab_size, len(splits.label_names))
+    full = to_dict(cfg)
+    if dist_info.is_main:
+        if verbose:
+            print(describe_parameters(model, report))
+            print(f"data: {len(train_set):,} train / {len(valid_set or []):,} valid / {len(test_set or []):,} test "
+                  f"examples, labels {splits.label_names}, max_len {d.max_len}, tokenizer {d.tokenizer} "
+                  f"(vocab {tok.vocab_size:,})")
+        atomic_write_json(run_dir / "config.json", full)
+    task = ClassificationTask(cfg, train_set, valid_set)
+    trainer = Trainer(model, task, cfg.train, run_dir, full, dist_info=dist_info,
+                      write_extra=lambda folder: tok.save(folder / "tokenizer"))
+    if resume and trainer.resume():
+        if verbose:
+            print(f"resumed from step {trainer.step}")
+    trainer.cfg.progress = progress and trainer.cfg.progress
+    result = trainer.fit()
+    final_model = trainer.eval_model()
+    if result.best:  # train.best_metric: report the weights of the best evaluation (early stopping)
+        final_model.load_state_dict(load_state(result.best["checkpoint"], ema=trainer.ema is not None))
+        if verbose and dist_info.is_main:
+            print(f"selected step {result.best['step']} by valid {result.best['metric']} "
+                  f"{result.best['value']:.4f}")
+    metrics: dict[str, Any] = {"step": result.step, "seconds": result.seconds, "backbone": cfg.model.backbone.name,
+                               "parameters": parameter_counts(final_model), "label_names": splits.label_names}
+    if result.best:
+        metrics["selected"] = {k: result.best[k] for k in ("metric", "value", "step")}
+    if dist_info.is_main:
+        for name, ds in (("valid", valid_set), ("test", test_set)):
+            if ds is not None and len(ds):
+                metrics[name] = evaluate_classifier(final_model, ds, d.eval_batch_size, splits.label_names)
+        atomic_write_json(run_dir / "final_metrics.json", metrics)
+    return result, final_model, tok, metrics
