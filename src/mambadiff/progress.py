@@ -3,7 +3,8 @@
 On a terminal: a live tqdm bar. When stderr is a file, a pipe or a CI log: one plain line every
 ``every`` updates (and at the end), so a log holds a few hundred readable lines instead of
 thousands of carriage-return redraws. ``$MAMBADIFF_PROGRESS`` overrides the choice:
-``bar``, ``lines`` or ``off``.
+``bar``, ``lines`` or ``off``. Training shows its own view on the same choice
+(``mambadiff.train.run_progress``: minutes of a time budget, or steps with the time left).
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import IO
 
 from tqdm.auto import tqdm
 
-__all__ = ["progress_bar", "LineProgress", "PROGRESS_MODES"]
+__all__ = ["progress_bar", "progress_mode", "LineProgress", "PROGRESS_MODES"]
 
 PROGRESS_MODES = ("auto", "bar", "lines", "off")
 
@@ -68,7 +69,9 @@ class LineProgress:
         self.close()
 
 
-def _mode(enabled: bool, stream: IO[str]) -> str:
+def progress_mode(enabled: bool, stream: IO[str]) -> str:
+    """``bar``, ``lines`` or ``off``: off when not ``enabled``, else ``$MAMBADIFF_PROGRESS``, else a bar
+    when ``stream`` is a terminal and plain lines otherwise (ValueError on an unknown setting)."""
     if not enabled:
         return "off"
     mode = os.environ.get("MAMBADIFF_PROGRESS", "auto").strip().lower() or "auto"
@@ -87,7 +90,7 @@ def progress_bar(total: int | None, desc: str = "", *, initial: int = 0, enabled
     ``every``: updates between plain lines (default: about 20 lines over ``total``, at least 1).
     """
     stream = stream if stream is not None else sys.stderr
-    mode = _mode(enabled, stream)
+    mode = progress_mode(enabled, stream)
     if mode == "bar":
         return tqdm(total=total, desc=desc, initial=initial, file=stream, dynamic_ncols=True)
     if mode == "off":

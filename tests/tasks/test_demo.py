@@ -28,3 +28,12 @@ def test_demo_runs_and_outputs_do_not_collapse(tmp_path):
     r2 = CliRunner().invoke(main, ["demo", "--run-dir", str(tmp_path / "run"), "train.steps=250",
                                    "train.progress=false", "data.builtin_train=3000", "sample.limit=8"])
     assert r2.exit_code == 0 and "already holds a finished demo model" in r2.output
+
+
+def test_demo_trains_to_a_fixed_step_count_not_a_time_budget():
+    from mambadiff.config import load_config
+    from mambadiff.tasks.seq2seq import Seq2SeqConfig
+
+    cfg = load_config(Seq2SeqConfig, "demo")
+    # its quality must not depend on how fast or busy the machine is
+    assert cfg.train.max_minutes == 0 and cfg.train.lr_decay_clock == "steps" and cfg.train.steps >= 2000

@@ -21,7 +21,6 @@ Every backbone maps ``x (b, l, d)`` and a right-padded ``mask (b, l)`` (True at 
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -31,6 +30,7 @@ from torch import nn
 
 from mambadiff.ssm.norm import RMSNorm
 
+from .attention import POS_ENCODINGS, RotaryEncoder, encoder_layer, sinusoidal_positions
 from .layer_options import (LAYER_KINDS, H3Options, Mamba2Options, MambaOptions, S4DOptions, S4Options,
                             move_flat_options)
 
@@ -66,7 +66,10 @@ class BackboneConfig:
     # transformer (and the attention layers of a hybrid: n_heads, ff_dim)
     n_heads: int = 4
     ff_dim: int = 0              # 0: 4 * d_model
-    pos_encoding: str = "learned"  # learned (DiffuSeq) | sinusoidal (no parameters)
+    # transformer: learned (DiffuSeq: N(0, 1) rows added before the denoiser's input LayerNorm) |
+    # sinusoidal (no parameters) | rotary (in every attention layer, MDLM's DiT) | none. State-space
+    # stacks carry order themselves; with rotary, a hybrid's attention layers rotate too
+    pos_encoding: str = "learned"
     max_len: int = 512           # longest sequence of the transformer's learned positions
     # the layers of each state-space kind (S4's kernel length is s4.l_max)
     mamba: MambaOptions = field(default_factory=MambaOptions)
@@ -123,8 +126,8 @@ class BackboneConfig:
             raise ValueError("backbone.d_model and backbone.n_layers must be > 0")
         if self.name == "transformer" and self.d_model % self.n_heads:
             raise ValueError(f"backbone.d_model={self.d_model} must be divisible by n_heads={self.n_heads}")
-        if self.pos_encoding not in ("learned", "sinusoidal"):
-            raise ValueError(f"backbone.pos_encoding must be learned|sinusoidal, got {self.pos_encoding!r}")
+        if self.pos_encoding not in POS_ENCODINGS:
+            raise ValueError(f"backbone.pos_encoding must be {'|'.join(POS_ENCODINGS)}, got {self.pos_encoding!r}")
         if self.name in LAYER_KINDS:
             self.layer_config()  # the layer config checks its options
         if self.name == "lstm" and self.bidirectional and self.d_model % 2:
@@ -236,10 +239,9 @@ def _causal_mask(l: int, device) -> torch.Tensor:
 
 
 def _transformer_layer(cfg: BackboneConfig) -> nn.Module:
-    """One pre-norm Transformer encoder layer, as the transformer backbone stacks them."""
-    return nn.TransformerEncoderLayer(cfg.d_model, cfg.n_heads, cfg.ff_dim or 4 * cfg.d_model,
-                                      dropout=cfg.dropout, activation="gelu", batch_first=True,
-                                      norm_first=True)
+    """One pre-norm Transformer encoder layer, as the transformer backbone and the hybrids stack them."""
+    return encoder_layer(cfg.d_model, cfg.n_heads, cfg.ff_dim or 4 * cfg.d_model, cfg.dropout,
+                         rotary=cfg.pos_encoding == "rotary")
 
 
 def _ssm_stack(cfg: BackboneConfig, make_layer: Callable[[], nn.Module]) -> nn.Module:
@@ -264,42 +266,50 @@ for _name in SSM_BACKBONES:
     register_backbone(_name)(_ssm_backbone)
 
 
-def sinusoidal_positions(l: int, d: int, device=None) -> torch.Tensor:
-    """Fixed sine/cosine position table (l, d)."""
-    pos = torch.arange(l, device=device, dtype=torch.float32)[:, None]  # (l, 1)
-    freq = torch.exp(-math.log(10000.0) * torch.arange(0, d, 2, device=device, dtype=torch.float32) / d)  # (d/2,)
-    table = torch.zeros(l, d, device=device)
-    table[:, 0::2] = torch.sin(pos * freq)
-    table[:, 1::2] = torch.cos(pos * freq)[:, : d // 2]
-    return table
-
-
 class TransformerBackbone(nn.Module):
+    """Pre-norm Transformer layers, then a final LayerNorm. ``add_positions`` puts the absolute
+    positions on an input (learned N(0, 1) rows, or the sinusoidal table; identity for rotary and
+    none), ``encode`` runs the layers; ``forward`` is both. The denoiser calls them apart, so that its
+    input LayerNorm sees content and positions summed, as DiffuSeq's does."""
+
     def __init__(self, cfg: BackboneConfig):
         super().__init__()
         self.d_model = cfg.d_model
         self.max_len = cfg.max_len
+        self.pos_encoding = cfg.pos_encoding
         if cfg.pos_encoding == "learned":
-            self.pos = nn.Parameter(torch.randn(cfg.max_len, cfg.d_model) * 0.02)  # (max_len, d)
+            self.pos = nn.Parameter(torch.randn(cfg.max_len, cfg.d_model))  # (max_len, d) unit scale, as the content
         else:
             self.pos = None
-        self.encoder = nn.TransformerEncoder(_transformer_layer(cfg), cfg.n_layers, enable_nested_tensor=False)
+        if cfg.pos_encoding == "rotary":
+            self.encoder = RotaryEncoder(lambda: _transformer_layer(cfg), cfg.n_layers)
+        else:
+            self.encoder = nn.TransformerEncoder(_transformer_layer(cfg), cfg.n_layers, enable_nested_tensor=False)
         self.final_norm = nn.LayerNorm(cfg.d_model)
         self.causal = not cfg.bidirectional
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        mask = _check(x, mask, self.d_model)  # (b, l)
+    def add_positions(self, x: torch.Tensor) -> torch.Tensor:
+        """``x (b, l, d)`` plus the absolute positions (unchanged for rotary and none)."""
         l = x.shape[1]
         if self.pos is not None:
             if l > self.max_len:
                 raise ValueError(f"sequence length {l} exceeds the transformer's max_len {self.max_len}")
-            x = x + self.pos[:l]  # (b, l, d)
-        else:
-            x = x + sinusoidal_positions(l, self.d_model, x.device).to(x.dtype)  # (b, l, d)
+            return x + self.pos[:l]  # (b, l, d)
+        if self.pos_encoding == "sinusoidal":
+            return x + sinusoidal_positions(l, self.d_model, x.device).to(x.dtype)  # (b, l, d)
+        return x
+
+    def encode(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The layers and the final norm over ``x (b, l, d)`` (positions already added)."""
+        mask = _check(x, mask, self.d_model)  # (b, l)
+        l = x.shape[1]
         attn_mask = _causal_mask(l, x.device) if self.causal else None  # (l, l)
         pad_mask = None if bool(mask.all()) else ~mask  # (b, l) True at padding; None keeps the fast path
         h = self.encoder(x, mask=attn_mask, src_key_padding_mask=pad_mask, is_causal=self.causal)  # (b, l, d)
         return self.final_norm(h)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.encode(self.add_positions(x), mask)
 
 
 @register_backbone("transformer")

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .backbones import BackboneConfig, build_backbone, count_parameters
+from .backbones import BackboneConfig, TransformerBackbone, build_backbone, count_parameters
 
 
 class _TiedCrossEntropy(torch.autograd.Function):
@@ -157,8 +157,11 @@ class Denoiser(nn.Module):
             if self_cond.shape != x_t.shape:
                 raise ValueError(f"self_cond must have x_t's shape {tuple(x_t.shape)}, got {tuple(self_cond.shape)}")
             h = h + self.self_cond_proj(self_cond)  # (b, l, d); None stands for zeros, which add nothing
-        h = self.drop(self.in_norm(h))
-        h = self.backbone(h, mask)  # (b, l, d)
+        if isinstance(self.backbone, TransformerBackbone):  # DiffuSeq: positions join before the LayerNorm
+            h = self.drop(self.in_norm(self.backbone.add_positions(h)))  # (b, l, d)
+            h = self.backbone.encode(h, mask)  # (b, l, d)
+        else:  # state-space stacks carry order themselves (a hybrid's attention may rotate)
+            h = self.backbone(self.drop(self.in_norm(h)), mask)  # (b, l, d)
         return self.down_proj(h)  # (b, l, e)
 
     def parameter_report(self) -> dict[str, int]:

@@ -13,7 +13,8 @@ fsynced, then it is renamed into place (replacing an older folder of the same na
 ``.NAME.old``). A killed writer leaves only such hidden folders; ``clean_stale_folders`` removes
 them (and puts back a ``.NAME.old`` whose replacement never arrived) when a run starts or resumes.
 
-Reading a damaged or foreign folder raises ``CheckpointError`` naming the file. Checkpoints written
+Reading a damaged or foreign folder raises ``CheckpointError`` naming the file; ``check_weights``
+checks a weights file against a model's state dict (names and shapes). Checkpoints written
 before ``optimizer.json`` existed carry ``optimizer.pt``; it is read with ``weights_only=True``.
 """
 from __future__ import annotations
@@ -26,6 +27,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
 
 import torch
 from safetensors import SafetensorError
@@ -170,6 +172,31 @@ def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(path, f"not a readable safetensors file (truncated or damaged?): {e}") from None
 
 
+def check_weights(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor],
+                  expected: Mapping[str, torch.Tensor], target: str = "this model") -> None:
+    """Check a weights file's ``tensors`` against ``expected`` (a model's ``state_dict()``): the same
+    names with the same shapes. Otherwise ``CheckpointError`` naming ``path`` with the first missing,
+    unexpected and wrong-shape names, e.g. ``PATH: does not fit this model (missing a, b; w has
+    shape (3, 4), this model needs (4, 4))``; ``target`` names what the weights should fit."""
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(tensors) if tuple(tensors[k].shape) != tuple(expected[k].shape))
+    if not (missing or unexpected or wrong):
+        return
+
+    def first(names: list[str]) -> str:
+        more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+        return ", ".join(names[:3]) + more
+
+    parts = [f"missing {first(missing)}"] if missing else []
+    parts += [f"unexpected {first(unexpected)}"] if unexpected else []
+    if wrong:
+        k = wrong[0]
+        others = f" ({len(wrong) - 1} more of other shapes)" if len(wrong) > 1 else ""
+        parts.append(f"{k} has shape {tuple(tensors[k].shape)}, {target} needs {tuple(expected[k].shape)}{others}")
+    raise CheckpointError(path, f"does not fit {target} ({'; '.join(parts)})")
+
+
 def load_state(folder: str | Path, ema: bool = True) -> dict[str, torch.Tensor]:
     """Model weights of a checkpoint folder (EMA weights when present and ``ema``)."""
     folder = Path(folder)
@@ -177,6 +204,16 @@ def load_state(folder: str | Path, ema: bool = True) -> dict[str, torch.Tensor]:
     if not path.exists():
         raise FileNotFoundError(f"{folder}: not a checkpoint folder (no model.safetensors)")
     return _load_tensors(path)
+
+
+def load_weights(folder: str | Path, model: torch.nn.Module, ema: bool = True) -> None:
+    """Put a checkpoint folder's weights (EMA when present and ``ema``) into ``model``, checked first
+    (`check_weights`): a damaged or foreign weights file is a CheckpointError naming the file."""
+    folder = Path(folder)
+    path = folder / "ema.safetensors" if ema and (folder / "ema.safetensors").exists() else folder / "model.safetensors"
+    state = load_state(folder, ema=ema)
+    check_weights(path, state, model.state_dict(), target="the checkpoint's config.json")
+    model.load_state_dict(state)
 
 
 def read_json(path: str | Path) -> dict:

@@ -8,174 +8,39 @@ Data order and randomness do not depend on the number of processes: the loop dra
 example indices from a per-epoch permutation (seeded by ``seed`` and the epoch), every rank takes its
 slice, and tasks draw per-step randomness for the *global* batch from ``ctx.generator()`` (seeded by
 ``seed`` and the step) and keep their slice. So 2 processes reproduce 1 process on the same global batch.
+
+The settings are ``train_config.TrainConfig``; what a task sees of the loop is in ``batches``; the
+progress view (minutes of a time budget, or steps and the time left) is ``run_progress``.
 """
 from __future__ import annotations
 
 import contextlib
 import math
-import random
-import re
 import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Callable
 
-import numpy as np
 import torch
 from torch import nn
 
-from ..progress import progress_bar
 from . import checkpoint as ckpt_io
 from . import interrupt
-from .checkpoint import CheckpointError
+from .batches import EpochOrder, StepContext, Task
+from .checkpoint import CheckpointError, check_weights
 from .distributed import DistInfo, all_reduce_mean, barrier
 from .ema import EMA
 from .metrics_log import MetricsLog
 from .optim import build_optimizer, clock_decay, cosine_decay, warmup_linear_decay
+from .run_progress import TrainProgress
 from .state_codec import rng_state, set_rng_state
+from .train_config import TrainConfig
 from ..runtime import flush_denormals
 
 
 class CheckpointFallbackWarning(UserWarning):
     """The newest checkpoint of a run did not load; resume continued from an older one."""
-
-
-@dataclass
-class TrainConfig:
-    steps: int = 1000                 # optimizer steps
-    batch_size: int = 64              # global batch per optimizer step (all ranks and micro-batches)
-    grad_accum: int = 1               # micro-batches per step on each rank
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    warmup_steps: int = 100
-    lr_decay: str = "linear"          # linear | cosine | constant
-    lr_decay_clock: str = "steps"     # steps: decay over train.steps | minutes: over train.max_minutes of
-                                      # training clock (a time-budgeted run ends at LR 0, whatever its speed)
-    grad_clip: float = 1.0            # 0 disables
-    ema_decay: float = 0.0            # 0 disables EMA; sampling/eval use EMA weights when on; < 1
-    log_every: int = 10
-    eval_every: int = 0               # 0: only at the end
-    save_every: int = 0               # 0: only at the end (and on interrupt / time budget)
-    keep_checkpoints: int = 2         # newest step checkpoints kept; 0: all
-    seed: int = 0
-    precision: str = "fp32"           # fp32 | bf16 | fp16 (autocast, GPU only; CPU stays fp32)
-    device: str = "auto"              # auto | cpu | cuda | cuda:N
-    max_minutes: float = 0.0          # wall-clock budget; 0: none. Stops cleanly with a checkpoint.
-    num_threads: int = 0              # torch intra-op threads; 0: leave torch's default
-    flush_denormals: bool = True      # CPU: flush denormals to zero (see mambadiff.runtime)
-    best_metric: str = ""             # eval metric that picks checkpoints/best (early stopping); "" = off
-    best_mode: str = "max"            # max | min: which direction of best_metric is better
-    progress: bool = True
-    tensorboard: bool = False         # also write the metrics as TensorBoard events (run_dir/tensorboard)
-
-    def __post_init__(self) -> None:
-        self.validate()
-
-    def validate(self) -> None:
-        """ValueError naming the first ``train.*`` key whose value is out of range."""
-        def need(key: str, ok: bool, expect: str) -> None:
-            if not ok:
-                raise ValueError(f"train.{key} must be {expect}, got {getattr(self, key)!r}")
-
-        def number(key: str) -> float:
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise ValueError(f"train.{key} must be a finite number, got {value!r}")
-            return value
-
-        for key in ("steps", "batch_size", "grad_accum", "log_every"):
-            need(key, number(key) > 0 and float(getattr(self, key)).is_integer(), "an int > 0")
-        for key in ("warmup_steps", "eval_every", "save_every", "keep_checkpoints", "num_threads"):
-            need(key, number(key) >= 0 and float(getattr(self, key)).is_integer(), "an int >= 0")
-        need("lr", number("lr") > 0, "> 0")
-        for key in ("weight_decay", "grad_clip", "max_minutes"):
-            need(key, number(key) >= 0, ">= 0 (0 disables)" if key != "weight_decay" else ">= 0")
-        need("ema_decay", 0 <= number("ema_decay") < 1, "in [0, 1) (0 disables EMA)")
-        number("seed")
-        need("lr_decay", self.lr_decay in ("linear", "cosine", "constant"), "linear|cosine|constant")
-        need("lr_decay_clock", self.lr_decay_clock in ("steps", "minutes"), "steps|minutes")
-        if self.lr_decay_clock == "minutes" and self.lr_decay != "constant" and not self.max_minutes > 0:
-            raise ValueError("train.lr_decay_clock=minutes decays the LR over train.max_minutes: set "
-                             f"train.max_minutes > 0 (got {self.max_minutes!r})")
-        need("best_mode", self.best_mode in ("max", "min"), "'max' or 'min'")
-        need("precision", self.precision in ("fp32", "bf16", "fp16"), "fp32|bf16|fp16")
-        need("device", isinstance(self.device, str) and re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device) is not None,
-             "auto|cpu|cuda|cuda:N")
-
-
-class StepContext:
-    """What a task needs to know about the current micro-batch."""
-
-    def __init__(self, seed: int, step: int, micro: int, global_batch: int, offset: int, device):
-        self.seed, self.step, self.micro = seed, step, micro
-        self.global_batch = global_batch  # examples in this step across ranks (one micro-batch slot)
-        self.offset = offset              # where this rank's micro-batch starts within it
-        self.device = device
-
-    def generator(self) -> torch.Generator:
-        """A CPU generator seeded by (seed, step, micro): identical on every rank."""
-        g = torch.Generator()
-        g.manual_seed((self.seed * 1_000_003 + self.step * 7919 + self.micro) % (2**63 - 1))
-        return g
-
-    def slice(self, x: torch.Tensor) -> torch.Tensor:
-        """This rank's rows of a tensor drawn for the global micro-batch."""
-        return x[self.offset:self.offset + self.local_batch]
-
-    local_batch: int = 0
-    log_metrics: bool = True  # False: this step's metrics are not logged (a task may skip log-only work)
-
-
-class Task(Protocol):
-    def num_train_examples(self) -> int: ...
-    def get_batch(self, indices: list[int], device) -> dict[str, Any]: ...
-    def loss(self, model: nn.Module, batch: dict, ctx: StepContext) -> tuple[torch.Tensor, dict[str, float]]: ...
-    def evaluate(self, model: nn.Module) -> dict[str, float]: ...
-    def count_tokens(self, batch: dict) -> int: ...
-    def state_dict(self) -> dict: ...
-    def load_state_dict(self, state: dict) -> None: ...
-
-
-class EpochOrder:
-    """Endless deterministic order of example indices: epoch e is a permutation seeded by (seed, e)."""
-
-    def __init__(self, n: int, seed: int, shuffle: bool = True):
-        if n <= 0:
-            raise ValueError("the training set is empty")
-        self.n, self.seed, self.shuffle = n, seed, shuffle
-        self.epoch, self.cursor = 0, 0
-        self._perm = self._make_perm()
-
-    def _make_perm(self) -> list[int]:
-        if not self.shuffle:
-            return list(range(self.n))
-        g = torch.Generator().manual_seed(self.seed * 9973 + self.epoch)
-        return torch.randperm(self.n, generator=g).tolist()
-
-    def take(self, k: int) -> list[int]:
-        out = []
-        while len(out) < k:
-            if self.cursor >= self.n:
-                self.epoch, self.cursor = self.epoch + 1, 0
-                self._perm = self._make_perm()
-            m = min(k - len(out), self.n - self.cursor)
-            out.extend(self._perm[self.cursor:self.cursor + m])
-            self.cursor += m
-        return out
-
-    def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "cursor": self.cursor}
-
-    def load_state_dict(self, s: dict) -> None:
-        self.epoch, self.cursor = s["epoch"], s["cursor"]
-        self._perm = self._make_perm()
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % (2**32))
-    torch.manual_seed(seed)
 
 
 @dataclass
@@ -191,11 +56,17 @@ class TrainResult:
 
 
 class Trainer:
+    """Trains ``model`` on ``task`` as ``cfg`` says, writing checkpoints and metrics under ``run_dir``.
+
+    ``clock`` returns seconds: the time budget, the progress view and ``train_seconds`` read it
+    (``time.perf_counter`` by default; tests pass a fake one)."""
+
     def __init__(self, model: nn.Module, task: Task, cfg: TrainConfig, run_dir: str | Path,
                  full_config: dict, dist_info: DistInfo | None = None,
-                 write_extra: Callable[[Path], None] | None = None):
+                 write_extra: Callable[[Path], None] | None = None,
+                 clock: Callable[[], float] = time.perf_counter):
         cfg.validate()
-        self.cfg, self.task, self.full_config = cfg, task, full_config
+        self.cfg, self.task, self.full_config, self.clock = cfg, task, full_config, clock
         self.dist = dist_info or DistInfo()
         self.device = self.dist.device
         self.run_dir = Path(run_dir)
@@ -269,7 +140,7 @@ class Trainer:
 
     def train_seconds(self) -> float:
         """Training wall-clock seconds so far (this fit() plus those of the runs resumed from)."""
-        now = 0.0 if self._fit_start is None else time.perf_counter() - self._fit_start
+        now = 0.0 if self._fit_start is None else self.clock() - self._fit_start
         return self.train_seconds_before + now
 
     def save(self) -> Path | None:
@@ -325,21 +196,12 @@ class Trainer:
         raise CheckpointError(self.run_dir / "checkpoints", "no checkpoint loads: " +
                               "; ".join(str(e) for _, e in failures))
 
-    def _check_weights(self, path: Path, tensors: dict[str, torch.Tensor], expected: dict) -> None:
-        want = {k: tuple(v.shape) for k, v in expected.items()}
-        got = {k: tuple(v.shape) for k, v in tensors.items()}
-        if want != got:
-            missing, extra = sorted(set(want) - set(got)), sorted(set(got) - set(want))
-            shapes = [k for k in set(want) & set(got) if want[k] != got[k]]
-            raise CheckpointError(path, f"does not fit this model (missing {missing[:3]}, unexpected "
-                                        f"{extra[:3]}, other shapes {sorted(shapes)[:3]})")
-
     def _apply(self, data: ckpt_io.CheckpointData) -> None:
         """Put a checked checkpoint into the model, optimizer, data order and RNGs."""
         folder, state = data.folder, data.trainer_state
-        self._check_weights(folder / "model.safetensors", data.model, self.model.state_dict())
+        check_weights(folder / "model.safetensors", data.model, self.model.state_dict())
         if self.ema is not None:
-            self._check_weights(folder / "ema.safetensors", data.ema, self.ema.state_dict())
+            check_weights(folder / "ema.safetensors", data.ema, self.ema.state_dict())
         where = folder / ckpt_io.OPTIMIZER_JSON
         try:
             self.model.load_state_dict(data.model)
@@ -469,12 +331,12 @@ class Trainer:
                 self.log.close()
 
     def _fit(self) -> TrainResult:
-        cfg = self.cfg
-        start = self._fit_start = time.perf_counter()
+        cfg, clock = self.cfg, self.clock
+        start = self._fit_start = clock()
         deadline = start + cfg.max_minutes * 60 if cfg.max_minutes > 0 else math.inf
-        bar = progress_bar(cfg.steps, "train", initial=self.step,
-                           enabled=bool(cfg.progress and self.dist.is_main))
-        window_tokens, window_t0 = 0, time.perf_counter()
+        progress = TrainProgress(cfg.steps, cfg.max_minutes, cfg.eval_every, initial_step=self.step, clock=clock,
+                                 enabled=bool(cfg.progress and self.dist.is_main))
+        window_tokens, window_t0 = 0, start
         total_tokens, tok_s = 0, 0.0
         loss_sum, loss_steps = 0.0, 0  # the loss the progress line shows: mean since the last log step
         interrupted = self._stop_requested()  # Ctrl-C during start-up
@@ -485,12 +347,10 @@ class Trainer:
                 total_tokens += tokens
                 if "loss" in metrics:
                     loss_sum, loss_steps = loss_sum + metrics["loss"], loss_steps + 1
-                elapsed = max(time.perf_counter() - start, 1e-9)
-                bar.set_postfix(**{"loss": f"{loss_sum / max(loss_steps, 1):.4f}",
-                                   "tokens/s": f"{total_tokens / elapsed:,.0f}"})
-                bar.update(1)
+                now = clock()
+                progress.update(self.step, loss_sum / loss_steps if loss_steps else None,
+                                total_tokens / max(now - start, 1e-9))
                 if self._logs_step(self.step):
-                    now = time.perf_counter()
                     tok_s = window_tokens / max(now - window_t0, 1e-9)
                     window_tokens, window_t0 = 0, now
                     loss_sum, loss_steps = 0.0, 0
@@ -502,14 +362,14 @@ class Trainer:
                 if cfg.save_every and self.step % cfg.save_every == 0 and self.step < cfg.steps:
                     self.save()
                 interrupted = self._stop_requested()
-                if time.perf_counter() > deadline:
+                if clock() > deadline:
                     break
         except KeyboardInterrupt:
             if interrupt.forced():  # a second Ctrl-C: stop now, nothing more is saved
                 raise
             interrupted = True  # raised by the task or outside the main thread: the step was undone
         finally:
-            bar.close()
+            progress.close()
         if not interrupted:
             self.evaluate()
             interrupted = self._stop_requested()  # Ctrl-C during the final evaluation
@@ -517,7 +377,7 @@ class Trainer:
             path = self._saved[1]  # this state is on disk already (saved just now, or resumed from)
         else:
             path = self.save()  # atomic: a second Ctrl-C here leaves the previous checkpoint intact
-        seconds = time.perf_counter() - start
+        seconds = clock() - start
         self.train_seconds_before, self._fit_start = self.train_seconds(), None  # the clock stops with fit()
         return TrainResult(step=self.step, run_dir=self.run_dir, checkpoint=path, last_eval=self.last_eval,
                            seconds=seconds, tokens_per_s=total_tokens / max(seconds, 1e-9),

@@ -10,7 +10,7 @@ import torch
 
 from mambadiff.config import from_dict
 from mambadiff.models.classifier import SequenceClassifier
-from mambadiff.train.checkpoint import load_state, read_json, resolve_checkpoint
+from mambadiff.train.checkpoint import load_weights, read_json, resolve_checkpoint
 
 from .config import ClassifyConfig
 from .data import load_run_tokenizer
@@ -56,5 +56,5 @@ def load_classifier(path: str | Path, ema: bool = True, device: str = "cpu"):
     cfg = from_dict(ClassifyConfig, read_json(folder / "config.json"))
     tok = load_run_tokenizer(folder / "tokenizer")
     model = SequenceClassifier(cfg.model)
-    model.load_state_dict(load_state(folder, ema=ema))
+    load_weights(folder, model, ema=ema)
     return model.to(device).eval(), tok, cfg
