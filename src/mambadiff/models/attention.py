@@ -29,14 +29,19 @@ def sinusoidal_positions(l: int, d: int, device=None) -> torch.Tensor:
     return table
 
 
-def rotate(x: torch.Tensor, base: float = 10000.0) -> torch.Tensor:
+def rotate(x: torch.Tensor, base: float = 10000.0, positions: torch.Tensor | None = None) -> torch.Tensor:
     """Rotary position embedding of ``x (b, h, l, p)`` (p even): the two halves of each head's vector
-    turn by the angle ``position * base^(-2i/p)`` of their pair i."""
+    turn by the angle ``position * base^(-2i/p)`` of their pair i. ``positions`` (l,) or (b, l) (default
+    0 .. l-1): each row's own positions, as a decoder's next token needs."""
     l, p = x.shape[-2], x.shape[-1]
     dtype = torch.float64 if x.dtype == torch.float64 else torch.float32  # angles at least in float32
     freq = base ** (-torch.arange(0, p // 2, device=x.device, dtype=dtype) * 2 / p)  # (p/2,)
-    angle = torch.arange(l, device=x.device, dtype=dtype)[:, None] * freq  # (l, p/2)
-    cos, sin = angle.cos().to(x.dtype), angle.sin().to(x.dtype)  # (l, p/2) each
+    if positions is None:
+        positions = torch.arange(l, device=x.device)  # (l,)
+    angle = positions.to(dtype)[..., None] * freq  # (l, p/2) or (b, l, p/2)
+    if angle.ndim == 3:
+        angle = angle[:, None]  # (b, 1, l, p/2) shared by the heads
+    cos, sin = angle.cos().to(x.dtype), angle.sin().to(x.dtype)  # (.., l, p/2) each
     x1, x2 = x[..., : p // 2], x[..., p // 2:]  # (b, h, l, p/2) each
     return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)  # (b, h, l, p)
 

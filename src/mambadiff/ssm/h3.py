@@ -21,7 +21,8 @@ linear-attention-like mechanism that lets H3 recall associations which S4 / S4D 
 
 The parallel path computes both SSMs as causal convolutions by FFT (``fft_causal_conv``); ``step``
 runs them as recurrences: a buffer of the last s keys (b, d, s) and the diagonal SSM's complex state
-(b, h, p, p, m).
+(b, h, p, p, m). ``prefill`` is the parallel path that also returns each row's state after its own
+length: its last s keys and sum_t dA^(t_end-t) dB kv_t from the right-aligned products.
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ import torch
 from torch import nn
 
 from .checks import check_positive_int, validate_sequence, validate_state_tensor, validate_token
+from .prefill import check_lengths, lengths_mask, trailing_window
 from .lti import check_dt_and_lr_scale, complex_dtype, fft_causal_conv, log_uniform_log_dt, work_dtype_for
 from .s4d import INITS, s4d_init_imag
 
@@ -134,6 +136,11 @@ class H3(nn.Module):
     # ------------------------------------------------------------------ parallel
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.parallel(x, mask)[0]
+
+    def parallel(self, x: torch.Tensor, mask: torch.Tensor | None):
+        """The output (b, l, d), the keys k (b, d, l) and their products kv (b, h, p, p, l) with the
+        shifted keys (both in the work dtype, zero at padding)."""
         validate_sequence(self, x, mask, self.d_model)
         b, l, d = x.shape
         h, p = self.config.n_heads, self.config.head_dim
@@ -150,7 +157,23 @@ class H3(nn.Module):
         out = self.out_proj(o.reshape(b, d, l).transpose(1, 2).to(x.dtype))  # (b, l, d)
         if mask is not None:
             out = out * mask.unsqueeze(-1).to(out.dtype)  # (b, l, d)
-        return out
+        return out, k, kv
+
+    def prefill(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, H3State]:
+        """The parallel path over right-padded ``x (b, l, d)`` with ``lengths (b,)`` real tokens per row:
+        ``(forward(x, mask), state after each row's last token)``; ``step`` continues from the state."""
+        validate_sequence(self, x, None, self.d_model)
+        b, l, _ = x.shape
+        h, p, m = self.config.n_heads, self.config.head_dim, self.config.d_state // 2
+        lengths = check_lengths(lengths, b, l, x.device)  # (b,)
+        out, k, kv = self.parallel(x, lengths_mask(lengths, l))  # (b, l, d), (b, d, l), (b, h, p, p, l)
+        keys = trailing_window(k, lengths, self.config.shift_size).flip(-1)  # (b, d, s) newest first
+        dtA, _, dB, _ = self._discrete(work_dtype_for(self.log_dt))  # (d, m) each
+        j = torch.arange(l - 1, -1, -1, device=x.device, dtype=dtA.real.dtype)  # (l,) l-1 .. 0
+        powers = torch.exp(dtA.unsqueeze(-1) * j).view(h, p, m, l)  # (h, p, m, l) dA^(l-1-t)
+        kv = trailing_window(kv, lengths, l).to(powers.dtype)  # (b, h, p, p, l) right-aligned
+        ssm = dB.view(h, p, 1, m) * torch.einsum("bhijl,himl->bhijm", kv, powers)  # (b, h, p, p, m)
+        return out, H3State(shift_state=keys, ssm_state=ssm)
 
     # ------------------------------------------------------------------ recurrent
 

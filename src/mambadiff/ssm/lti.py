@@ -9,7 +9,10 @@ S4D and S4 share one parallel path (``ConvolutionalSSM.forward``):
     y = K * u + D u                         (b, e, l)   FFT convolution (``fft_causal_conv``)
     out = out_proj(gelu(y))                 (b, l, d)   linear e -> 2d then GLU, or e -> d
 
-and differ only in how they build K (``kernel``) and in their recurrent ``step``.
+and differ only in how they build K (``kernel``) and in their recurrent ``step``. ``prefill`` is the
+parallel path that also returns each row's state after its own length: the state after t inputs is
+sum_j dA^(t-1-j) dB u_j, so the inputs right-aligned (``trailing_window``) meet one table of powers
+shared by the batch (``state_after``, per subclass).
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checks import validate_sequence
+from .prefill import check_lengths, lengths_mask, trailing_window
 
 __all__ = ["complex_dtype", "work_dtype_for", "fft_causal_conv", "log_uniform_log_dt", "check_dt_and_lr_scale",
            "ConvolutionalSSM"]
@@ -84,6 +88,10 @@ class ConvolutionalSSM(nn.Module):
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.parallel(x, mask)[0]
+
+    def parallel(self, x: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The output (b, l, d) and the SSM input u (b, e, l) in the work dtype (zero at padding)."""
         validate_sequence(self, x, mask, self.d_model)
         l = x.shape[1]
         self.check_length(l)
@@ -98,7 +106,20 @@ class ConvolutionalSSM(nn.Module):
         out = self.mix(y)  # (b, l, d)
         if mask is not None:
             out = out * mask.unsqueeze(-1).to(out.dtype)  # (b, l, d)
-        return out
+        return out, u
+
+    def prefill(self, x: torch.Tensor, lengths: torch.Tensor | None = None):
+        """The parallel path over right-padded ``x (b, l, d)`` with ``lengths (b,)`` real tokens per row:
+        ``(forward(x, mask), state after each row's last token)``; ``step`` continues from the state."""
+        validate_sequence(self, x, None, self.d_model)
+        b, l, _ = x.shape
+        lengths = check_lengths(lengths, b, l, x.device)  # (b,)
+        out, u = self.parallel(x, lengths_mask(lengths, l))  # (b, l, d), (b, e, l)
+        return out, self.state_after(trailing_window(u, lengths, l))
+
+    def state_after(self, u: torch.Tensor):  # pragma: no cover - abstract
+        """The recurrent state after the right-aligned inputs ``u (b, e, l)`` (the last at l - 1)."""
+        raise NotImplementedError
 
     def mix(self, y: torch.Tensor) -> torch.Tensor:
         """Output projection of the GELU'd SSM output: (..., e) -> (..., d)."""

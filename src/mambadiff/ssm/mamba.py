@@ -13,7 +13,10 @@ Data flow of ``Mamba.forward`` (x (b, l, d) -> (b, l, d)):
     out    = out_proj(y)                            (b, l, d)
 
 ``step`` runs the same computation for one token with an explicit ``MambaState``
-(conv_state (b, e, k-1) holding the last k-1 conv inputs, ssm_state (b, e, n)).
+(conv_state (b, e, k-1) holding the last k-1 conv inputs, ssm_state (b, e, n)). ``prefill`` is the
+parallel path over right-padded rows that also returns each row's state after its own length: dt is
+zeroed at padding (exp(0 * A) = 1 and dt * x = 0, so the scan's last state is the state at the
+row's last token) and the conv state is the row's last k-1 conv inputs.
 
 This module also holds ``param_groups``; the input checks shared by every mixer live in
 ``mambadiff.ssm.checks`` (re-exported here).
@@ -29,6 +32,7 @@ from torch import nn
 from .checks import (at_least_f32, check_dt_range, check_positive_int, validate_sequence,
                      validate_state_tensor, validate_token)
 from .conv import CONV_BACKEND_FOR_SCAN, causal_conv1d_silu
+from .prefill import check_lengths, lengths_mask, trailing_window
 from .scan import BACKENDS, selective_scan
 
 
@@ -263,6 +267,29 @@ class Mamba(nn.Module):
         y = (h * C.unsqueeze(1)).sum(-1) + self.D * xs  # (b, e)
         y = y * F.silu(z)  # (b, e)
         return self.out_proj(y), MambaState(conv_state=window[..., 1:], ssm_state=h)
+
+    def prefill(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, MambaState]:
+        """The parallel path over right-padded ``x (b, l, d)`` with ``lengths (b,)`` real tokens per row:
+        ``(forward(x, mask), state after each row's last token)``; ``step`` continues from the state."""
+        validate_sequence(self, x, None, self.d_model)
+        cfg = self.config
+        b, l, _ = x.shape
+        n, r, k = cfg.d_state, cfg.dt_rank, cfg.d_conv
+        lengths = check_lengths(lengths, b, l, x.device)  # (b,)
+        keep = lengths_mask(lengths, l).unsqueeze(-1).to(x.dtype)  # (b, l, 1)
+        xs, z = self.in_proj(x * keep).chunk(2, dim=-1)  # (b, l, e) each
+        conv_state = trailing_window(xs.transpose(1, 2), lengths, k - 1)  # (b, e, k-1)
+        xs = causal_conv1d_silu(xs, self.conv1d.weight[:, 0, :], self.conv1d.bias,
+                                backend=CONV_BACKEND_FOR_SCAN.get(cfg.scan_backend, "auto"))  # (b, l, e)
+        dt, B, C = torch.split(self.x_proj(xs), [r, n, n], dim=-1)  # (b, l, r), (b, l, n), (b, l, n)
+        dt = F.softplus(at_least_f32(self.dt_proj(dt))) * keep  # (b, l, e) zero at padding: state kept
+        y, last = selective_scan(
+            xs.transpose(1, 2), dt.to(xs.dtype).transpose(1, 2), -torch.exp(at_least_f32(self.A_log)),
+            B.transpose(1, 2), C.transpose(1, 2), at_least_f32(self.D), z.transpose(1, 2),
+            delta_softplus=False, return_last_state=True, backend=cfg.scan_backend,
+        )  # (b, e, l), (b, e, n)
+        out = self.out_proj(y.transpose(1, 2).to(x.dtype)) * keep  # (b, l, d)
+        return out, MambaState(conv_state=conv_state, ssm_state=last.to(self.A_log.dtype))
 
     def extra_repr(self) -> str:
         c = self.config

@@ -20,6 +20,10 @@ The SSD itself lives in ``mambadiff.ssm.ssd``; ``Mamba2Config.algorithm`` picks 
 ``auto`` (the fused C recurrence on CPU, the chunked matmul algorithm elsewhere), ``chunked``,
 ``cpu``, ``reference`` (the sequential oracle), or ``scan`` (the S6 ``selective_scan`` with A and dt
 repeated over each head's channels, on its own ``scan_backend``).
+
+``prefill`` is the parallel path over right-padded rows that also returns each row's state after
+its own length, for ``step`` to continue from: the chunked SSD with dt zeroed at padding (no decay,
+no input: the final state is the state at the row's last token) and the row's last k-1 conv inputs.
 """
 from __future__ import annotations
 
@@ -41,6 +45,7 @@ from .checks import (
 )
 from .mamba import init_dt_bias
 from .norm import RMSNorm
+from .prefill import check_lengths, lengths_mask, trailing_window
 from .scan import BACKENDS, selective_scan
 from .ssd import (SSD_ALGORITHMS, resolve_algorithm, segsum, ssd, ssd_chunked, ssd_reference,
                   ssd_scan_cpu_packed)
@@ -240,6 +245,26 @@ class Mamba2(nn.Module):
         y = (hs * C[:, None, None, :]).sum(-1) + self.D[:, None] * xs  # (b, h, p)
         y = self.norm(y.reshape(b, e), z)  # (b, e)
         return self.out_proj(y), Mamba2State(conv_state=window[..., 1:], ssm_state=hs)
+
+    def prefill(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, Mamba2State]:
+        """The parallel path over right-padded ``x (b, l, d)`` with ``lengths (b,)`` real tokens per row:
+        ``(forward(x, mask), state after each row's last token)``, by the chunked SSD whatever
+        ``algorithm`` is (the fused CPU kernel returns no state)."""
+        validate_sequence(self, x, None, self.d_model)
+        cfg = self.config
+        b, l, _ = x.shape
+        e, n, h, p = cfg.d_inner, cfg.d_state, cfg.nheads, cfg.headdim
+        lengths = check_lengths(lengths, b, l, x.device)  # (b,)
+        keep = lengths_mask(lengths, l).unsqueeze(-1)  # (b, l, 1)
+        z, xBC, dt = self._split_in_proj(self.in_proj(x * keep.to(x.dtype)))  # (b, l, e), (b, l, e+2n), (b, l, h)
+        conv_state = trailing_window(xBC.transpose(1, 2), lengths, cfg.d_conv - 1)  # (b, e+2n, k-1)
+        xBC = causal_conv1d_silu(xBC, self.conv1d.weight[:, 0, :], self.conv1d.bias)  # (b, l, e+2n)
+        dt = F.softplus(at_least_f32(dt) + at_least_f32(self.dt_bias)) * keep  # (b, l, h) zero at padding
+        xs, B, C = torch.split(xBC, [e, n, n], dim=-1)  # (b, l, e), (b, l, n), (b, l, n)
+        y, last = ssd_chunked(xs.unflatten(-1, (h, p)), dt, -torch.exp(at_least_f32(self.A_log)), B, C,
+                              cfg.chunk_size, at_least_f32(self.D), return_final_state=True)  # (b, l, h, p), (b, h, p, n)
+        out = self.out_proj(self.norm(y.flatten(2).to(z.dtype), z)) * keep.to(x.dtype)  # (b, l, d)
+        return out, Mamba2State(conv_state=conv_state, ssm_state=last.to(self.A_log.dtype))
 
     def extra_repr(self) -> str:
         c = self.config

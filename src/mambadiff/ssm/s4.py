@@ -58,7 +58,7 @@ from .checks import check_positive_int, validate_state_tensor, validate_token
 from .hippo import nplr
 from .lti import ConvolutionalSSM, check_dt_and_lr_scale, complex_dtype, log_uniform_log_dt
 
-__all__ = ["S4Config", "S4State", "S4", "DISCRETIZATIONS", "dplr_legs_init"]
+__all__ = ["S4Config", "S4State", "S4", "DISCRETIZATIONS", "dplr_legs_init", "krylov"]
 
 DISCRETIZATIONS = ("bilinear", "zoh")
 
@@ -73,6 +73,17 @@ def dplr_legs_init(d_state: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tens
     # eigenvalues come by decreasing imaginary part: the first m are the positive half
     return d.Lambda[:m], d.P_diag_basis[:m].mT.contiguous(), d.B_diag_basis[:m]
 
+
+
+def krylov(dA: torch.Tensor, dB: torch.Tensor, length: int) -> torch.Tensor:
+    """The vectors dA^j dB, j < length, by doubling ([x, dA x] -> [.., dA^2 [x, dA x]]): dA (e, N, N),
+    dB (e, N) -> (e, N, length)."""
+    vectors = dB.unsqueeze(-1)  # (e, N, 1)
+    power = dA  # (e, N, N)
+    while vectors.shape[-1] < length:
+        vectors = torch.cat([vectors, power @ vectors], dim=-1)  # (e, N, 2j)
+        power = power @ power
+    return vectors[..., :length]  # (e, N, length)
 
 
 def _with_conjugates(z: torch.Tensor) -> torch.Tensor:
@@ -227,14 +238,15 @@ class S4(ConvolutionalSSM):
         return torch.fft.irfft(K_hat, n=L)[:, :length]  # (e, l)
 
     def _kernel_dense(self, length: int) -> torch.Tensor:
-        """K[j] = Re(C dA^j dB) from dense powers (Krylov doubling: [x, dA x] -> [.., dA^2 [x, dA x]])."""
+        """K[j] = Re(C dA^j dB) from dense powers."""
         dA, dB, C = self.dense_discrete()
-        krylov = dB.unsqueeze(-1)  # (e, N, 1)
-        power = dA  # (e, N, N)
-        while krylov.shape[-1] < length:
-            krylov = torch.cat([krylov, power @ krylov], dim=-1)  # (e, N, 2j)
-            power = power @ power
-        return torch.einsum("en,enl->el", C, krylov[..., :length]).real  # (e, l)
+        return torch.einsum("en,enl->el", C, krylov(dA, dB, length)).real  # (e, l)
+
+    def state_after(self, u: torch.Tensor) -> S4State:
+        """State after the right-aligned inputs u (b, e, l): x = sum_t dA^(l-1-t) dB u_t."""
+        dA, dB, _ = self.dense_discrete()  # (e, N, N), (e, N)
+        powers = krylov(dA, dB, u.shape[-1]).flip(-1)  # (e, N, l) dA^(l-1-t) dB
+        return S4State(ssm_state=torch.einsum("bel,enl->ben", u.to(powers.dtype), powers))  # (b, e, N)
 
     # ------------------------------------------------------------------ parallel
 

@@ -150,9 +150,15 @@ class S4D(ConvolutionalSSM):
         vandermonde = torch.exp(dtA.unsqueeze(-1) * j)  # (e, m, l)  dA^j
         return 2.0 * torch.einsum("em,eml->el", C * dB, vandermonde).real  # (e, l)
 
-    # ------------------------------------------------------------------ parallel
-
     # ------------------------------------------------------------------ recurrent
+
+    def state_after(self, u: torch.Tensor) -> S4DState:
+        """State after the right-aligned inputs u (b, e, l): h = dB sum_t dA^(l-1-t) u_t."""
+        dtA, _, dB, _ = self._discrete(self.work_dtype())  # (e, m) each
+        j = torch.arange(u.shape[-1] - 1, -1, -1, device=u.device, dtype=dtA.real.dtype)  # (l,) l-1 .. 0
+        powers = torch.exp(dtA.unsqueeze(-1) * j)  # (e, m, l) dA^(l-1-t)
+        h = dB * torch.einsum("bel,eml->bem", u.to(powers.dtype), powers)  # (b, e, m)
+        return S4DState(ssm_state=h)
 
     def allocate_state(self, batch_size: int, device=None, dtype=None) -> S4DState:
         """Complex zeros (b, e, m); ``dtype`` is the real dtype (complex64 for float32 etc.)."""
