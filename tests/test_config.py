@@ -108,3 +108,19 @@ def test_a_key_of_the_earlier_layout_is_refused_with_where_it_is_now(tmp_path):
     path.write_text("sample:\n  steps: 3\n")
     with pytest.raises(ConfigError, match=r"line 2.*'sample\.gaussian\.steps' or 'sample\.masked\.steps'"):
         load_config(Seq2SeqConfig, path)
+
+
+def test_an_alias_bomb_is_refused_naming_file_and_line(tmp_path):
+    rows = ["run_dir: runs/x", 'a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for i, (prev, name) in enumerate(zip("abcdefgh", "bcdefghi")):
+        rows.append(f"{name}: &{name} [{', '.join(['*' + prev] * 9)}]")  # 9**9 values once copied out
+    path = tmp_path / "bomb.yaml"
+    path.write_text("\n".join(rows) + "\n")
+    with pytest.raises(ConfigError, match=r"bomb\.yaml line 7: the YAML aliases .* expand to more than 100,000"):
+        load_config(Seq2SeqConfig, str(path))
+
+
+def test_a_small_alias_still_loads(tmp_path):
+    path = tmp_path / "alias.yaml"
+    path.write_text("train: &t {steps: 7}\nrun_dir: runs/alias\n")
+    assert load_config(Seq2SeqConfig, str(path)).train.steps == 7

@@ -83,6 +83,40 @@ def _key_lines(node: yaml.Node, source: str, prefix: str = "") -> dict[str, int]
     return lines
 
 
+MAX_YAML_VALUES = 100_000  # values of a config file counted with its aliases expanded
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int]) -> int:
+    """How many nodes ``node`` stands for once every alias (``*name``) in it is copied out; computed
+    once per node, so a file of a few lines that expands to billions is measured in a few steps."""
+    if id(node) in sizes:
+        return sizes[id(node)]
+    sizes[id(node)] = 1  # a recursive alias counts once (composition refuses most of them anyway)
+    children = [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else \
+        node.value if isinstance(node, yaml.SequenceNode) else []
+    size = 1 + sum(_expanded_size(child, sizes) for child in children)
+    sizes[id(node)] = size
+    return size
+
+
+def check_alias_expansion(node: yaml.Node, source: str, limit: int = MAX_YAML_VALUES) -> None:
+    """Refuse a document whose aliases expand to more than ``limit`` values (an "alias bomb": a few
+    lines of ``&a`` / ``*a`` that a reader would copy out exponentially), naming the file and the line
+    of the outermost key whose value is too large."""
+    sizes: dict[int, int] = {}
+    if _expanded_size(node, sizes) <= limit:
+        return
+    line = node.start_mark.line + 1
+    while isinstance(node, yaml.MappingNode):
+        big = [(k, v) for k, v in node.value if sizes.get(id(v), 0) > limit]
+        if not big:
+            break
+        key_node, node = big[0]
+        line = key_node.start_mark.line + 1
+    raise ConfigError(f"{source} line {line}: the YAML aliases (*name) here expand to more than {limit:,} "
+                      f"values; write the values out instead of nesting aliases")
+
+
 def _read_yaml(source: str) -> tuple[dict, dict[str, int]]:
     """The mapping in a YAML (or JSON) file and the line of each of its keys."""
     try:
@@ -97,6 +131,8 @@ def _read_yaml(source: str) -> tuple[dict, dict[str, int]]:
         raise ConfigError(f"{source} line {line}: not valid UTF-8 (byte 0x{raw[e.start]:02x})") from None
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
+        if node is not None:
+            check_alias_expansion(node, source)
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)

@@ -3,7 +3,7 @@
     python fault_worker.py RUN_DIR [FAULT]
 
 Resumes RUN_DIR's latest checkpoint when there is one, trains to STEPS with a checkpoint after every
-step, and exits 0 (done) or 130 (interrupted). FAULT makes the run hurt itself at a chosen moment:
+step, and exits 0 (done), 130 (stopped by SIGINT) or 143 (stopped by SIGTERM). FAULT makes the run hurt itself at a chosen moment:
     kill-loss:K            SIGKILL at the K-th loss call (mid-step)
     kill-write:K:FILE      SIGKILL in the K-th checkpoint write, right after FILE is in its temp folder
     kill-replace:K         SIGKILL in the K-th checkpoint write, just before it is renamed into place
@@ -23,7 +23,7 @@ from test_loop import ToyTask  # noqa: E402
 
 from mambadiff.train import TrainConfig, Trainer  # noqa: E402
 from mambadiff.train import checkpoint as ckpt_io  # noqa: E402
-from mambadiff.train.interrupt import deferred_interrupt  # noqa: E402
+from mambadiff.train.interrupt import deferred_interrupt, exit_code  # noqa: E402
 
 STEPS = 10
 
@@ -114,4 +114,4 @@ if __name__ == "__main__":
         trainer.resume()
         print(f"ready at step {trainer.step}", flush=True)
         result = trainer.fit()
-    sys.exit(130 if result.interrupted else 0)
+    sys.exit(exit_code(result.stop_signal) if result.interrupted else 0)

@@ -42,9 +42,10 @@ def train_command(config, resume, overrides):
         if split in metrics:
             m = metrics[split]
             msg += f"\n{split}: accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f} (n={m['n']})"
-    if result.interrupted:
+    if result.interrupted:  # 130 after Ctrl-C, 143 after SIGTERM (128 + the signal number)
+        from mambadiff.train.interrupt import exit_code
         click.echo(f"interrupted: {msg}; resume with --resume", err=True)
-        sys.exit(130)
+        sys.exit(exit_code(result.stop_signal))
     click.echo(msg)
 
 

@@ -50,9 +50,10 @@ def train_command(config, resume, overrides):
     except (DataError, ConfigError, FileExistsError, FileNotFoundError, ValueError) as e:
         _fail(e)
     msg = f"step {result.step} in {result.seconds:.0f}s ({result.tokens_per_s:,.0f} tokens/s); checkpoint {result.checkpoint}"
-    if result.interrupted:
+    if result.interrupted:  # 130 after Ctrl-C, 143 after SIGTERM (128 + the signal number)
+        from mambadiff.train.interrupt import exit_code
         click.echo(f"interrupted: {msg}; resume with --resume", err=True)
-        sys.exit(130)
+        sys.exit(exit_code(result.stop_signal))
     click.echo(msg)
 
 

@@ -24,6 +24,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -172,24 +173,37 @@ def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(path, f"not a readable safetensors file (truncated or damaged?): {e}") from None
 
 
+def nonfinite_tensors(tensors: Mapping[str, torch.Tensor]) -> list[str]:
+    """The names of the floating-point tensors that hold a NaN or an infinity, sorted."""
+    return sorted(k for k, v in tensors.items()
+                  if (v.is_floating_point() or v.is_complex()) and not bool(torch.isfinite(v).all()))
+
+
+def first_names(names: list[str], n: int = 3) -> str:
+    """``a, b, c and 4 more``: the first ``n`` names of a list, for an error message."""
+    more = f" and {len(names) - n} more" if len(names) > n else ""
+    return ", ".join(names[:n]) + more
+
+
 def check_weights(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor],
                   expected: Mapping[str, torch.Tensor], target: str = "this model") -> None:
     """Check a weights file's ``tensors`` against ``expected`` (a model's ``state_dict()``): the same
-    names with the same shapes. Otherwise ``CheckpointError`` naming ``path`` with the first missing,
-    unexpected and wrong-shape names, e.g. ``PATH: does not fit this model (missing a, b; w has
-    shape (3, 4), this model needs (4, 4))``; ``target`` names what the weights should fit."""
+    names with the same shapes, and every value finite. Otherwise ``CheckpointError`` naming ``path``
+    with the first missing, unexpected and wrong-shape names, e.g. ``PATH: does not fit this model
+    (missing a, b; w has shape (3, 4), this model needs (4, 4))``, or the tensors holding NaN or
+    infinity (weights of a diverged run); ``target`` names what the weights should fit."""
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
     wrong = sorted(k for k in set(expected) & set(tensors) if tuple(tensors[k].shape) != tuple(expected[k].shape))
     if not (missing or unexpected or wrong):
+        bad = nonfinite_tensors(tensors)
+        if bad:
+            raise CheckpointError(path, f"holds NaN or infinite values in {first_names(bad)} (the run "
+                                        f"diverged before these weights were saved); use an earlier checkpoint")
         return
 
-    def first(names: list[str]) -> str:
-        more = f" and {len(names) - 3} more" if len(names) > 3 else ""
-        return ", ".join(names[:3]) + more
-
-    parts = [f"missing {first(missing)}"] if missing else []
-    parts += [f"unexpected {first(unexpected)}"] if unexpected else []
+    parts = [f"missing {first_names(missing)}"] if missing else []
+    parts += [f"unexpected {first_names(unexpected)}"] if unexpected else []
     if wrong:
         k = wrong[0]
         others = f" ({len(wrong) - 1} more of other shapes)" if len(wrong) > 1 else ""
@@ -302,17 +316,26 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
 
 
 def run_config(cfg, resume: bool):
-    """The config a run trains with. A run folder that already holds checkpoints is refused without
-    ``resume``; with it, the folder's saved config is used (the model and data must be the ones the
-    checkpoint was trained with), taking only ``train.steps`` and ``train.max_minutes`` from ``cfg``."""
+    """The config a run trains with. The folder given (``cfg.run_dir``) is the run, wherever it was
+    first trained: a moved or copied run folder resumes in its new place.
+
+    A run folder that already holds checkpoints is refused without ``resume``; with it, the folder's
+    saved config is used (the model and data must be the ones the checkpoint was trained with),
+    taking only ``run_dir``, ``train.steps`` and ``train.max_minutes`` from ``cfg``. ``resume`` on a
+    folder without a checkpoint starts a fresh run and says so on stderr (so one job script with
+    ``--resume`` serves the first start and every requeue)."""
     run_dir = Path(cfg.run_dir)
     last = latest_checkpoint(run_dir)
     if last is None:
+        if resume:
+            print(f"--resume: {run_dir} holds no checkpoint (no checkpoints/step_*): starting a fresh run",
+                  file=sys.stderr, flush=True)
         return cfg
     if not resume:
         raise FileExistsError(f"{run_dir} already holds checkpoints: pass --resume to continue it, "
                               f"or choose another run_dir")
     saved = from_dict(type(cfg), read_json(run_dir / "config.json"))
+    saved.run_dir = cfg.run_dir
     saved.train.steps, saved.train.max_minutes = cfg.train.steps, cfg.train.max_minutes
     return saved
 

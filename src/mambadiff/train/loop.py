@@ -43,6 +43,13 @@ class CheckpointFallbackWarning(UserWarning):
     """The newest checkpoint of a run did not load; resume continued from an older one."""
 
 
+class TrainingDivergedError(ValueError):
+    """The loss or the weights stopped being finite (NaN or infinity); the message names the step.
+
+    Raised before the step's update and before any checkpoint of such weights is written, so the run
+    folder's newest checkpoint is the last good state."""
+
+
 @dataclass
 class TrainResult:
     step: int
@@ -52,6 +59,7 @@ class TrainResult:
     seconds: float = 0.0
     tokens_per_s: float = 0.0
     interrupted: bool = False
+    stop_signal: int = 0  # the signal that stopped it (signal.SIGINT, signal.SIGTERM), 0 if none
     best: dict = field(default_factory=dict)  # {"metric", "value", "step", "checkpoint"} or {}
 
 
@@ -119,7 +127,20 @@ class Trainer:
         """The weights used for evaluation and sampling: EMA when enabled."""
         return self.ema.copy_model(self.model) if self.ema is not None else self.model
 
+    def _diverged(self, step: int, what: str) -> TrainingDivergedError:
+        newest = ckpt_io.latest_checkpoint(self.run_dir) if self.dist.is_main else None
+        kept = f"the newest checkpoint, {newest}, is kept" if newest else "no checkpoint was written"
+        return TrainingDivergedError(
+            f"step {step}: {what}: training stopped ({kept}); lower train.lr, set train.grad_clip "
+            f"(e.g. 1.0) or train from an earlier checkpoint")
+
     def _write_checkpoint(self, folder: Path, with_optimizer: bool = True) -> Path:
+        for name, weights in (("model", self.model.state_dict()),
+                              ("EMA", self.ema.state_dict() if self.ema else {})):
+            bad = ckpt_io.nonfinite_tensors(weights)
+            if bad:  # never write a checkpoint that cannot be used
+                raise self._diverged(self.step, f"the {name} weights hold NaN or infinite values "
+                                                f"({ckpt_io.first_names(bad)}), {folder.name} not written")
         state = {"step": self.step, "train_seconds": self.train_seconds(),
                  "order": self.order.state_dict(), "rng": rng_state(),
                  "task": self.task.state_dict(), "last_eval": self.last_eval, "best": self.best}
@@ -226,6 +247,8 @@ class Trainer:
         self.train_seconds_before = float(state.get("train_seconds", 0.0))
         self.last_eval = state.get("last_eval", {})
         self.best = state.get("best", {})
+        if self.best.get("checkpoint"):  # the folder given is the run, wherever it was trained before
+            self.best["checkpoint"] = str(self.run_dir / "checkpoints" / "best")
         self._saved = (self.step, folder)
         self.log.truncate_after(self.step)
 
@@ -289,6 +312,9 @@ class Trainer:
             with cm:
                 with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
                     loss, metrics = self.task.loss(self.ddp_model, batch, ctx)
+                value = float(loss.detach())
+                if not math.isfinite(value):  # before backward: this step's update never happens
+                    raise self._diverged(self.step + 1, f"the loss is {value}")
                 # the loss is a mean over this micro-batch; the step optimises the mean over the
                 # global batch (DDP averages gradients over ranks)
                 self.scaler.scale(loss / cfg.grad_accum).backward()
@@ -320,10 +346,11 @@ class Trainer:
         return flag
 
     def fit(self) -> TrainResult:
-        """Train to ``cfg.steps``; on Ctrl-C (or the time budget) stop at a step boundary and save.
+        """Train to ``cfg.steps``; on Ctrl-C or SIGTERM (or the time budget) stop at a step boundary
+        and save. A non-finite loss raises ``TrainingDivergedError`` (nothing of that step is saved).
 
-        A first SIGINT lets the current step (or evaluation) finish, then a checkpoint is saved and
-        the result says ``interrupted``; a second one raises KeyboardInterrupt at once."""
+        A first SIGINT or SIGTERM lets the current step (or evaluation) finish, then a checkpoint is saved and
+        the result says ``interrupted`` and ``stop_signal``; a second one stops at once."""
         with interrupt.deferred_interrupt():
             try:
                 return self._fit()
@@ -377,8 +404,9 @@ class Trainer:
             path = self._saved[1]  # this state is on disk already (saved just now, or resumed from)
         else:
             path = self.save()  # atomic: a second Ctrl-C here leaves the previous checkpoint intact
-        seconds = clock() - start
+        seconds, stop_signal = clock() - start, interrupt.stop_signal()
         self.train_seconds_before, self._fit_start = self.train_seconds(), None  # the clock stops with fit()
         return TrainResult(step=self.step, run_dir=self.run_dir, checkpoint=path, last_eval=self.last_eval,
                            seconds=seconds, tokens_per_s=total_tokens / max(seconds, 1e-9),
-                           interrupted=interrupted, best=dict(self.best))
+                           interrupted=interrupted, stop_signal=stop_signal if interrupted else 0,
+                           best=dict(self.best))

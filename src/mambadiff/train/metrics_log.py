@@ -12,7 +12,7 @@ from pathlib import Path
 
 from mambadiff.fileio import atomic_write_text
 
-__all__ = ["MetricsLog", "tensorboard_writer_class"]
+__all__ = ["MetricsLog", "json_record", "tensorboard_writer_class"]
 
 
 def tensorboard_writer_class():
@@ -25,8 +25,25 @@ def tensorboard_writer_class():
     return SummaryWriter
 
 
+def json_record(record: dict) -> str:
+    """One line of strict JSON: a NaN or infinite number (which ``json.dumps`` would write as the
+    non-JSON ``NaN`` / ``Infinity``) becomes ``null``."""
+    return json.dumps(_finite_or_null(record), allow_nan=False)
+
+
+def _finite_or_null(value):
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_null(v) for v in value]
+    return value
+
+
 class MetricsLog:
-    """Append-only JSONL of train/eval records, mirrored to TensorBoard when asked."""
+    """Append-only JSONL of train/eval records (strict JSON: a non-finite value is ``null``),
+    mirrored to TensorBoard when asked."""
 
     def __init__(self, path: Path, enabled: bool, tensorboard: bool = False):
         self.path, self.enabled = Path(path), enabled
@@ -55,7 +72,7 @@ class MetricsLog:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(json_record(record) + "\n")
         if self._writer_class is not None:
             self._tensorboard(record)
 

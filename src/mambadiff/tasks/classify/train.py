@@ -75,20 +75,42 @@ def train_classifier(cfg: ClassifyConfig, resume: bool = False, progress: bool =
     """Train a classifier as ``cfg`` says; returns (TrainResult, model, tokenizer, final metrics).
 
     The final metrics (also in run_dir/final_metrics.json) hold the parameter counts and the valid and
-    test metrics of the final weights. ``resume`` continues the run folder's latest checkpoint; without
-    it, a run folder that already has checkpoints is refused.
+    test metrics of the final weights. ``resume`` continues the run folder's latest checkpoint (a folder
+    without one starts fresh, saying so); without it, a run folder that already has checkpoints is
+    refused. The run holds ``run_dir/.lock`` for its life (``mambadiff.train.run_lock``): a second run
+    on the same folder is refused before it writes. A Ctrl-C or SIGTERM during start-up or training
+    ends in a checkpoint (``mambadiff.train.interrupt``).
     """
-    from mambadiff.train import Trainer, seed_everything
+    from mambadiff.train import seed_everything
     from mambadiff.train.distributed import setup_distributed
+    from mambadiff.train.interrupt import deferred_interrupt
+    from mambadiff.train.run_lock import run_lock
 
     cfg.validate()
-    run_dir = Path(cfg.run_dir)
-    cfg = run_config(cfg, resume)
     dist_info = setup_distributed(cfg.train.device)
-    seed_everything(cfg.train.seed)
+    with run_lock(cfg.run_dir, enabled=dist_info.is_main):
+        with deferred_interrupt():
+            cfg = run_config(cfg, resume)
+            seed_everything(cfg.train.seed)
+            trainer, tok, splits, sets = build_classify_trainer(cfg, dist_info, verbose)
+            if resume and trainer.resume():
+                if verbose:
+                    print(f"resumed from step {trainer.step}")
+            trainer.cfg.progress = progress and trainer.cfg.progress
+            result = trainer.fit()
+        final_model, metrics = final_metrics(cfg, trainer, result, splits, sets, dist_info, verbose)
+    return result, final_model, tok, metrics
+
+
+def build_classify_trainer(cfg: ClassifyConfig, dist_info, verbose: bool):
+    """Data splits, tokenizer, model, task and ``Trainer`` of a classification run (writes the run's
+    config.json and tokenizer/): (trainer, tokenizer, splits, (train, valid, test) datasets)."""
+    from mambadiff.train import Trainer
+    from mambadiff.train.distributed import barrier
+
+    run_dir = Path(cfg.run_dir)
     splits = load_splits(cfg, verbose=verbose and dist_info.is_main)
     cfg.data.label_map, cfg.data.label_names = splits.label_map, splits.label_names
-    from mambadiff.train.distributed import barrier
     if dist_info.is_main:  # the main process writes run_dir/tokenizer, the others read it
         tok = prepare_tokenizer(cfg, (t for t, _ in splits.train))
     barrier()
@@ -110,11 +132,13 @@ def train_classifier(cfg: ClassifyConfig, resume: bool = False, progress: bool =
     task = ClassificationTask(cfg, train_set, valid_set)
     trainer = Trainer(model, task, cfg.train, run_dir, full, dist_info=dist_info,
                       write_extra=lambda folder: tok.save(folder / "tokenizer"))
-    if resume and trainer.resume():
-        if verbose:
-            print(f"resumed from step {trainer.step}")
-    trainer.cfg.progress = progress and trainer.cfg.progress
-    result = trainer.fit()
+    return trainer, tok, splits, (train_set, valid_set, test_set)
+
+
+def final_metrics(cfg: ClassifyConfig, trainer, result, splits, sets, dist_info, verbose: bool):
+    """(the final model, its metrics): the weights of the best evaluation with ``train.best_metric``
+    (else the last), scored on the valid and test splits; written to run_dir/final_metrics.json."""
+    _, valid_set, test_set = sets
     final_model = trainer.eval_model()
     if result.best:  # train.best_metric: report the weights of the best evaluation (early stopping)
         final_model.load_state_dict(load_state(result.best["checkpoint"], ema=trainer.ema is not None))
@@ -128,6 +152,6 @@ def train_classifier(cfg: ClassifyConfig, resume: bool = False, progress: bool =
     if dist_info.is_main:
         for name, ds in (("valid", valid_set), ("test", test_set)):
             if ds is not None and len(ds):
-                metrics[name] = evaluate_classifier(final_model, ds, d.eval_batch_size, splits.label_names)
-        atomic_write_json(run_dir / "final_metrics.json", metrics)
-    return result, final_model, tok, metrics
+                metrics[name] = evaluate_classifier(final_model, ds, cfg.data.eval_batch_size, splits.label_names)
+        atomic_write_json(Path(cfg.run_dir) / "final_metrics.json", metrics)
+    return final_model, metrics

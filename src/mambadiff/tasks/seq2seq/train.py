@@ -297,28 +297,32 @@ def train_seq2seq(cfg: Seq2SeqConfig, resume: bool = False, progress: bool = Tru
     """Train a diffusion seq2seq model as ``cfg`` says; returns (TrainResult, model, tokenizer).
 
     Works single-process or under torchrun (DDP). ``resume`` continues from the run folder's latest
-    checkpoint bit-for-bit; without it, a run folder that already has checkpoints is refused.
+    checkpoint bit-for-bit (a folder without one starts fresh, saying so); without it, a run folder
+    that already has checkpoints is refused. The run holds ``run_dir/.lock`` for its life
+    (``mambadiff.train.run_lock``): a second run on the same folder is refused before it writes.
     """
     from mambadiff.train import seed_everything
     from mambadiff.train.checkpoint import atomic_write_json, ensure_writable
     from mambadiff.train.distributed import setup_distributed
     from mambadiff.train.interrupt import deferred_interrupt
+    from mambadiff.train.run_lock import run_lock
 
     cfg.validate()
     run_dir = Path(cfg.run_dir)
-    with deferred_interrupt():  # a Ctrl-C during start-up still ends in a checkpoint (train.interrupt)
+    with deferred_interrupt():  # a Ctrl-C or SIGTERM during start-up still ends in a checkpoint
         dist_info = setup_distributed(cfg.train.device)
-        cfg = run_config(cfg, resume)
-        if dist_info.is_main:
-            ensure_writable(run_dir)
-        seed_everything(cfg.train.seed)
-        trainer, tok = build_seq2seq_trainer(cfg, dist_info)
-        if dist_info.is_main:
-            atomic_write_json(run_dir / "config.json", trainer.full_config)
-        if resume and trainer.resume():
-            print(f"resumed from step {trainer.step}")
-        trainer.cfg.progress = progress and trainer.cfg.progress
-        result = trainer.fit()
+        with run_lock(run_dir, enabled=dist_info.is_main):
+            cfg = run_config(cfg, resume)
+            if dist_info.is_main:
+                ensure_writable(run_dir)
+            seed_everything(cfg.train.seed)
+            trainer, tok = build_seq2seq_trainer(cfg, dist_info)
+            if dist_info.is_main:
+                atomic_write_json(run_dir / "config.json", trainer.full_config)
+            if resume and trainer.resume():
+                print(f"resumed from step {trainer.step}")
+            trainer.cfg.progress = progress and trainer.cfg.progress
+            result = trainer.fit()
     return result, trainer.eval_model(), tok
 
 
