@@ -194,3 +194,26 @@ def test_weights_that_do_not_fit_the_config_name_the_file(tiny_run, tmp_path):
     (ckpt / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(ValueError, match=r"ema.safetensors: does not fit .*shape"):
         load_seq2seq_model(ckpt)
+
+
+def test_a_classification_run_is_named_as_such(tiny_run, tmp_path):
+    import shutil
+
+    from mambadiff.train.checkpoint import resolve_checkpoint
+    folder = tmp_path / "classify_ckpt"
+    shutil.copytree(resolve_checkpoint(tiny_run), folder)
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["param_match"] = {"enabled": True}  # what a classification run's config.json holds
+    (folder / "config.json").write_text(json.dumps(cfg))
+    r = gen(folder, "--text", "how do i learn python?")
+    assert r.exit_code != 0 and "a classification run" in r.output and "classify eval" in r.output
+    assert "Traceback" not in r.output
+
+
+def test_sources_from_a_closed_stdin_are_a_clear_error(tiny_run):
+    env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+           "MAMBADIFF_PROGRESS": "off"}
+    for args in (["--text", "-"], ["--data", "-"]):
+        r = subprocess.run([sys.executable, "-m", "mambadiff", "generate", "--checkpoint", str(tiny_run), *args],
+                           env=env, capture_output=True, text=True, timeout=120, preexec_fn=lambda: os.close(0))
+        assert r.returncode == 2 and "stdin is closed" in r.stderr and "Traceback" not in r.stderr, r.stderr

@@ -195,6 +195,8 @@ def _source_rows(data_path, texts, split):
 
 def _stdin_rows(data_path):
     from mambadiff.tasks.generation_io import iter_jsonl_rows, iter_text_rows
+    if sys.stdin is None or sys.stdin.closed:
+        raise click.UsageError("the sources come from stdin (- was given), but stdin is closed")
     if data_path == "-":
         return iter_jsonl_rows(sys.stdin.buffer, "<stdin>")
     return iter_text_rows(sys.stdin, "<stdin>")

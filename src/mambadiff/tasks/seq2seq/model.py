@@ -14,7 +14,11 @@ from .config import Seq2SeqConfig
 def load_seq2seq_model(path: str | Path, ema: bool = True, device: str = "cpu"):
     """(model, tokenizer, config) from a run folder (latest checkpoint) or a checkpoint folder."""
     folder = resolve_checkpoint(path)
-    cfg = from_dict(Seq2SeqConfig, read_json(folder / "config.json"))
+    saved = read_json(folder / "config.json")
+    if isinstance(saved, dict) and "param_match" in saved:  # ClassifyConfig's own section
+        raise ValueError(f"{path}: a classification run (its config.json has param_match); "
+                         "`mambadiff classify eval --checkpoint` reads it, `generate` reads diffusion seq2seq runs")
+    cfg = from_dict(Seq2SeqConfig, saved)
     tok = load_tokenizer(folder / "tokenizer")
     model = Denoiser(cfg.model)
     load_weights(folder, model, ema=ema)
