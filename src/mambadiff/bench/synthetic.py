@@ -242,43 +242,16 @@ def run_synthetic_benchmark(
                                            seed=seed)
             task = SyntheticTask(task_cfg)  # the same data for every model
             for model_name in models:
-                # the transformer's learned positions (max_len) and S4's kernel (s4.l_max) cover exactly l
-                shape = ({"d_model": d_model, "n_layers": n_layers} if task_cfg.task != "mqar" else
-                         mqar_backbone_shape(model_name, d_model, n_layers, mqar_shapes))
-                backbone = BackboneConfig(name=model_name, **shape, bidirectional=False,
-                                          max_len=task_cfg.seq_len)
-                if model_name == "s4":
-                    backbone = backbone.with_layer(l_max=task_cfg.seq_len)
-                seed_everything(seed)  # the same init seed for every pair
-                model = task.build_model(backbone)
+                backbone = pair_backbone(model_name, task_cfg, d_model, n_layers, mqar_shapes)
                 train_cfg = TrainConfig(steps=run_steps, batch_size=batch_size, lr=run_lr,
                                         warmup_steps=max(1, run_steps // 10), lr_decay="linear",
                                         grad_clip=1.0, log_every=max(1, run_steps // 20), seed=seed,
                                         num_threads=num_threads, progress=progress,
                                         keep_checkpoints=1)
-                full_config = {"task": asdict(task_cfg), "backbone": asdict(backbone),
-                               "train": asdict(train_cfg)}
-                trainer = Trainer(model, task, train_cfg, root / f"{run_name}_{model_name}", full_config,
-                                  dist_info=DistInfo(device=dev))
-                t0 = time.perf_counter()
-                result = trainer.fit()
-                seconds = time.perf_counter() - t0
-                if result.interrupted:  # Ctrl-C: stop the whole benchmark, not just this run
-                    raise KeyboardInterrupt
-                ev = result.last_eval
-                records.append({
-                    "task": task_cfg.task, "model": model_name, "params": model.num_parameters(),
-                    "accuracy": ev.get("accuracy", float("nan")),
-                    "seq_accuracy": ev.get("seq_accuracy", float("nan")),
-                    "chance": 1.0 / task.num_answer_symbols,
-                    "eval_loss": ev.get("loss", float("nan")),
-                    "train_seconds": seconds, "steps": result.step, "lr": run_lr, "seq_len": task_cfg.seq_len,
-                    "num_kv_pairs": task_cfg.num_kv_pairs if task_cfg.task == "mqar" else None,
-                    "d_model": backbone.d_model, "n_layers": backbone.n_layers, "seed": seed,
-                })
+                records.append(train_pair(task, backbone, train_cfg, root / f"{run_name}_{model_name}", dev))
                 if progress:
                     r = records[-1]
-                    print(f"{run_name} / {model_name}: accuracy {r['accuracy']:.3f} ({seconds:.1f} s)",
+                    print(f"{run_name} / {model_name}: accuracy {r['accuracy']:.3f} ({r['train_seconds']:.1f} s)",
                           file=sys.stderr, flush=True)
 
     if progress:
@@ -294,6 +267,41 @@ def run_synthetic_benchmark(
                                   (MQAR_SHAPES if mqar_shapes is None else mqar_shapes).items()}}
         atomic_write_text(json_path, json.dumps({"config": config, "results": records}, indent=2) + "\n")
     return records
+
+
+def pair_backbone(model_name: str, task_cfg: SyntheticTaskConfig, d_model: int, n_layers: int,
+                  mqar_shapes: Mapping[str, MQARShape] | None) -> BackboneConfig:
+    """The causal backbone of ``model_name`` on a task: the shared shape, or its own on MQAR; the
+    transformer's learned positions (max_len) and S4's kernel (s4.l_max) cover exactly the length."""
+    shape = ({"d_model": d_model, "n_layers": n_layers} if task_cfg.task != "mqar" else
+             mqar_backbone_shape(model_name, d_model, n_layers, mqar_shapes))
+    backbone = BackboneConfig(name=model_name, **shape, bidirectional=False, max_len=task_cfg.seq_len)
+    return backbone.with_layer(l_max=task_cfg.seq_len) if model_name == "s4" else backbone
+
+
+def train_pair(task: SyntheticTask, backbone: BackboneConfig, train_cfg: TrainConfig, folder: Path, device) -> dict:
+    """Train one (task setting, backbone) pair from the same init seed and return its record."""
+    task_cfg = task.cfg
+    seed_everything(train_cfg.seed)  # the same init seed for every pair
+    model = task.build_model(backbone)
+    full_config = {"task": asdict(task_cfg), "backbone": asdict(backbone), "train": asdict(train_cfg)}
+    trainer = Trainer(model, task, train_cfg, folder, full_config, dist_info=DistInfo(device=device))
+    t0 = time.perf_counter()
+    result = trainer.fit()
+    seconds = time.perf_counter() - t0
+    if result.interrupted:  # Ctrl-C: stop the whole benchmark, not just this run
+        raise KeyboardInterrupt
+    ev = result.last_eval
+    return {
+        "task": task_cfg.task, "model": backbone.name, "params": model.num_parameters(),
+        "accuracy": ev.get("accuracy", float("nan")),
+        "seq_accuracy": ev.get("seq_accuracy", float("nan")),
+        "chance": 1.0 / task.num_answer_symbols,
+        "eval_loss": ev.get("loss", float("nan")),
+        "train_seconds": seconds, "steps": result.step, "lr": train_cfg.lr, "seq_len": task_cfg.seq_len,
+        "num_kv_pairs": task_cfg.num_kv_pairs if task_cfg.task == "mqar" else None,
+        "d_model": backbone.d_model, "n_layers": backbone.n_layers, "seed": train_cfg.seed,
+    }
 
 
 def format_table(records: list[dict]) -> str:

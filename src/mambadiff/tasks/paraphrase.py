@@ -90,6 +90,7 @@ class Paraphraser:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.cfg = cfg
+        self._samplers: dict[tuple, Any] = {}  # sampler settings -> sampler object (see `sampler`)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, device: str | torch.device = "cpu", ema: bool = True) -> Paraphraser:
@@ -121,8 +122,12 @@ class Paraphraser:
         return settings
 
     def sampler(self, settings: GenerationSettings):
-        """The sampler object of ``settings`` (`mambadiff.diffusion.samplers`)."""
-        return build_sampler(self.cfg, self.tokenizer, settings.sampler)
+        """The sampler object of ``settings`` (`mambadiff.diffusion.samplers`), built once per settings:
+        every batch and sample of a run reuses it (a sampler holds no per-batch state)."""
+        key = (settings.process, tuple(settings.sampler.option_values().items()))
+        if key not in self._samplers:
+            self._samplers[key] = build_sampler(self.cfg, self.tokenizer, settings.sampler)
+        return self._samplers[key]
 
     # ---- one batch -----------------------------------------------------------------------------
     def layout(self, rows: Sequence[SourceRow]) -> LaidOutBatch:

@@ -53,9 +53,13 @@ class Sampler(ABC):
                progress: bool = False) -> Any:
         """``prepare``, ``step`` until ``done``, ``finish``; runs under ``torch.no_grad``."""
         state = self.prepare(model, input_ids, input_mask, generator, attention_mask)
+        self.run(model, state, progress)
+        return self.finish(model, state)
+
+    def run(self, model, state: Any, progress: bool = False) -> None:
+        """``step`` until ``done`` (a progress bar over ``num_steps`` when ``progress``)."""
         bar = progress_bar(self.num_steps, f"{self.name} sampling", enabled=progress)
         while not self.done(state):
             self.step(model, state)
             bar.update(1)
         bar.close()
-        return self.finish(model, state)

@@ -318,8 +318,7 @@ class MaskedSampler(Sampler):
         """Every decoded row for explicit ``length_offset`` (see `prepare`): b * B rows for a (b, B) offset."""
         with torch.no_grad():
             state = self.prepare(model, input_ids, input_mask, generator, attention_mask, length_offset)
-            while not self.done(state):
-                self.step(model, state)
+            self.run(model, state)
             return self.decoded(state)
 
 
