@@ -85,9 +85,14 @@ def test_good_file_and_overrides_apply_in_order(tmp_path):
     assert load_config(Seq2SeqConfig, empty) == load_config(Seq2SeqConfig)
 
 
+LM_CONFIGS = {"shakespeare-char", "imdb-bytes"}
+
+
 @pytest.mark.parametrize("name", sorted(p.stem for p in SHIPPED_CONFIGS.glob("*.yaml")))
 def test_shipped_configs_load(name):
-    load_config(ClassifyConfig if name in CLASSIFY_CONFIGS else Seq2SeqConfig, name)
+    from mambadiff.tasks.lm import LMConfig
+    schema = ClassifyConfig if name in CLASSIFY_CONFIGS else LMConfig if name in LM_CONFIGS else Seq2SeqConfig
+    load_config(schema, name).validate()
 
 
 @pytest.mark.parametrize("command", [["train"], ["classify", "train"]])

@@ -13,7 +13,8 @@ Every backbone maps ``x (b, l, d)`` and a right-padded ``mask (b, l)`` (True at 
                          ``d_intermediate`` and ``attn_layer_idx``: ``mlp_dim > 0`` adds a gated MLP
                          block x + MLP(RMSNorm(x)) after each mixer; ``attn_layers`` makes those layers
                          Transformer layers (self-attention + FFN), a hybrid in the manner of Jamba and
-                         Mamba-2-Hybrid (no position encoding: the SSM layers carry order)
+                         Mamba-2-Hybrid (no position encoding: the SSM layers carry order);
+                         ``norm_eps`` sets the RMSNorms' eps (default: the dtype's machine epsilon)
     transformer          pre-norm ``nn.TransformerEncoderLayer`` stack with learned positions and a
                          key-padding mask (the DiffuSeq baseline; BERT-base is 12 x 768, 12 heads, ff 3072)
     lstm                 stacked (bi)LSTM over packed sequences
@@ -63,6 +64,8 @@ class BackboneConfig:
     mlp_dim: int = 0             # gated MLP width after each mixer (0: none, as in Mamba)
     attn_layers: list[int] = field(default_factory=list)  # layer indices that are
     #                              Transformer layers (n_heads, ff_dim) instead of SSM mixers (a hybrid)
+    norm_eps: float | None = None  # eps of the stack's RMSNorms (None: the dtype's machine epsilon,
+    #                              torch.nn.RMSNorm's default); Hugging Face Mamba checkpoints use 1e-5
     # transformer (and the attention layers of a hybrid: n_heads, ff_dim)
     n_heads: int = 4
     ff_dim: int = 0              # 0: 4 * d_model
@@ -134,8 +137,10 @@ class BackboneConfig:
             raise ValueError("a bidirectional LSTM backbone needs an even d_model")
         if self.mlp_dim < 0:
             raise ValueError(f"backbone.mlp_dim must be >= 0, got {self.mlp_dim}")
-        if (self.mlp_dim or self.attn_layers) and self.name not in SSM_BACKBONES:
-            raise ValueError(f"backbone.mlp_dim and backbone.attn_layers apply to {sorted(SSM_BACKBONES)} "
+        if self.norm_eps is not None and not self.norm_eps > 0:
+            raise ValueError(f"backbone.norm_eps must be > 0 or null, got {self.norm_eps}")
+        if (self.mlp_dim or self.attn_layers or self.norm_eps is not None) and self.name not in SSM_BACKBONES:
+            raise ValueError(f"backbone.mlp_dim, attn_layers and norm_eps apply to {sorted(SSM_BACKBONES)} "
                              f"stacks, not {self.name!r}")
         if self.attn_layers:
             bad = [i for i in self.attn_layers if not 0 <= i < self.n_layers]
@@ -187,26 +192,28 @@ class ResidualStack(nn.Module):
 
     def __init__(self, d_model: int, make_mixer: Callable[[], nn.Module], n_layers: int, dropout: float,
                  mlp_dim: int = 0, make_attention: Callable[[], nn.Module] | None = None,
-                 attn_layers: tuple[int, ...] | list[int] = (), causal: bool = False):
+                 attn_layers: tuple[int, ...] | list[int] = (), causal: bool = False,
+                 norm_eps: float | None = None):
         super().__init__()
         self.d_model = d_model
         self.attn_layers = frozenset(attn_layers)
         if self.attn_layers and make_attention is None:
             raise ValueError("attn_layers needs make_attention")
         self.causal = causal
-        # eps=None: torch.nn.RMSNorm's default (finfo eps), fused on CPU
-        self.norms = nn.ModuleList(nn.Identity() if i in self.attn_layers else RMSNorm(d_model, eps=None)
+        # norm_eps=None: torch.nn.RMSNorm's default (finfo eps), fused on CPU; checkpoints trained
+        # elsewhere (Hugging Face Mamba: 1e-5) need their own eps for the same outputs
+        self.norms = nn.ModuleList(nn.Identity() if i in self.attn_layers else RMSNorm(d_model, eps=norm_eps)
                                    for i in range(n_layers))
         self.mixers = nn.ModuleList(make_attention() if i in self.attn_layers else make_mixer()
                                     for i in range(n_layers))
         if mlp_dim > 0:
             ssm = [i not in self.attn_layers for i in range(n_layers)]
-            self.mlp_norms = nn.ModuleList(RMSNorm(d_model, eps=None) if s else nn.Identity() for s in ssm)
+            self.mlp_norms = nn.ModuleList(RMSNorm(d_model, eps=norm_eps) if s else nn.Identity() for s in ssm)
             self.mlps = nn.ModuleList(GatedMLP(d_model, mlp_dim) if s else nn.Identity() for s in ssm)
         else:
             self.mlp_norms = self.mlps = None
         self.drop = nn.Dropout(dropout)
-        self.final_norm = RMSNorm(d_model, eps=None)
+        self.final_norm = RMSNorm(d_model, eps=norm_eps)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         mask = _check(x, mask, self.d_model)  # (b, l)
@@ -252,7 +259,7 @@ def _ssm_stack(cfg: BackboneConfig, make_layer: Callable[[], nn.Module]) -> nn.M
         make = make_layer
     return ResidualStack(cfg.d_model, make, cfg.n_layers, cfg.dropout, mlp_dim=cfg.mlp_dim,
                          make_attention=lambda: _transformer_layer(cfg), attn_layers=cfg.attn_layers,
-                         causal=not cfg.bidirectional)
+                         causal=not cfg.bidirectional, norm_eps=cfg.norm_eps)
 
 
 def _ssm_backbone(cfg: BackboneConfig) -> nn.Module:
