@@ -24,6 +24,7 @@ _COMMANDS = {
     "data": ("mambadiff.commands.data", "data_group", "Prepare data folders: qqp (QQP converter), builtin (built-in corpus)."),
     "bench": ("mambadiff.commands.bench", "bench_group", "Benchmarks: " + ", ".join(sorted(BENCH_COMMANDS)) + "."),
     "classify": ("mambadiff.commands.classify", "classify_group", "Sequence classification: train, eval."),
+    "ar": ("mambadiff.commands.ar", "ar_group", "Autoregressive paraphraser (the diffusion models' baseline): train, generate."),
     "lm": ("mambadiff.commands.lm", "lm_group", "Language models: train, eval, generate."),
 }
 

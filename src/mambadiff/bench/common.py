@@ -40,10 +40,10 @@ def time_and_peak(fn, device, repeats: int, warmup: int) -> tuple[float, float]:
         fn()
         _sync(device)
         times.append(time.perf_counter() - t0)
-    return statistics.median(times), _peak_growth_mb(fn, device)
+    return statistics.median(times), peak_growth_mb(fn, device)
 
 
-def _peak_growth_mb(fn, device: torch.device) -> float:
+def peak_growth_mb(fn, device: torch.device) -> float:
     gc.collect()
     if device.type == "cuda":
         torch.cuda.synchronize(device)

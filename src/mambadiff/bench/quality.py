@@ -42,7 +42,14 @@ def score_outputs(outputs, references, sources, bertscore: bool) -> dict:
 
 def run_recipe(spec: str, run_dir: Path, minutes: float, threads: int, split: str, limit: int,
                bertscore: bool, progress: bool = False) -> tuple[dict, list[dict]]:
-    """Train and sample one recipe; returns (its row, the generated records)."""
+    """Train and sample one recipe (diffusion, or autoregressive: `ar_recipe`); returns (its row, the
+    generated records)."""
+    from .ar_recipe import is_ar_recipe, run_ar_recipe
+    if is_ar_recipe(spec):
+        row, records = run_ar_recipe(spec, run_dir, minutes, threads, split, limit, progress)
+        row.update(score_outputs([r["recover"] for r in records], [r["reference"] for r in records],
+                                 [r["source"] for r in records], bertscore))
+        return row, records
     from mambadiff.config import load_config
     from mambadiff.data.seq2seq import load_seq2seq_split
     from mambadiff.tasks.paraphrase import generate

@@ -283,7 +283,12 @@ def params_command(configs):
                               if p.stem == "demo" or p.stem.startswith("qqp-"))
     rows = []
     for name in names:
-        cfg = _load_cfg(name, [])
-        rep = config_parameter_report(cfg)
+        if name.startswith("qqp-ar-"):  # the autoregressive baselines, sized against qqp-cpu
+            from mambadiff.tasks.ar import ARConfig, ar_parameter_report
+            cfg = load_config(ARConfig, name)
+            rep = ar_parameter_report(cfg)
+        else:
+            cfg = _load_cfg(name, [])
+            rep = config_parameter_report(cfg)
         rows.append([name, cfg.model.backbone.name, rep["embedding"], rep["backbone"], rep["other"], rep["total"]])
     click.echo(tabulate(rows, headers=["config", "backbone", "embedding", "backbone params", "other", "total"], intfmt=","))

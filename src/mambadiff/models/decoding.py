@@ -19,9 +19,14 @@ How each layer kind hands its prompt over to ``step`` (``prefill_backbone``):
 states keep their shapes); an attention layer attends to its row's cached positions. Rows are
 right-padded with their own lengths; a row's padding never reaches its state, so every row decodes
 exactly as it would alone.
+
+``reorder_cache`` picks (and repeats) rows of a cache by an index: beam search
+(``mambadiff.models.beam_search``) grows each prompt's row into its beams that way, and after each step
+hands every beam the state of the beam it continues.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,7 +39,7 @@ from .attention import sinusoidal_positions
 from .backbones import LSTMBackbone, ResidualStack, TransformerBackbone
 from .kv_cache import attention_prefill, attention_step
 
-__all__ = ["DecodeCache", "prefill_backbone", "step_backbone"]
+__all__ = ["DecodeCache", "prefill_backbone", "step_backbone", "reorder_cache"]
 
 
 @dataclass
@@ -45,6 +50,7 @@ class DecodeCache:
     layers: list[Any] = field(default_factory=list)
     positions: torch.Tensor | None = None  # (b,) long
     capacity: int = 0  # KV cache slots: the longest prompt plus the tokens that may follow
+    batch_dim: int = 0  # the batch dim of every tensor in ``layers``: 1 for the LSTM's (layers, b, d) h and c
 
 
 def prefill_backbone(backbone: nn.Module, x: torch.Tensor, lengths: torch.Tensor | None = None,
@@ -73,7 +79,8 @@ def prefill_backbone(backbone: nn.Module, x: torch.Tensor, lengths: torch.Tensor
         h, layers = _prefill_lstm(backbone, x, lengths)
     else:
         raise ValueError(f"cannot decode with a {type(backbone).__name__} backbone")
-    return h, DecodeCache(layers=layers, positions=lengths.clone(), capacity=capacity)
+    batch_dim = 1 if isinstance(backbone, LSTMBackbone) else 0  # torch's LSTM keeps (h, c) as (layers, b, d)
+    return h, DecodeCache(layers=layers, positions=lengths.clone(), capacity=capacity, batch_dim=batch_dim)
 
 
 def step_backbone(backbone: nn.Module, x_t: torch.Tensor, cache: DecodeCache) -> torch.Tensor:
@@ -94,6 +101,38 @@ def step_backbone(backbone: nn.Module, x_t: torch.Tensor, cache: DecodeCache) ->
         raise ValueError(f"cannot decode with a {type(backbone).__name__} backbone")
     cache.positions = positions + 1
     return h
+
+
+def reorder_cache(cache: DecodeCache, index: torch.Tensor) -> DecodeCache:
+    """A new cache whose row j is row ``index[j]`` of ``cache``; ``index (b',)`` may repeat and drop rows
+    (b' != b is fine). Every tensor of every layer's state is indexed along ``cache.batch_dim``, through
+    dataclasses, tuples, lists and dicts of any depth; other values (ints, None) are kept. The tensors
+    are copies, never views: a step writes KV caches in place, and two beams sharing one row's storage
+    would overwrite each other. ``cache`` itself is left as it was."""
+    b = cache.positions.shape[0]
+    index = torch.as_tensor(index, dtype=torch.long, device=cache.positions.device)  # (b',)
+    if index.ndim != 1 or (index.numel() and not 0 <= int(index.min()) <= int(index.max()) < b):
+        raise ValueError(f"index must be a (b',) tensor of rows in [0, {b}), got {index.tolist()}")
+    return DecodeCache(layers=_take_rows(cache.layers, index, cache.batch_dim),
+                       positions=cache.positions.index_select(0, index),  # (b',)
+                       capacity=cache.capacity, batch_dim=cache.batch_dim)
+
+
+def _take_rows(state: Any, index: torch.Tensor, dim: int) -> Any:
+    """``state`` with every tensor in it indexed by ``index`` along ``dim`` (see ``reorder_cache``)."""
+    if isinstance(state, torch.Tensor):
+        return state.index_select(dim, index.to(state.device))  # a copy, (.., b', ..)
+    if dataclasses.is_dataclass(state) and not isinstance(state, type):
+        # fields with init=False are left to __post_init__ (none of the states have any)
+        return dataclasses.replace(state, **{f.name: _take_rows(getattr(state, f.name), index, dim)
+                                             for f in dataclasses.fields(state) if f.init})
+    if isinstance(state, tuple) and hasattr(state, "_fields"):  # a namedtuple takes its fields by position
+        return type(state)(*(_take_rows(s, index, dim) for s in state))
+    if isinstance(state, (list, tuple)):
+        return type(state)(_take_rows(s, index, dim) for s in state)
+    if isinstance(state, dict):
+        return {key: _take_rows(s, index, dim) for key, s in state.items()}
+    return state
 
 
 def _prefill_stack(stack: ResidualStack, x: torch.Tensor, lengths: torch.Tensor, capacity: int):

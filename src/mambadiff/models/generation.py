@@ -63,7 +63,7 @@ def sample_next(logits: torch.Tensor, temperature: float = 0.0, top_k: int = 0, 
 
 
 def generate(model, prompt_ids, max_new_tokens: int, *, lengths=None, temperature: float = 0.0, top_k: int = 0,
-             top_p: float = 1.0, stop_ids: Sequence[int] = (), pad_id: int = 0,
+             top_p: float = 1.0, stop_ids: Sequence[int] = (), pad_id: int = 0, banned_ids: Sequence[int] = (),
              generator: torch.Generator | None = None) -> list[list[int]]:
     """Up to ``max_new_tokens`` new tokens for each prompt (see the module docstring).
 
@@ -80,6 +80,7 @@ def generate(model, prompt_ids, max_new_tokens: int, *, lengths=None, temperatur
     if max_new_tokens == 0:
         return out
     stops = torch.tensor(sorted(set(map(int, stop_ids))), dtype=torch.long, device=device)  # (stops,)
+    banned = torch.tensor(sorted(set(map(int, banned_ids))), dtype=torch.long, device=device)  # (banned,)
     was_training = model.training
     model.eval()
     try:
@@ -88,6 +89,7 @@ def generate(model, prompt_ids, max_new_tokens: int, *, lengths=None, temperatur
             logits, cache = model.prefill(ids, lengths, capacity=ids.shape[1] + max_new_tokens - 1)  # (b, v)
             done = torch.zeros(b, dtype=torch.bool, device=device)  # (b,)
             for t in range(max_new_tokens):
+                logits = logits.index_fill(-1, banned, float("-inf")) if len(banned) else logits  # (b, v)
                 token = sample_next(logits, temperature, top_k, top_p, generator)  # (b,)
                 for i in (~done).nonzero()[:, 0].tolist():
                     out[i].append(int(token[i]))

@@ -6,10 +6,10 @@ Glossary: b batch, l length, d model width, v vocab.
 
 Any causal backbone of the registry works (``bidirectional=False``): mamba, mamba2, s4d, s4, h3, their
 hybrids with attention layers, transformer, lstm. ``forward`` is the parallel path (training, scoring);
-``prefill`` + ``step`` are the recurrent one that ``generate`` (``mambadiff.models.generation``) drives:
-the prompt once through the parallel path, then one token at a time from each layer's state
-(``mambadiff.models.decoding``). ``save_pretrained`` writes ``config.json`` + ``model.safetensors``;
-``CausalLM.from_pretrained`` reads them back.
+``prefill`` + ``step`` are the recurrent one that ``generate`` (``mambadiff.models.generation``) and
+``beam_search`` (``mambadiff.models.beam_search``) drive: the prompt once through the parallel path,
+then one token at a time from each layer's state (``mambadiff.models.decoding``). ``save_pretrained``
+writes ``config.json`` + ``model.safetensors``; ``CausalLM.from_pretrained`` reads them back.
 """
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ from mambadiff.options import Options, option
 from mambadiff.train.checkpoint import CheckpointError, check_weights
 
 from .backbones import BackboneConfig, build_backbone, count_parameters
+from .beam_search import beam_search
 from .decoding import DecodeCache, prefill_backbone, step_backbone
 from .generation import generate
 
@@ -111,6 +112,11 @@ class CausalLM(nn.Module):
     def generate(self, prompt_ids, max_new_tokens: int, **kwargs) -> list[list[int]]:
         """``mambadiff.models.generation.generate`` on this model."""
         return generate(self, prompt_ids, max_new_tokens, **kwargs)
+
+    def beam_search(self, prompt_ids, beam_size: int, max_new_tokens: int, eos_id: int,
+                    **kwargs) -> list[list[int]]:
+        """``mambadiff.models.beam_search.beam_search`` on this model."""
+        return beam_search(self, prompt_ids, beam_size, max_new_tokens, eos_id, **kwargs)
 
     def parameter_report(self) -> dict[str, int]:
         return {"embedding": count_parameters(self.embedding), "backbone": count_parameters(self.backbone),

@@ -19,6 +19,8 @@ BENCH_COMMANDS = {
                  "Seq2seq training steps of whole configs side by side (tokens/s, speed vs the first)."),
     "quality": ("mambadiff.commands.bench.quality", "quality_command",
                 "Paraphrase quality of recipes trained for the same wall-clock (BLEU, ROUGE-L, repeats, ...)."),
+    "generation": ("mambadiff.commands.bench.generation", "generation_command",
+                   "Recurrent generation per backbone: tokens/s at each length, memory, prefill, transformers' Mamba."),
     "lm": ("mambadiff.commands.bench.lm", "lm_bench_command",
            "Language-model recipes at equal wall clock, nanoGPT beside them (loss, bits per byte)."),
     "curve": ("mambadiff.commands.bench.curve", "curve_command",
