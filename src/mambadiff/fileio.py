@@ -4,12 +4,43 @@ Write to a temporary file in the same folder, flush and fsync it, then ``os.repl
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Iterator
+
+
+# errno -> the words an error message uses (the C library's strerror is capitalised and terse)
+_REASONS = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
+            errno.EROFS: "read-only file system", errno.EACCES: "permission denied",
+            errno.EPERM: "operation not permitted", errno.EIO: "input/output error"}
+
+
+def os_error_reason(e: OSError) -> str:
+    """What went wrong, in lower case: ``no space left on device``, ``permission denied``, ..."""
+    return _REASONS.get(e.errno) or (e.strerror or str(e)).lower()
+
+
+def describe_os_error(e: OSError, action: str | None = None) -> str:
+    """A one-line message naming the file: ``PATH: cannot write: no space left on device``
+    (``action`` defaults to ``cannot write`` for a full disk or a read-only one, else ``cannot open``).
+
+    A temporary file of `atomic_open` (``.NAME.XXXX.tmp``) is named as the file it stands for, which
+    is the one the user knows. An OSError raised with a message of our own (no errno) is kept as is."""
+    if e.errno is None:
+        return str(e)
+    if action is None:
+        action = "cannot write" if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS) else "cannot open"
+    name = e.filename
+    if name is not None:
+        path = Path(os.fsdecode(name))
+        if path.name.startswith(".") and path.name.endswith(".tmp") and path.name.count(".") >= 3:
+            path = path.with_name(path.name[1:].rsplit(".", 2)[0])
+        return f"{path}: {action}: {os_error_reason(e)}"
+    return f"{action}: {os_error_reason(e)}"
 
 
 @contextmanager
@@ -30,6 +61,12 @@ def atomic_open(path: str | Path, mode: str = "w", **open_kwargs) -> Iterator[IO
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        if e.filename is None:  # a failed write or fsync names no file: name the one being written
+            raise OSError(e.errno, e.strerror, str(path)) from e
+        raise
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)

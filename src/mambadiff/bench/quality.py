@@ -30,8 +30,10 @@ COLUMNS = ["recipe", "bleu", "rouge_l", "bertscore", "ibleu", "copy_rate", "repe
 
 
 def score_outputs(outputs, references, sources, bertscore: bool) -> dict:
-    """The quality columns of one row."""
-    from mambadiff.metrics.generation import generation_metrics
+    """The quality columns of one row; the references and sources (the data's texts) are scored in the
+    form the models write (`comparable_texts`), as `mambadiff evaluate` does."""
+    from mambadiff.metrics.generation import comparable_texts, generation_metrics
+    references, sources = comparable_texts(references), comparable_texts(sources)
     m = generation_metrics(outputs, references, sources)
     row = {k: m[k] for k in ("bleu", "rouge_l", "ibleu", "copy_rate", "repeat_rate", "len_words")}
     if bertscore:  # empty outputs score 0
@@ -115,7 +117,8 @@ def run_quality_benchmark(recipes=DEFAULT_RECIPES, minutes: float = 10.0, thread
                 copy_inputs = ([r["source"] for r in records], [r["reference"] for r in records])
     sources, references = copy_inputs
     copy_row = {"recipe": "copy source", "n": len(sources)}
-    copy_row.update(score_outputs(sources, references, sources, bertscore))
+    from mambadiff.metrics.generation import comparable_texts
+    copy_row.update(score_outputs(comparable_texts(sources), references, sources, bertscore))
     rows.append(copy_row)
     print_table([{**r, "recipe": r["recipe"][:60]} for r in rows], [c for c in COLUMNS if bertscore or c != "bertscore"],
                 floatfmt=".4f")

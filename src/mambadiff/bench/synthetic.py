@@ -43,6 +43,7 @@ from mambadiff.tasks.synthetic import SyntheticTask, SyntheticTaskConfig
 from mambadiff.train import TrainConfig, Trainer, seed_everything
 from mambadiff.train.checkpoint import atomic_write_text
 from mambadiff.train.distributed import DistInfo
+from mambadiff.train.run_folder import check_runs_root
 
 # Quick defaults, tuned so that Mamba clearly beats S4D within a few CPU minutes.
 DEFAULT_D_MODEL = 64
@@ -229,6 +230,7 @@ def run_synthetic_benchmark(
                                   mqar_steps=mqar_steps, mqar_lr=mqar_lr)
     mqar_settings = check_mqar_settings(mqar_settings, mqar_num_symbols) if "mqar" in tasks else ()
     dev = _resolve_device(device)
+    check_runs_root(run_dir)  # before any training: a folder that holds other things is refused
 
     records: list[dict] = []
     with contextlib.ExitStack() as stack:

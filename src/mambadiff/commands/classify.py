@@ -11,6 +11,9 @@ FORMATS = ("auto", "sentiment140", "sst2", "imdb", "csv", "jsonl", "listops")
 
 
 def _fail(err: Exception) -> None:
+    if isinstance(err, OSError):  # a full disk, a missing permission: the file and the reason
+        from mambadiff.fileio import describe_os_error
+        err = describe_os_error(err)
     raise click.ClickException(" ".join(str(err).split()))  # one line
 
 
@@ -35,7 +38,7 @@ def train_command(config, resume, overrides):
     try:
         cfg = load_config(ClassifyConfig, config, overrides)
         result, _, _, metrics = train_classifier(cfg, resume=resume)
-    except (DataError, ConfigError, FileExistsError, FileNotFoundError, ValueError) as e:
+    except (DataError, ConfigError, OSError, ValueError) as e:
         _fail(e)
     msg = f"step {result.step} in {result.seconds:.0f}s ({result.tokens_per_s:,.0f} tokens/s); checkpoint {result.checkpoint}"
     for split in ("valid", "test"):

@@ -7,7 +7,8 @@ from __future__ import annotations
 import click
 
 from mambadiff.metrics.bertscore import BertScoreUnavailableError
-from mambadiff.metrics.generation import evaluate_predictions, results_markdown, results_table
+from mambadiff.metrics.generation import evaluate_predictions
+from mambadiff.metrics.tables import results_markdown, results_table
 from mambadiff.metrics.io import atomic_write_json, atomic_write_text
 
 
@@ -28,8 +29,11 @@ from mambadiff.metrics.io import atomic_write_json, atomic_write_text
 @click.option("--no-bertscore", is_flag=True, help="Skip BERTScore.")
 @click.option("--step", type=click.IntRange(min=0), default=None,
               help="Training step of the checkpoint, recorded in the JSON (for `mambadiff report`).")
+@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Processes that score the rows of a large file (0: one per available CPU; 1: none). "
+                   "The scores do not depend on it.")
 def evaluate_command(predictions, more_files, json_out, markdown_out, alpha, bertscore_model,
-                     bertscore_layers, bertscore_batch_size, no_bertscore, step):
+                     bertscore_layers, bertscore_batch_size, no_bertscore, step, workers):
     """Score generated jsonl files: BLEU, ROUGE-L, BERTScore, dist-1, length, iBLEU, copy rate
     (and self-BLEU, div-4, MBR with several files), beside the copy-the-source baseline."""
     paths = list(predictions) + list(more_files)
@@ -39,7 +43,7 @@ def evaluate_command(predictions, more_files, json_out, markdown_out, alpha, ber
         result = evaluate_predictions(
             paths, alpha=alpha, bertscore=not no_bertscore, bertscore_model=bertscore_model,
             bertscore_num_layers=bertscore_layers, bertscore_batch_size=bertscore_batch_size, step=step,
-            progress=lambda msg: click.echo(msg, err=True))
+            progress=lambda msg: click.echo(msg, err=True), workers=workers or None)
     except (ValueError, BertScoreUnavailableError, ImportError) as e:
         raise click.ClickException(str(e)) from None
     from tabulate import tabulate

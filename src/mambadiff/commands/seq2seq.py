@@ -14,6 +14,9 @@ from .config_options import sampling_flags
 
 
 def _fail(err: Exception) -> None:
+    if isinstance(err, OSError):  # a full disk, a missing permission: the file and the reason, one line
+        from mambadiff.fileio import describe_os_error
+        raise click.ClickException(describe_os_error(err))
     raise click.ClickException(str(err))
 
 
@@ -47,7 +50,7 @@ def train_command(config, resume, overrides):
     cfg = _load_cfg(config, overrides)
     try:
         result, _, _ = train_seq2seq(cfg, resume=resume)
-    except (DataError, ConfigError, FileExistsError, FileNotFoundError, ValueError) as e:
+    except (DataError, ConfigError, OSError, ValueError) as e:
         _fail(e)
     msg = f"step {result.step} in {result.seconds:.0f}s ({result.tokens_per_s:,.0f} tokens/s); checkpoint {result.checkpoint}"
     if result.interrupted:  # 130 after Ctrl-C, 143 after SIGTERM (128 + the signal number)
@@ -118,8 +121,8 @@ def generate_command(checkpoint, data_path, texts, split, device, no_ema, out_pa
         if open_rows is not None:  # a file: read it once up front, so bad input fails before any sampling
             total = _check_sources(para, open_rows(), limit, settings.batch_size)
             rows = open_rows()
-        else:
-            rows = _stdin_rows(data_path)
+        else:  # stdin, a named pipe, a device: read once, as it comes; an empty one fails before --out is made
+            rows = _first_read(_stream_rows(data_path, texts, split))
         rows = itertools.islice(rows, limit)
         output = None
         done = 0
@@ -176,9 +179,10 @@ class _Counter:
 
 
 def _source_rows(data_path, texts, split):
-    """A function that opens the sources afresh (None for stdin, which can be read only once)."""
-    from mambadiff.data.seq2seq import resolve_split_path
-    from mambadiff.tasks.generation_io import iter_jsonl_rows, iter_text_rows
+    """A function that opens the sources afresh (None for stdin, a named pipe or a device such as
+    /dev/null: those can be read only once)."""
+    from mambadiff.data.seq2seq import is_stream, resolve_split_path
+    from mambadiff.tasks.generation_io import iter_text_rows
     if texts:
         if texts == ("-",):
             return None
@@ -186,20 +190,36 @@ def _source_rows(data_path, texts, split):
     if data_path == "-":
         return None
     path = resolve_split_path(data_path, split if Path(data_path).is_dir() else None)
-
-    def rows():
-        with open(path, "rb") as f:
-            yield from iter_jsonl_rows(f, str(path))
-    return rows
+    return None if is_stream(path) else lambda: _file_rows(path)
 
 
-def _stdin_rows(data_path):
+def _file_rows(path):
+    from mambadiff.tasks.generation_io import iter_jsonl_rows
+    with open(path, "rb") as f:
+        yield from iter_jsonl_rows(f, str(path))
+
+
+def _stream_rows(data_path, texts, split):
+    """The rows of a source that can be read once: stdin (``-``) or a named pipe or device."""
+    from mambadiff.data.seq2seq import resolve_split_path
     from mambadiff.tasks.generation_io import iter_jsonl_rows, iter_text_rows
+    if not texts and data_path != "-":
+        return _file_rows(resolve_split_path(data_path, split if Path(data_path).is_dir() else None))
     if sys.stdin is None or sys.stdin.closed:
         raise click.UsageError("the sources come from stdin (- was given), but stdin is closed")
     if data_path == "-":
         return iter_jsonl_rows(sys.stdin.buffer, "<stdin>")
     return iter_text_rows(sys.stdin, "<stdin>")
+
+
+def _first_read(rows):
+    """``rows`` with its first row read now: an empty or bad jsonl start is an error before any output."""
+    rows = iter(rows)
+    try:
+        first = next(rows)
+    except StopIteration:
+        return iter(())
+    return itertools.chain([first], rows)
 
 
 def _check_sources(para, rows, limit, batch_size) -> int:
@@ -267,7 +287,7 @@ def demo_command(run_dir, config, json_path, resume, overrides):
     from mambadiff.tasks.demo import run_demo
     try:
         run_demo(run_dir=run_dir, config=config, overrides=list(overrides), json_path=json_path, resume=resume)
-    except (ConfigError, ValueError, FileExistsError, FileNotFoundError) as e:
+    except (ConfigError, ValueError, OSError) as e:
         _fail(e)
 
 

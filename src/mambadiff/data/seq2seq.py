@@ -44,6 +44,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
@@ -62,11 +63,15 @@ __all__ = [
     "Seq2SeqDataset",
     "read_seq2seq_jsonl",
     "resolve_split_path",
+    "is_stream",
     "truncated_lengths",
     "build_example",
     "collate",
     "load_seq2seq_split",
     "source_length",
+    "min_seq_len",
+    "encode_for_layout",
+    "MAX_CHARS_PER_TOKEN",
 ]
 
 log = logging.getLogger(__name__)
@@ -137,9 +142,11 @@ def read_seq2seq_jsonl(path: str | os.PathLike) -> list[tuple[str, str]]:
     Blank lines after the last record are allowed.
     """
     p = Path(path)
-    if not p.is_file():
+    if p.is_dir():
+        raise DataError("is a folder, expected a jsonl file", file=str(p))
+    if not p.exists():
         raise DataError("file not found", file=str(p))
-    with open(p, "rb") as f:
+    with open(p, "rb") as f:  # a named pipe or a device is read once, like a file
         return [(src, trg) for _, src, trg in iter_seq2seq_jsonl(f, str(p))]
 
 
@@ -152,10 +159,18 @@ def _guess_field(bline: bytes, pos: int) -> str | None:
     return "src" if i_src > i_trg else "trg"
 
 
+def is_stream(path: str | os.PathLike) -> bool:
+    """Whether ``path`` exists and is neither a regular file nor a folder: a named pipe (FIFO), a
+    character device such as ``/dev/null`` or ``/dev/stdin``, a socket. It can be read once."""
+    p = Path(path)
+    return p.exists() and not p.is_file() and not p.is_dir()
+
+
 def resolve_split_path(folder_or_file: str | os.PathLike, split: str | None) -> Path:
-    """``folder/<split>.jsonl``, or the path itself when it is a file (``split`` is then ignored)."""
+    """``folder/<split>.jsonl``, or the path itself when it is a file or a stream (`is_stream`;
+    ``split`` is then ignored)."""
     p = Path(folder_or_file)
-    if p.is_file():
+    if p.is_file() or is_stream(p):
         return p
     if p.is_dir():
         if split not in SPLITS:
@@ -184,9 +199,54 @@ def truncated_lengths(a: int, b: int, budget: int) -> tuple[int, int]:
     return half, half
 
 
-def _min_seq_len(layout: str) -> int:
-    # Leaves room for at least one real token on each side after truncation.
+def min_seq_len(layout: str) -> int:
+    """The shortest seq_len of a layout: its specials and one real token on each side after truncation."""
     return 7 if layout == "diffuseq" else 5
+
+
+# A text longer than seq_len * MAX_CHARS_PER_TOKEN characters is cut before it is tokenized: only its first
+# seq_len tokens can reach a layout, and tokenizing a multi-megabyte line whole takes seconds and
+# gigabytes. No text we know of averages more than a few characters per token, so the cut text almost
+# always still yields those tokens; `encode_for_layout` checks that it does and cuts less when not.
+MAX_CHARS_PER_TOKEN = 64
+_MAX_WORD_TOKENS = 100  # WordPiece's max_input_chars_per_word: one word never gives more tokens than this
+_SPACE_RUN = re.compile(r"[ \t\n\r]{2,}")
+
+
+def _encode_long(tokenizer: TextTokenizer, text: str, need: int) -> tuple[list[int], bool]:
+    """(ids, cut) for a text over the character bound: ids exact in their first ``need`` positions."""
+    bound = need * MAX_CHARS_PER_TOKEN
+    text = _SPACE_RUN.sub(" ", text)  # the tokenizer reads a run of spaces as one: same ids, fewer characters
+    while bound < len(text):
+        head = text[:bound]
+        space = max(head.rfind(c) for c in " \t\n\r")
+        # cut at a space: the words before it tokenize as in the whole text (the normaliser works
+        # character by character, the pre-tokenizer splits at spaces); a cut inside a word changes
+        # at most that word's tokens
+        at_space = space > bound // 2
+        ids = tokenizer.encode(head[:space] if at_space else head)
+        if len(ids) >= need + (0 if at_space else _MAX_WORD_TOKENS):
+            return ids, True
+        bound *= 4  # few tokens in many characters (long runs of spaces or symbols): cut less
+    return tokenizer.encode(text), False
+
+
+def encode_for_layout(tokenizer: TextTokenizer, texts: Sequence[str],
+                      seq_len: int) -> tuple[list[list[int]], list[bool]]:
+    """Token ids of ``texts`` as far as a layout of ``seq_len`` can use them, and per text whether it was
+    cut before tokenizing (it then has more than ``seq_len`` tokens; its ids are the first of them, exact
+    in at least their first ``seq_len`` positions). Same ids as ``tokenizer.encode_batch`` wherever
+    a layout reads them, in a time that does not grow with a text's length beyond the bound."""
+    bound = seq_len * MAX_CHARS_PER_TOKEN
+    short = [i for i, t in enumerate(texts) if len(t) <= bound]
+    ids: list[list[int]] = [[] for _ in texts]
+    cut = [False] * len(texts)
+    for i, row in zip(short, tokenizer.encode_batch([texts[i] for i in short])):
+        ids[i] = row
+    for i, text in enumerate(texts):
+        if len(text) > bound:
+            ids[i], cut[i] = _encode_long(tokenizer, text, seq_len)
+    return ids, cut
 
 
 @dataclass(frozen=True)
@@ -208,14 +268,16 @@ def build_example(
 ) -> Seq2SeqExample:
     """Lay out one pair of token id lists (no specials) as described in the module docstring.
 
-    ``where`` (``{"file":..., "line":...}``) locates the pair for ``on_overflow="error"``.
+    ``where`` (``{"file":..., "line":...}``) locates the pair for ``on_overflow="error"``; its ``"cut"``
+    lists the sides (``"src"``, ``"trg"``) cut before tokenizing (`encode_for_layout`), whose counts
+    the error gives as lower bounds.
     """
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     if on_overflow not in ON_OVERFLOW:
         raise ValueError(f"on_overflow must be one of {ON_OVERFLOW}, got {on_overflow!r}")
-    if not isinstance(seq_len, int) or seq_len < _min_seq_len(layout):
-        raise ValueError(f"seq_len must be an int >= {_min_seq_len(layout)} for layout {layout!r}, got {seq_len!r}")
+    if not isinstance(seq_len, int) or seq_len < min_seq_len(layout):
+        raise ValueError(f"seq_len must be an int >= {min_seq_len(layout)} for layout {layout!r}, got {seq_len!r}")
     cls, sep, pad = tokenizer.cls_id, tokenizer.sep_id, tokenizer.pad_id
     if layout == "diffuseq":
         src_body, trg_body = [cls, *src_ids], [cls, *trg_ids]
@@ -228,9 +290,13 @@ def build_example(
         cut = [f for f, cut in (("src", keep_a < len(src_body)), ("trg", keep_b < len(trg_body))) if cut]
         extra = 2 if layout == "diffuseq" else 0
         where = where or {}
+        cut_before = where.get("cut", ())  # sides cut before tokenizing: their counts are lower bounds
+        more = "at least " if cut_before else ""
+        n_src = f"{'at least ' if 'src' in cut_before else ''}{len(src_ids)}"
+        n_trg = f"{'at least ' if 'trg' in cut_before else ''}{len(trg_ids)}"
         raise DataError(
-            f"too long for seq_len={seq_len}: src has {len(src_ids)} tokens and trg {len(trg_ids)}, "
-            f"the layout needs {len(src_ids) + len(trg_ids) + 3 + extra} positions "
+            f"too long for seq_len={seq_len}: src has {n_src} tokens and trg {n_trg}, "
+            f"the layout needs {more}{len(src_ids) + len(trg_ids) + 3 + extra} positions "
             f"(set on_overflow: truncate to cut it, or raise seq_len)",
             file=where.get("file"), line=where.get("line"), field=",".join(cut),
         )
@@ -292,8 +358,8 @@ class Seq2SeqDataset(Dataset):
         self.seq_len = seq_len
         self.layout = layout
         self.path = None if path is None else str(path)
-        src_ids = tokenizer.encode_batch([s for s, _ in self.pairs])
-        trg_ids = tokenizer.encode_batch([t for _, t in self.pairs])
+        src_ids, src_cut = encode_for_layout(tokenizer, [s for s, _ in self.pairs], seq_len)
+        trg_ids, trg_cut = encode_for_layout(tokenizer, [t for _, t in self.pairs], seq_len)
         rows_ids, rows_mask, rows_attn = [], [], []
         self.n_truncated = 0
         for i, (x, y) in enumerate(zip(src_ids, trg_ids)):
@@ -301,7 +367,9 @@ class Seq2SeqDataset(Dataset):
             for field, ids in (("src", x), ("trg", y)):
                 if not ids:  # e.g. only control characters, removed by the normaliser
                     raise DataError("text has no tokens after tokenization", file=self.path, line=line, field=field)
-            ex = build_example(x, y, tokenizer, seq_len, layout, on_overflow, where={"file": self.path, "line": line})
+            cut = tuple(f for f, c in (("src", src_cut[i]), ("trg", trg_cut[i])) if c)
+            ex = build_example(x, y, tokenizer, seq_len, layout, on_overflow,
+                               where={"file": self.path, "line": line, "cut": cut})
             rows_ids.append(ex.input_ids)
             rows_mask.append(ex.input_mask)
             rows_attn.append(ex.attention_mask)

@@ -1,6 +1,10 @@
 """Generation metrics with DiffuSeq's definitions (Shark-NLP/DiffuSeq, scripts/eval_seq2seq.py).
 
 All inputs are strings already cleaned of special tokens (see `mambadiff.metrics.io`).
+`evaluate_predictions` scores references and sources in the form the models write
+(`comparable_texts`: lower case, punctuation split off as decoding does, every word kept), since
+generated rows hold them as the data gives them; a DiffuSeq file's texts are in that form already.
+Many rows are scored on every core (`mambadiff.metrics.parallel`), with the same results.
 
 - BLEU: nltk sentence-level BLEU-4 of the whitespace-split output against the single whitespace-split
   reference, smoothing method 4 (nltk is pinned to 3.10.4: method 4's result differs across releases).
@@ -30,16 +34,18 @@ from __future__ import annotations
 import re
 import time
 import warnings
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from mambadiff.metrics.io import comparable_text
+from mambadiff.metrics.parallel import RowPool
+
 __all__ = [
     "sentence_bleu", "rouge_l", "dist_n", "distinct_n_pooled", "length_diffuseq", "length_words",
     "self_bleu", "div_n", "mbr_select", "normalize_for_copy", "copy_rate", "corpus_sacrebleu",
-    "repeated_tokens", "repeat_rates", "generation_metrics", "diversity_metrics", "evaluate_predictions", "results_table",
-    "results_markdown", "METRIC_LABELS", "SCHEMA",
+    "repeated_tokens", "repeat_rates", "generation_metrics", "comparable_texts", "diversity_metrics",
+    "evaluate_predictions", "METRIC_LABELS", "SCHEMA",
 ]
 
 # key -> (table label, higher is better?) ; the order is the order of the printed table
@@ -199,27 +205,49 @@ def _same_length(a: Sequence, b: Sequence, name: str) -> None:
         raise ValueError(f"{name}: expected {len(a)} strings (one per output), got {len(b)}")
 
 
+def _sentence_scores(rows: list[tuple[str, str, str | None]]) -> list[tuple]:
+    """(bleu, rouge_l, dist1, len_diffuseq, len_words, bleu_src or None) of each (output, reference,
+    source or None): the per-sentence work of `generation_metrics`, one chunk at a time (`RowPool`)."""
+    return [(sentence_bleu(o, r), rouge_l(o, r), dist_n(o, 1), length_diffuseq(o), length_words(o),
+             None if s is None else sentence_bleu(o, s)) for o, r, s in rows]
+
+
+def _comparable_texts(texts: list[str]) -> list[str]:
+    return [comparable_text(t) for t in texts]
+
+
+def comparable_texts(texts: Sequence[str], pool: RowPool | None = None, desc: str = "") -> list[str]:
+    """References or sources in the form the models write (`mambadiff.metrics.io.comparable_text`:
+    lower case, punctuation split off as decoding does, every word kept): generated rows hold them as
+    the data gives them, and a cased reference would cost an uncased model's every capital. A text
+    that is already decoded output (a DiffuSeq file's) keeps its words."""
+    return (pool or RowPool(workers=1)).map(_comparable_texts, texts, desc, progress=False)  # quick: no bar
+
+
 def generation_metrics(outputs: Sequence[str], references: Sequence[str],
                        sources: Sequence[str] | None = None, alpha: float = 0.8,
-                       per_sentence: bool = False) -> dict:
-    """All single-output metrics as means over examples (see the module docstring).
+                       per_sentence: bool = False, pool: RowPool | None = None, desc: str = "score") -> dict:
+    """All single-output metrics as means over examples (see the module docstring), of the strings as
+    given: score generated rows, whose references and sources are the texts of the data, after
+    `comparable_texts` (as `evaluate_predictions` does).
 
     With `sources`, adds bleu_src, ibleu and copy_rate. With `per_sentence`, also returns the
-    per-example lists under "per_sentence".
+    per-example lists under "per_sentence". `pool` (`RowPool`) scores many rows on several cores, with
+    a progress bar named `desc` when it shows progress; the values are the same without it.
     """
     if isinstance(outputs, str) or isinstance(references, str):
         raise ValueError("outputs/references: expected lists of strings, got a single string")
     _same_length(outputs, references, "references")
+    if sources is not None:
+        _same_length(outputs, sources, "sources")
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha: expected a number in [0, 1], got {alpha}")
     n = len(outputs)
     if n == 0:
         raise ValueError("outputs: expected at least one example")
-    bleu = [sentence_bleu(o, r) for o, r in zip(outputs, references)]
-    rouge = [rouge_l(o, r) for o, r in zip(outputs, references)]
-    dist1 = [dist_n(o, 1) for o in outputs]
-    len_ds = [length_diffuseq(o) for o in outputs]
-    len_w = [length_words(o) for o in outputs]
+    src = sources if sources is not None else [None] * n
+    scores = (pool or RowPool(workers=1)).map(_sentence_scores, list(zip(outputs, references, src)), desc)
+    bleu, rouge, dist1, len_ds, len_w, bleu_src = (list(column) for column in zip(*scores))
     res: dict = {
         "n": n,
         "bleu": float(np.mean(bleu)),
@@ -232,8 +260,6 @@ def generation_metrics(outputs: Sequence[str], references: Sequence[str],
     }
     per = {"bleu": bleu, "rouge_l": rouge, "dist1": dist1, "len_diffuseq": len_ds, "len_words": len_w}
     if sources is not None:
-        _same_length(outputs, sources, "sources")
-        bleu_src = [sentence_bleu(o, s) for o, s in zip(outputs, sources)]
         res["bleu_src"] = float(np.mean(bleu_src))
         res["ibleu"] = alpha * res["bleu"] - (1.0 - alpha) * res["bleu_src"]
         res["copy_rate"] = copy_rate(outputs, sources)
@@ -243,12 +269,21 @@ def generation_metrics(outputs: Sequence[str], references: Sequence[str],
     return res
 
 
+def _candidate_scores(candidates: list[list[str]]) -> list[tuple[float, float, int]]:
+    """(self-BLEU, div-4, MBR pick) of each example's candidates (one chunk, see `RowPool`)."""
+    return [(self_bleu(c), div_n(c, 4), int(np.argmax(mbr_scores(c)))) for c in candidates]
+
+
 def diversity_metrics(candidates: Sequence[Sequence[str]], n: int = 4) -> dict:
     """self-BLEU and div-n over each example's candidate set, averaged over examples."""
     if not candidates:
         raise ValueError("candidates: expected at least one example")
     sb = [self_bleu(list(c)) for c in candidates]
     dv = [div_n(list(c), n) for c in candidates]
+    return _diversity(sb, dv, candidates, n)
+
+
+def _diversity(sb: list[float], dv: list[float], candidates: Sequence[Sequence[str]], n: int = 4) -> dict:
     return {"self_bleu": float(np.mean(sb)), f"div{n}": float(np.mean(dv)),
             "candidates_min": int(min(len(c) for c in candidates)),
             "candidates_max": int(max(len(c) for c in candidates))}
@@ -280,12 +315,15 @@ SCHEMA = "mambadiff.evaluate/1"
 def evaluate_predictions(paths: Sequence[str], alpha: float = 0.8, bertscore: bool = True,
                          bertscore_model: str | None = None, bertscore_num_layers: int | None = None,
                          bertscore_batch_size: int | None = None, step: int | None = None,
-                         progress=None) -> dict:
+                         progress=None, workers: int | None = None) -> dict:
     """Score prediction files (one per seed) with DiffuSeq's metrics; see SCHEMA above for the result.
+    References and sources are scored in the form the models write (`comparable_texts`).
 
     Raises io.PredictionFileError (a ValueError) for unreadable/misaligned files, ValueError for bad
     arguments, bertscore.BertScoreUnavailableError when BERTScore is asked for but not installed.
-    `progress`, if given, is called with one-line status messages.
+    `progress`, if given, is called with one-line status messages, and the scoring shows progress
+    bars. `workers`: processes that score many rows at once (None: one per available CPU; 1: none);
+    the results do not depend on it.
     """
     from mambadiff.metrics import io as mio
 
@@ -299,116 +337,55 @@ def evaluate_predictions(paths: Sequence[str], alpha: float = 0.8, bertscore: bo
     if bertscore:  # resolve (and fail on a missing package) before the slow part
         from mambadiff.metrics import bertscore as mbs
         bs_model = mbs.resolve_model(bertscore_model, bertscore_num_layers)
-        bs_batch = bertscore_batch_size or mbs.DEFAULT_BATCH_SIZE
     data = mio.read_prediction_files(list(paths))
-    refs, srcs = data.references, data.sources
-    # the source as DiffuSeq would clean it as an output (its [PAD]s removed too; none in practice)
-    copy_pred = [s.replace(mio.DIFFUSEQ_TOKENS.pad, "") for s in srcs]
+    with RowPool(workers, progress=progress is not None) as pool:
+        refs = comparable_texts(data.references, pool, "references")
+        srcs = comparable_texts(data.sources, pool, "sources")
+        # the source as DiffuSeq would clean it as an output (its [PAD]s removed too; none in practice)
+        copy_pred = [s.replace(mio.DIFFUSEQ_TOKENS.pad, "") for s in srcs]
+        rows: list[tuple[dict, list[str]]] = []  # (metrics dict to complete, outputs) for BERTScore
 
-    rows: list[tuple[dict, list[str]]] = []  # (metrics dict to complete, outputs) for BERTScore
+        def score(outputs: list[str], what: str, head: dict | None = None) -> dict:
+            say(f"scoring {what}")
+            m = {**(head or {}), **generation_metrics(outputs, refs, srcs, alpha, pool=pool, desc=what)}
+            rows.append((m, outputs))  # BERTScore is added to this same dict below
+            return m
 
-    def score(outputs: list[str], what: str, head: dict | None = None) -> dict:
-        say(f"scoring {what}")
-        m = {**(head or {}), **generation_metrics(outputs, refs, srcs, alpha=alpha)}
-        rows.append((m, outputs))  # BERTScore is added to this same dict below
-        return m
-
-    per_file = [score([r.recover for r in recs], path, {"file": path}) for path, recs in zip(data.paths, data.files)]
-    cands = data.candidates()
-    mbr = diversity = None
-    if max(len(c) for c in cands) > 1:
-        say(f"diversity and MBR over up to {max(len(c) for c in cands)} candidates per example")
-        diversity = diversity_metrics(cands)
-        chosen = [c[i] for c, i in zip(cands, mbr_select(cands))]
-        mbr = score(chosen, "MBR selection")
-    copy = score(copy_pred, "copy-source baseline")
+        per_file = [score([r.recover for r in recs], path, {"file": path})
+                    for path, recs in zip(data.paths, data.files)]
+        cands = data.candidates()
+        mbr = diversity = None
+        if max(len(c) for c in cands) > 1:
+            say(f"diversity and MBR over up to {max(len(c) for c in cands)} candidates per example")
+            per_example = pool.map(_candidate_scores, cands, "diversity and MBR")
+            diversity = _diversity([x[0] for x in per_example], [x[1] for x in per_example], cands)
+            mbr = score([c[x[2]] for c, x in zip(cands, per_example)], "MBR selection")
+        copy = score(copy_pred, "copy-source baseline")
     if bs_model is not None:
-        # one call for all rows: bert_score embeds each distinct sentence once, so the references
-        # (and outputs shared between rows) are not re-encoded per row
         say(f"BERTScore of {len(rows)} x {len(refs)} pairs with {bs_model.name}")
-        group = 4  # rows per call: bert_score keeps every distinct sentence's embeddings in memory
-        for g in range(0, len(rows), group):
-            part = rows[g:g + group]
-            f1, _ = mbs.bertscore_f1([o for _, outs in part for o in outs], refs * len(part),
-                                     bs_model.path, bs_model.num_layers, batch_size=bs_batch)
-            for k, (m, _) in enumerate(part):
-                m["bertscore_f1"] = float(np.mean(f1[k * len(refs):(k + 1) * len(refs)]))
+        _add_bertscore(rows, refs, bs_model, bertscore_batch_size)
     if len(per_file) == 1:
         model = {k: v for k, v in per_file[0].items() if k != "file"}
     else:
         keys = [k for k in per_file[0] if k not in ("file", "n")]
         model = {"n": data.n_examples, **{k: float(np.mean([f[k] for f in per_file])) for k in keys}}
-    return {
-        "schema": SCHEMA,
-        "step": step,
-        "files": list(data.paths),
-        "n_examples": data.n_examples,
-        "candidates": {"min": min(len(c) for c in cands), "max": max(len(c) for c in cands)},
-        "alpha": alpha,
-        "bertscore": bs_model.describe() if bs_model is not None else None,
-        "model": model,
-        "per_file": per_file,
-        "mbr": mbr,
-        "diversity": diversity,
-        "copy_source": copy,
-        "seconds": time.perf_counter() - t0,
-    }
+    return {"schema": SCHEMA, "step": step, "files": list(data.paths), "n_examples": data.n_examples,
+            "candidates": {"min": min(len(c) for c in cands), "max": max(len(c) for c in cands)},
+            "alpha": alpha, "bertscore": bs_model.describe() if bs_model is not None else None,
+            "model": model, "per_file": per_file, "mbr": mbr, "diversity": diversity, "copy_source": copy,
+            "seconds": time.perf_counter() - t0}
 
 
-def _fmt(key: str, value) -> str:
-    if value is None:
-        return "-"
-    if key == "n":
-        return str(int(value))
-    if key in ("sacrebleu", "len_diffuseq", "len_words"):
-        return f"{value:.2f}"
-    return f"{value:.4f}"
+def _add_bertscore(rows: list[tuple[dict, list[str]]], refs: list[str], bs_model, batch_size: int | None) -> None:
+    """Put ``bertscore_f1`` into each row's metrics dict (its outputs against ``refs``)."""
+    from mambadiff.metrics import bertscore as mbs
 
-
-def results_table(result: dict) -> tuple[list[str], list[list[str]]]:
-    """(headers, rows) of an evaluate_predictions result: model [, per file] [, MBR], copy source."""
-    named: list[tuple[str, dict]] = []
-    n_files = len(result["per_file"])
-    model = dict(result["model"])
-    if result.get("diversity"):
-        model.update({k: result["diversity"][k] for k in ("self_bleu", "div4")})
-    named.append(("model" if n_files == 1 else f"model (mean of {n_files} files)", model))
-    if n_files > 1:
-        named += [(f"file {Path(f['file']).name}", f) for f in result["per_file"]]
-    if result.get("mbr"):
-        named.append((f"model, MBR of {result['candidates']['max']}", result["mbr"]))
-    named.append(("copy source (baseline)", result["copy_source"]))
-    keys = [k for k in METRIC_LABELS if any(k in m for _, m in named)]
-    headers = ["", *(METRIC_LABELS[k][0] for k in keys), "n"]
-    rows = [[name, *(_fmt(k, m.get(k)) for k in keys), _fmt("n", m.get("n", result["n_examples"]))]
-            for name, m in named]
-    return headers, rows
-
-
-def results_markdown(result: dict, title: str = "Generation metrics") -> str:
-    from tabulate import tabulate
-
-    headers, rows = results_table(result)
-    bs = result.get("bertscore")
-    lines = [f"# {title}", ""]
-    if result.get("step") is not None:
-        lines.append(f"- checkpoint step: {result['step']}")
-    lines += [
-        f"- files: {', '.join('`' + f + '`' for f in result['files'])}",
-        f"- examples: {result['n_examples']}; candidates per example: {result['candidates']['min']}"
-        + (f"-{result['candidates']['max']}" if result['candidates']['max'] != result['candidates']['min'] else ""),
-        f"- BERTScore: {bs['name']}, layer {bs['num_layers']} (F1, no idf, no rescaling)" if bs else "- BERTScore: off",
-        f"- iBLEU alpha: {result['alpha']}",
-        "",
-        tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True),
-        "",
-        "BLEU, ROUGE-L, dist-1, length, self-BLEU, div-4 and MBR follow DiffuSeq's scripts/eval_seq2seq.py "
-        "(sentence BLEU-4 with nltk smoothing 4, ROUGE-L F1, means over sentences; 'len (DiffuSeq)' counts "
-        "`split(' ')` pieces including spaces left by removed [PAD] tokens). sacreBLEU is corpus-level, 0-100. "
-        "'BLEU vs src' is the output's BLEU against its source; iBLEU = alpha*BLEU - (1-alpha)*BLEU vs src; "
-        "copy rate = share of outputs equal to the source (lower-cased, whitespace collapsed). "
-        "'repeats (outputs)' = share of outputs holding the same word twice in a row; 'repeats (tokens)' = "
-        "such repeated words / words, over all outputs.",
-        "",
-    ]
-    return "\n".join(lines)
+    # one call for several rows: bert_score embeds each distinct sentence once, so the references
+    # (and outputs shared between rows) are not re-encoded per row
+    group = 4  # rows per call: bert_score keeps every distinct sentence's embeddings in memory
+    for g in range(0, len(rows), group):
+        part = rows[g:g + group]
+        f1, _ = mbs.bertscore_f1([o for _, outs in part for o in outs], refs * len(part),
+                                 bs_model.path, bs_model.num_layers, batch_size=batch_size or mbs.DEFAULT_BATCH_SIZE)
+        for k, (m, _) in enumerate(part):
+            m["bertscore_f1"] = float(np.mean(f1[k * len(refs):(k + 1) * len(refs)]))

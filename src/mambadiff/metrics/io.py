@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -220,6 +221,40 @@ def read_prediction_files(paths: Sequence[str | Path],
 
 
 # ---- DiffuSeq-style text round trip ---------------------------------------------------------------
+_SPECIAL_TEXT = re.compile(r"(\[(?:PAD|UNK|CLS|SEP|MASK)\])")
+_FORM_PIPELINE: list = []  # [normalizer, pre-tokenizer], built on first use
+
+
+def _form_words(text: str) -> str:
+    if not _FORM_PIPELINE:
+        from tokenizers import normalizers, pre_tokenizers
+        _FORM_PIPELINE.extend([normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True,
+                                                          strip_accents=None, lowercase=True),
+                               pre_tokenizers.BertPreTokenizer()])
+    normalizer, pre_tokenizer = _FORM_PIPELINE
+    out: list[str] = []
+    end, last = None, None
+    for word, (start, stop) in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text)):
+        # an apostrophe stays as the text has it: "don't" as our decoding writes it, "don ' t" as
+        # DiffuSeq's does (each file's outputs follow its own convention)
+        glued = start == end and "'" in (word, last)
+        out.append(word if glued or not out else " " + word)
+        end, last = stop, word
+    return "".join(out)
+
+
+def comparable_text(text: str) -> str:
+    """``text`` in the form the models write, so that a reference or source as the data gives it is
+    scored against outputs fairly: lower case, accents stripped, punctuation split off (then `` .``
+    `` ?`` `` !`` `` ,`` re-attached, as every WordPiece decoding does), every word kept (a decoding
+    writes a word the vocabulary lacks as ``[UNK]``). Special tokens such as ``[UNK]`` are kept as
+    written. Idempotent, and decoded text (ours or DiffuSeq's) comes back with the same words."""
+    parts = _SPECIAL_TEXT.split(text)
+    words = [part if i % 2 else _form_words(part) for i, part in enumerate(parts)]
+    joined = " ".join(w for w in words if w)
+    return joined.replace(" .", ".").replace(" ?", "?").replace(" !", "!").replace(" ,", ",")
+
+
 
 def bert_roundtrip(texts: Iterable[str], vocab_file: str | Path | None = None) -> list[str]:
     """Encode with the bert-base-uncased WordPiece vocabulary and decode back, as DiffuSeq's texts are.

@@ -21,7 +21,7 @@ METRIC_COLUMNS = [("bleu", "BLEU"), ("rouge_l", "ROUGE-L"), ("dist1", "dist-1"),
 
 def run_demo(run_dir: str = "runs/demo", config: str = "demo", overrides: list[str] | None = None,
              json_path: str | None = None, resume: bool = False, progress: bool = True, n_examples: int = 4) -> dict:
-    from mambadiff.metrics.generation import generation_metrics
+    from mambadiff.metrics.generation import comparable_texts, generation_metrics
 
     cfg = load_config(Seq2SeqConfig, config, [f"run_dir={run_dir}", *(overrides or [])])
     t0 = time.perf_counter()
@@ -43,8 +43,9 @@ def run_demo(run_dir: str = "runs/demo", config: str = "demo", overrides: list[s
                       "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
     outputs = [r["recover"] for r in records]
     steps = cfg.sample.for_process(cfg.diffusion.process).steps or cfg.diffusion.steps
-    refs = [r["reference"] for r in records]
-    srcs = [r["source"] for r in records]
+    # the rows hold the data's texts: scored in the form the model writes, as `mambadiff evaluate` does
+    refs = comparable_texts([r["reference"] for r in records])
+    srcs = comparable_texts([r["source"] for r in records])
     model_m = generation_metrics(outputs, refs, srcs)
     copy_m = generation_metrics(srcs, refs, srcs)
     rows = [[name] + [m.get(k, float("nan")) for k, _ in METRIC_COLUMNS]

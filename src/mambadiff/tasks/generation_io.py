@@ -2,19 +2,23 @@
 
 Inputs (read lazily, so memory does not grow with the file):
 
-* jsonl (a file, or ``-`` for stdin): one ``{"src": ..., "trg": ...}`` object per line, checked as
-  strictly as training data (UTF-8, JSON object, ``src`` a non-empty string; blank lines only at the
-  end). ``trg`` is optional here: a row without it is generated with no reference.
+* jsonl (a file, a named pipe or device read once, or ``-`` for stdin): one ``{"src": ..., "trg": ...}``
+  object per line, checked as strictly as training data (UTF-8, JSON object, ``src`` a non-empty
+  string; blank lines only at the end). ``trg`` is optional here: a row without it is generated with
+  no reference.
 * plain text (``--text`` values, or lines of stdin): one source sentence per line.
 
-Output: a jsonl file that grows by one batch at a time (each batch written in one ``write``, flushed
-and fsynced), next to a settings file ``<out>.generate.json`` recording the checkpoint and the
-sampling settings. ``resume`` keeps the complete rows of an earlier run with the same checkpoint and
-settings (each row is checked: a JSON object with string ``source`` / ``recover`` and ``samples`` of
-the right count, whose source is that input row's), drops a partial last line, and appends the rest.
+Output: a jsonl file that grows by one batch at a time (each batch written unbuffered and fsynced; a
+write that fails, e.g. on a full disk, is cut off again, so the file holds only complete rows), next
+to a settings file ``<out>.generate.json`` recording the checkpoint and the sampling settings. A row
+holds the source and reference as given and the model's decoded outputs. ``resume`` keeps the
+complete rows of an earlier run with the same checkpoint and settings (each row is checked: a JSON
+object with string ``source`` / ``recover`` and ``samples`` of the right count, whose source is that
+input row's), drops a partial last line, and appends the rest.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -22,13 +26,14 @@ from typing import IO, Any, Iterable, Iterator
 
 from mambadiff.data.errors import DataError
 from mambadiff.data.seq2seq import iter_seq2seq_jsonl
-from mambadiff.fileio import atomic_write_json
+from mambadiff.fileio import atomic_write_json, describe_os_error
 
 from .paraphrase import SourceRow
 
 __all__ = ["SETTINGS_SCHEMA", "GenerationOutput", "iter_jsonl_rows", "iter_text_rows", "settings_path"]
 
-SETTINGS_SCHEMA = "mambadiff.generate/1"
+# 2: rows hold the source and reference as given (1 held their decoded tokens): a file of 1 is not continued
+SETTINGS_SCHEMA = "mambadiff.generate/2"
 
 
 # ---- inputs --------------------------------------------------------------------------------------
@@ -77,7 +82,8 @@ class GenerationOutput:
         atomic_write_json(settings_path(self.path), self.run)
         if self._done:
             self._existing = self.path.open("rb")
-        self._file = self.path.open("ab")
+        # unbuffered: nothing is held back for close() to flush again after a failed write
+        self._file = self.path.open("ab", buffering=0)
         return self._done
 
     def _check_existing(self) -> int:
@@ -118,10 +124,22 @@ class GenerationOutput:
                                  "data? Run without --resume to start over")
 
     def write(self, records: list[dict[str, Any]]) -> None:
+        """Append a batch's rows with one unbuffered write, fsynced. A failed write (a full disk) is cut
+        off again, so the file keeps only complete rows, and raises a ValueError saying how many."""
         assert self._file is not None
-        self._file.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8"))
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8")
+        size = self._file.seek(0, os.SEEK_END)
+        try:
+            view = memoryview(data)
+            while view:  # an unbuffered write may take part of the batch
+                view = view[self._file.write(view):]
+            os.fsync(self._file.fileno())
+        except OSError as e:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._file.fileno(), size)
+            named = OSError(e.errno, e.strerror, str(self.path))  # a failed write() names no file
+            raise ValueError(f"{describe_os_error(named)} ({self._done} complete rows kept; free some space and "
+                             "continue with --resume)") from None
         self._done += len(records)
 
     @property

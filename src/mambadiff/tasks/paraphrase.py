@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from mambadiff.data.errors import DataError
-from mambadiff.data.seq2seq import build_example
+from mambadiff.data.seq2seq import build_example, encode_for_layout
 from mambadiff.diffusion.mbr import mbr_select
 from mambadiff.progress import progress_bar
 from mambadiff.ssm.checks import check_positive_int
@@ -80,7 +80,8 @@ def _decode_source(tok: TextTokenizer, ids: torch.Tensor, input_mask: torch.Tens
 class LaidOutBatch(NamedTuple):
     input_ids: torch.Tensor  # (b, l)
     input_mask: torch.Tensor  # (b, l) 1 = generated (target side)
-    references: list[str | None]  # per row: the decoded (possibly truncated) reference, or None
+    references: list[str | None]  # per row: the reference as given (not laid out, not decoded), or None
+    sources: list[str]  # per row: the source as given
 
 
 class Paraphraser:
@@ -132,24 +133,26 @@ class Paraphraser:
     # ---- one batch -----------------------------------------------------------------------------
     def layout(self, rows: Sequence[SourceRow]) -> LaidOutBatch:
         """Tokenize and lay out rows as the model trained (a row without reference gets an empty target,
-        so the source has the whole length budget)."""
+        so the source has the whole length budget). The batch keeps each row's source and reference
+        text as given: the output rows hold those, not a decoding of their (truncated) tokens, which
+        would drop the words the vocabulary lacks."""
         tok, d = self.tokenizer, self.cfg.data
-        sources = tok.encode_batch([r.source for r in rows])
-        targets = tok.encode_batch([r.reference if r.reference is not None else "" for r in rows])
+        sources, src_cut = encode_for_layout(tok, [r.source for r in rows], d.seq_len)
+        targets, trg_cut = encode_for_layout(tok, [r.reference if r.reference is not None else "" for r in rows],
+                                             d.seq_len)
         ids, masks = [], []
-        for row, src_ids, trg_ids in zip(rows, sources, targets):
+        for i, (row, src_ids, trg_ids) in enumerate(zip(rows, sources, targets)):
             for field, text, tokens in (("src", row.source, src_ids), ("trg", row.reference, trg_ids)):
                 if text is not None and not tokens:
                     raise DataError("text has no tokens after tokenization", file=row.file, line=row.line, field=field)
+            cut = tuple(f for f, c in (("src", src_cut[i]), ("trg", trg_cut[i])) if c)
             ex = build_example(src_ids, trg_ids, tok, d.seq_len, d.layout, d.on_overflow,
-                               where={"file": row.file, "line": row.line})
+                               where={"file": row.file, "line": row.line, "cut": cut})
             ids.append(ex.input_ids)
             masks.append(ex.input_mask)
         input_ids = torch.tensor(ids, dtype=torch.long)  # (b, l)
         input_mask = torch.tensor(masks, dtype=torch.long)  # (b, l)
-        refs = [_decode_target(tok, input_ids[i], input_mask[i]) if r.reference is not None else None
-                for i, r in enumerate(rows)]
-        return LaidOutBatch(input_ids, input_mask, refs)
+        return LaidOutBatch(input_ids, input_mask, [r.reference for r in rows], [r.source for r in rows])
 
     def sample_targets(self, input_ids: torch.Tensor, input_mask: torch.Tensor, settings: GenerationSettings,
                        generator: torch.Generator) -> torch.Tensor:
@@ -204,16 +207,15 @@ class Paraphraser:
 
         def oldest_records() -> list[dict[str, Any]]:
             laid, first, result = pending.popleft()
-            sources, outputs, samples = result.result() if pool is not None else result
-            return self._records(laid, first, skip, sources, outputs, samples)
+            _, outputs, samples = result.result() if pool is not None else result
+            return self._records(laid, first, skip, outputs, samples)
 
         try:
             for k, (first, batch) in enumerate(batches(rows, settings.batch_size)):
                 laid = self.layout(batch)
                 if first + len(batch) <= skip:
                     if on_skipped is not None:
-                        on_skipped(first, [_decode_source(self.tokenizer, laid.input_ids[j], laid.input_mask[j])
-                                           for j in range(len(batch))])
+                        on_skipped(first, laid.sources)
                     continue
                 if pool is None:
                     pending.append((laid, first, self.sample_batch(laid.input_ids, laid.input_mask, settings, k)))
@@ -237,12 +239,13 @@ class Paraphraser:
             bar.close()
 
     @staticmethod
-    def _records(laid: LaidOutBatch, first: int, skip: int, sources: list[str], outputs: list[str],
+    def _records(laid: LaidOutBatch, first: int, skip: int, outputs: list[str],
                  samples: list[list[str]]) -> list[dict[str, Any]]:
-        """The output records of a sampled batch whose first row is ``first``, from row ``skip`` on."""
+        """The output records of a sampled batch whose first row is ``first``, from row ``skip`` on:
+        the source and reference as given, the model's decoded outputs."""
         records = []
-        for j in range(max(0, skip - first), len(sources)):
-            rec: dict[str, Any] = {"source": sources[j]}
+        for j in range(max(0, skip - first), len(laid.sources)):
+            rec: dict[str, Any] = {"source": laid.sources[j]}
             if laid.references[j] is not None:
                 rec["reference"] = laid.references[j]
             rec["recover"] = outputs[j]
@@ -294,9 +297,10 @@ def batches(rows: Iterable[SourceRow], size: int) -> Iterator[tuple[int, list[So
 def generate(model: Denoiser, tok: TextTokenizer, cfg: Seq2SeqConfig, dataset: Seq2SeqDataset,
              limit: int | None = None, progress: bool = True, **options: Any) -> list[dict[str, Any]]:
     """Sample targets for the first ``limit`` examples (None: ``sample.limit``; 0: all) of a laid-out
-    dataset: records with ``source``, ``reference``, ``recover`` (the output DiffuSeq's evaluation reads;
-    the MBR pick when S > 1) and ``samples`` (all S outputs), drawn by the module's randomness rule (the
-    same rows as `mambadiff generate` writes). ``options``: `Paraphraser.settings` keywords."""
+    dataset: records with ``source`` and ``reference`` (the dataset's texts as given), ``recover`` (the
+    output DiffuSeq's evaluation reads; the MBR pick when S > 1) and ``samples`` (all S outputs), drawn
+    by the module's randomness rule (the same rows as `mambadiff generate` writes). ``options``:
+    `Paraphraser.settings` keywords."""
     para = Paraphraser(model, tok, cfg)
     settings = para.settings(**options)
     limit = cfg.sample.limit if limit is None else limit
@@ -307,10 +311,10 @@ def generate(model: Denoiser, tok: TextTokenizer, cfg: Seq2SeqConfig, dataset: S
     for k, first in enumerate(range(0, n, settings.batch_size)):
         ids = data["input_ids"][first:min(n, first + settings.batch_size)]  # (b, l)
         imask = data["input_mask"][first:min(n, first + settings.batch_size)]  # (b, l)
-        sources, outputs, samples_ = para.sample_batch(ids, imask, settings, k)
+        _, outputs, samples_ = para.sample_batch(ids, imask, settings, k)
         for j in range(ids.shape[0]):
-            records.append({"source": sources[j], "reference": _decode_target(tok, ids[j], imask[j]),
-                            "recover": outputs[j], "samples": samples_[j]})
+            source, reference = dataset.pairs[first + j]
+            records.append({"source": source, "reference": reference, "recover": outputs[j], "samples": samples_[j]})
         bar.update(ids.shape[0])
     bar.close()
     return records

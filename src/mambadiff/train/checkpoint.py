@@ -36,12 +36,14 @@ from safetensors.torch import load_file, save_file
 
 from mambadiff.config import from_dict
 from mambadiff.fileio import atomic_write_json, atomic_write_text  # noqa: F401  (re-exported)
+from mambadiff.fileio import os_error_reason
 
 from .state_codec import decode_state, encode_state
 
 OPTIMIZER_JSON, OPTIMIZER_TENSORS, LEGACY_OPTIMIZER = "optimizer.json", "optimizer.safetensors", "optimizer.pt"
 _STEP_FOLDER = re.compile(r"step_(\d+)")
 _STALE = re.compile(r"\.(.+)\.(tmp.*|old)")
+_OS_ERROR = re.compile(r"\(os error (\d+)\)")
 
 
 class CheckpointError(ValueError):
@@ -78,9 +80,34 @@ def _fsync_tree(folder: Path) -> None:
         fsync_path(root)
 
 
+def _as_os_error(e: SafetensorError, path: Path) -> OSError | None:
+    """The OSError inside a safetensors write error (None when it is not an I/O error): safetensors
+    (Rust) reports a full disk as ``SafetensorError('Error while serializing: I/O error: No space
+    left on device (os error 28)')``."""
+    m = _OS_ERROR.search(str(e))
+    if m is None and "I/O error" not in str(e):
+        return None
+    code = int(m.group(1)) if m else errno.EIO
+    return OSError(code, os.strerror(code), str(path))
+
+
 def _write_error(folder: Path, e: OSError) -> CheckpointWriteError:
-    why = "the disk is full" if e.errno in (errno.ENOSPC, errno.EDQUOT) else (e.strerror or str(e))
-    return CheckpointWriteError(folder, f"cannot write the checkpoint: {why}; the previous checkpoint is kept")
+    why = os_error_reason(e)
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        why += " (the disk is full)" if e.errno == errno.ENOSPC else " (the quota is used up)"
+    kept = [p.name for p in step_checkpoints(folder.parent.parent)] if folder.parent.name == "checkpoints" else []
+    kept_text = f"the newest complete checkpoint, {kept[0]}, is kept" if kept else "no checkpoint was written"
+    return CheckpointWriteError(folder, f"cannot write the checkpoint: {why}; {kept_text}")
+
+
+def _save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    try:
+        save_file(tensors, str(path))
+    except SafetensorError as e:  # an I/O failure (a full disk) is an OSError like any other write's
+        os_error = _as_os_error(e, path)
+        if os_error is None:
+            raise
+        raise os_error from e
 
 
 def save_checkpoint(folder: str | Path, *, model_state: dict, config: dict, trainer_state: dict,
@@ -97,12 +124,12 @@ def save_checkpoint(folder: str | Path, *, model_state: dict, config: dict, trai
     except OSError as e:
         raise _write_error(folder, e) from e
     try:
-        save_file(_state_to_safetensors(model_state), str(tmp / "model.safetensors"))
+        _save_tensors(_state_to_safetensors(model_state), tmp / "model.safetensors")
         if ema_state is not None:
-            save_file(_state_to_safetensors(ema_state), str(tmp / "ema.safetensors"))
+            _save_tensors(_state_to_safetensors(ema_state), tmp / "ema.safetensors")
         if optimizer_state is not None:
             skeleton, tensors = encode_state(optimizer_state)
-            save_file(tensors, str(tmp / OPTIMIZER_TENSORS))
+            _save_tensors(tensors, tmp / OPTIMIZER_TENSORS)
             (tmp / OPTIMIZER_JSON).write_text(json.dumps(skeleton) + "\n", encoding="utf-8")
         (tmp / "trainer_state.json").write_text(json.dumps(trainer_state) + "\n", encoding="utf-8")
         (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
@@ -138,7 +165,7 @@ def ensure_writable(run_dir: str | Path) -> None:
         os.close(fd)
         os.unlink(probe)
     except OSError as e:
-        raise CheckpointWriteError(run_dir, f"the run folder is not writable: {e.strerror or e}") from e
+        raise CheckpointWriteError(run_dir, f"the run folder is not writable: {os_error_reason(e)}") from e
 
 
 def clean_stale_folders(run_dir: str | Path) -> list[Path]:

@@ -33,6 +33,7 @@ from .distributed import DistInfo, all_reduce_mean, barrier
 from .ema import EMA
 from .metrics_log import MetricsLog
 from .optim import build_optimizer, clock_decay, cosine_decay, warmup_linear_decay
+from .run_folder import check_run_folder
 from .run_progress import TrainProgress
 from .state_codec import rng_state, set_rng_state
 from .train_config import TrainConfig
@@ -83,12 +84,17 @@ class Trainer:
             flush_denormals()  # vocabulary softmax gradients would otherwise run on slow denormals
         if cfg.num_threads > 0:
             torch.set_num_threads(cfg.num_threads)
+        n_train = task.num_train_examples()
+        if cfg.batch_size > n_train:  # a batch would repeat examples (and may not fit in memory): refuse
+            raise ValueError(f"train.batch_size {cfg.batch_size} exceeds the {n_train} training examples: "
+                             f"set train.batch_size to at most {n_train}")
         per_rank = cfg.batch_size // self.dist.world_size
         if per_rank * self.dist.world_size != cfg.batch_size or per_rank % cfg.grad_accum:
             raise ValueError(f"train.batch_size={cfg.batch_size} must split evenly over "
                              f"{self.dist.world_size} process(es) x grad_accum={cfg.grad_accum}")
         self.micro_batch = per_rank // cfg.grad_accum
         if self.dist.is_main:  # fail before any work when the run folder cannot take checkpoints
+            check_run_folder(self.run_dir, full_config.keys())
             ckpt_io.ensure_writable(self.run_dir)
             ckpt_io.clean_stale_folders(self.run_dir)
         self.model = model.to(self.device)
@@ -115,7 +121,7 @@ class Trainer:
         use_amp = self.device.type == "cuda" and cfg.precision != "fp32"
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision) if use_amp else None
         self.scaler = torch.amp.GradScaler("cuda", enabled=use_amp and cfg.precision == "fp16")
-        self.order = EpochOrder(task.num_train_examples(), cfg.seed)
+        self.order = EpochOrder(n_train, cfg.seed)
         self.step = 0
         self.log = MetricsLog(self.run_dir / "metrics.jsonl", self.dist.is_main, tensorboard=cfg.tensorboard)
         self.last_eval: dict = {}

@@ -6,8 +6,10 @@ asking for it without the package is an error at start-up, not a silent no-op.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 from pathlib import Path
 
 from mambadiff.fileio import atomic_write_text
@@ -71,8 +73,17 @@ class MetricsLog:
         if not self.enabled:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json_record(record) + "\n")
+        line = (json_record(record) + "\n").encode("utf-8")
+        with open(self.path, "ab", buffering=0) as f:
+            size = f.seek(0, os.SEEK_END)
+            try:
+                view = memoryview(line)
+                while view:  # an unbuffered write may take part of the line
+                    view = view[f.write(view):]
+            except OSError as e:  # a full disk: cut the part of the line that was written, keep the log strict
+                with contextlib.suppress(OSError):
+                    os.ftruncate(f.fileno(), size)
+                raise OSError(e.errno, e.strerror, str(self.path)) from e
         if self._writer_class is not None:
             self._tensorboard(record)
 

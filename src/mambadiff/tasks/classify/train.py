@@ -11,6 +11,7 @@ config + tokenizer) and ``final_metrics.json`` (valid/test metrics of the final 
 """
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,16 @@ class ClassificationTask:
             raise ValueError(f"the checkpoint was trained on {n} examples, the data now gives {len(self.train_set)}")
 
 
+def check_classify_config(cfg: ClassifyConfig) -> None:
+    """``cfg.validate()`` and the backbone it configures, built on the meta device (parameter matching
+    then resizes a backbone that builds): a bad model setting fails before the run writes anything."""
+    from mambadiff.models.backbones import build_backbone
+    from mambadiff.models.meta_check import check_model_config
+
+    cfg.validate()
+    check_model_config(lambda: build_backbone(cfg.model.backbone.cover_length(cfg.data.max_len)))
+
+
 def train_classifier(cfg: ClassifyConfig, resume: bool = False, progress: bool = True, verbose: bool = True):
     """Train a classifier as ``cfg`` says; returns (TrainResult, model, tokenizer, final metrics).
 
@@ -84,12 +95,15 @@ def train_classifier(cfg: ClassifyConfig, resume: bool = False, progress: bool =
     from mambadiff.train import seed_everything
     from mambadiff.train.distributed import setup_distributed
     from mambadiff.train.interrupt import deferred_interrupt
+    from mambadiff.train.run_folder import check_run_folder, discard_failed_start
     from mambadiff.train.run_lock import run_lock
 
-    cfg.validate()
+    check_classify_config(cfg)  # the whole config, the backbone included, before anything is written
     dist_info = setup_distributed(cfg.train.device)
+    if dist_info.is_main:
+        check_run_folder(cfg.run_dir, [f.name for f in dataclasses.fields(ClassifyConfig)], "classification")
     with run_lock(cfg.run_dir, enabled=dist_info.is_main):
-        with deferred_interrupt():
+        with deferred_interrupt(), discard_failed_start(cfg.run_dir, dist_info.is_main):
             cfg = run_config(cfg, resume)
             seed_everything(cfg.train.seed)
             trainer, tok, splits, sets = build_classify_trainer(cfg, dist_info, verbose)

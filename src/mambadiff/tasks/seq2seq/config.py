@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from mambadiff.data.seq2seq import LAYOUTS, ON_OVERFLOW
+from mambadiff.data.seq2seq import LAYOUTS, ON_OVERFLOW, min_seq_len
 from mambadiff.data.tokenizer import SPECIAL_TOKENS
 from mambadiff.diffusion.masked import WEIGHTINGS
 from mambadiff.diffusion.samplers import SAMPLER_CONFIGS, GaussianSamplerConfig, MaskedSamplerConfig
@@ -42,7 +42,8 @@ class Seq2SeqDataConfig:
 
         need("layout", self.layout in LAYOUTS, "|".join(LAYOUTS))
         need("on_overflow", self.on_overflow in ON_OVERFLOW, "|".join(ON_OVERFLOW))
-        need("seq_len", self.seq_len > 0, "> 0")
+        need("seq_len", self.seq_len >= min_seq_len(self.layout),
+             f">= {min_seq_len(self.layout)} for data.layout={self.layout} (the specials and a token per side)")
         need("vocab_size", self.vocab_size > len(SPECIAL_TOKENS), f"> {len(SPECIAL_TOKENS)} (the special tokens)")
         need("builtin_train", self.builtin_train > 0, "> 0")
         for key in ("max_train", "eval_size", "builtin_valid", "builtin_test"):

@@ -15,11 +15,14 @@ import torch
 from torch import nn
 
 from mambadiff.config import to_dict
-from mambadiff.data.seq2seq import Seq2SeqDataset, load_seq2seq_split, read_seq2seq_jsonl, resolve_split_path
+from mambadiff.data.errors import DataError
+from mambadiff.data.seq2seq import (MAX_CHARS_PER_TOKEN, Seq2SeqDataset, is_stream, load_seq2seq_split,
+                                    read_seq2seq_jsonl, resolve_split_path)
 from mambadiff.data.tokenizer import TextTokenizer, build_tokenizer
 from mambadiff.diffusion import GaussianDiffusion, create_timestep_sampler
 from mambadiff.diffusion.embedding_space import embedding_space
 from mambadiff.models.denoiser import Denoiser
+from mambadiff.models.meta_check import check_model_config
 from mambadiff.train import StepContext
 from mambadiff.train.checkpoint import run_config
 
@@ -52,7 +55,10 @@ def prepare_tokenizer(cfg: Seq2SeqConfig, data_folder: Path) -> TextTokenizer:
     def build() -> TextTokenizer:
         texts = None
         if train_file is not None:
-            texts = [s for pair in read_seq2seq_jsonl(train_file) for s in pair]
+            # only a text's first seq_len tokens reach the model: its vocabulary is learnt from as much
+            # (a multi-megabyte line would otherwise cost seconds and gigabytes)
+            limit = cfg.data.seq_len * MAX_CHARS_PER_TOKEN
+            texts = [s[:limit] for pair in read_seq2seq_jsonl(train_file) for s in pair]
         return build_tokenizer(cfg.data.tokenizer, texts, cfg.data.vocab_size)
 
     return prepare_run_tokenizer(cfg.run_dir, cfg.data.tokenizer, cfg.data.vocab_size, train_file, build)
@@ -267,6 +273,9 @@ def build_seq2seq_trainer(cfg: Seq2SeqConfig, dist_info=None):
     from mambadiff.train.distributed import DistInfo, barrier
 
     dist_info = dist_info or DistInfo()
+    if cfg.data.path != "builtin" and is_stream(resolve_split_path(cfg.data.path, "train")):
+        raise DataError("not a regular file (a named pipe or a device): training reads its data more than "
+                        "once; write it to a file", file=resolve_split_path(cfg.data.path, "train"))
     if dist_info.is_main:  # the main process prepares the data folder and tokenizer first
         data_folder = prepare_data_folder(cfg)
         tok = prepare_tokenizer(cfg, data_folder)
@@ -293,6 +302,14 @@ def build_seq2seq_trainer(cfg: Seq2SeqConfig, dist_info=None):
     return trainer, tok
 
 
+def check_seq2seq_config(cfg: Seq2SeqConfig) -> None:
+    """``cfg.validate()`` and the denoiser it describes (`check_model_config`; the vocab is bert's, or
+    the trained vocab_size as an upper bound)."""
+    cfg.validate()
+    vocab = 30522 if cfg.data.tokenizer == "bert" else cfg.data.vocab_size
+    check_model_config(lambda: build_denoiser(dataclasses.replace(cfg), vocab))
+
+
 def train_seq2seq(cfg: Seq2SeqConfig, resume: bool = False, progress: bool = True):
     """Train a diffusion seq2seq model as ``cfg`` says; returns (TrainResult, model, tokenizer).
 
@@ -305,13 +322,16 @@ def train_seq2seq(cfg: Seq2SeqConfig, resume: bool = False, progress: bool = Tru
     from mambadiff.train.checkpoint import atomic_write_json, ensure_writable
     from mambadiff.train.distributed import setup_distributed
     from mambadiff.train.interrupt import deferred_interrupt
+    from mambadiff.train.run_folder import check_run_folder, discard_failed_start
     from mambadiff.train.run_lock import run_lock
 
-    cfg.validate()
+    check_seq2seq_config(cfg)  # the whole config, the model included, before anything is written
     run_dir = Path(cfg.run_dir)
     with deferred_interrupt():  # a Ctrl-C or SIGTERM during start-up still ends in a checkpoint
         dist_info = setup_distributed(cfg.train.device)
-        with run_lock(run_dir, enabled=dist_info.is_main):
+        if dist_info.is_main:
+            check_run_folder(run_dir, [f.name for f in dataclasses.fields(Seq2SeqConfig)], "seq2seq")
+        with run_lock(run_dir, enabled=dist_info.is_main), discard_failed_start(run_dir, dist_info.is_main):
             cfg = run_config(cfg, resume)
             if dist_info.is_main:
                 ensure_writable(run_dir)
