@@ -7,10 +7,11 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any, Callable, Iterator
 
 
 # errno -> the words an error message uses (the C library's strerror is capitalised and terse)
@@ -89,3 +90,23 @@ def atomic_write_json(path: str | Path, obj: Any) -> Path:
 
 def atomic_write_jsonl(path: str | Path, records) -> Path:
     return atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+
+
+def atomic_write_folder(folder: str | Path, write: Callable[[Path], Any]) -> Path:
+    """``write(tmp)`` fills a temporary sibling folder, which then replaces ``folder``: a reader sees the
+    old folder or the complete new one. Temporary folders a killed write left (``.<name>.tmp*``) go first."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    prefix = f".{folder.name}.tmp"
+    for stale in folder.parent.glob(prefix + "*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=folder.parent))
+    try:
+        write(tmp)
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import click
 
@@ -10,6 +9,7 @@ from mambadiff.config import ConfigError, load_config
 from mambadiff.tasks.ar.config import ARDecodeConfig
 
 from .config_options import option_flags
+from .training import run_training, train_arguments
 
 
 def _fail(err: Exception) -> None:
@@ -26,25 +26,16 @@ def ar_group():
 
 
 @ar_group.command("train")
-@click.option("--config", "config", default=None, help="YAML file or shipped config name (qqp-ar-mamba2-cpu, ...).")
-@click.option("--resume", is_flag=True, help="Continue the run folder's latest checkpoint.")
-@click.argument("overrides", nargs=-1)
+@train_arguments("qqp-ar-mamba2-cpu, qqp-ar-transformer-cpu")
 def train_command(config, resume, overrides):
     """Train an autoregressive paraphraser. OVERRIDES are key=value, e.g. train.max_minutes=12."""
-    from mambadiff.data.errors import DataError
     from mambadiff.tasks.ar import ARConfig, train_ar
-    try:
-        cfg = load_config(ARConfig, config, overrides)
-        result, _, _ = train_ar(cfg, resume=resume)
-    except (DataError, ConfigError, FileExistsError, FileNotFoundError, ValueError) as e:
-        _fail(e)
-    msg = (f"step {result.step} in {result.seconds:.0f}s ({result.tokens_per_s:,.0f} tokens/s); checkpoint "
-           f"{result.checkpoint}; eval {result.last_eval}")
-    if result.interrupted:  # 130 after Ctrl-C, 143 after SIGTERM
-        from mambadiff.train.interrupt import exit_code
-        click.echo(f"interrupted: {msg}; resume with --resume", err=True)
-        sys.exit(exit_code(result.stop_signal))
-    click.echo(msg)
+
+    def train():
+        result, _, _ = train_ar(load_config(ARConfig, config, overrides), resume=resume)
+        return result, f"valid: target loss {result.last_eval.get('loss', float('nan')):.4f} nats/token"
+
+    run_training(train)
 
 
 @ar_group.command("generate")

@@ -1,11 +1,11 @@
 """`mambadiff classify train` and `mambadiff classify eval`."""
 from __future__ import annotations
 
-import sys
-
 import click
 
 from mambadiff.config import ConfigError, load_config
+
+from .training import run_training, train_arguments
 
 FORMATS = ("auto", "sentiment140", "sst2", "imdb", "csv", "jsonl", "listops")
 
@@ -27,29 +27,18 @@ def classify_group():
 
 
 @classify_group.command("train")
-@click.option("--config", "config", default=None,
-              help="YAML file or shipped config name (sentiment140-mamba, sst2-mamba, imdb-mamba, lra-listops, lra-text).")
-@click.option("--resume", is_flag=True, help="Continue the run folder's latest checkpoint.")
-@click.argument("overrides", nargs=-1)
+@train_arguments("sentiment140-mamba, sst2-mamba, imdb-mamba, lra-listops, lra-text")
 def train_command(config, resume, overrides):
     """Train a classifier. OVERRIDES are key=value, e.g. model.backbone.name=transformer train.max_minutes=8."""
-    from mambadiff.data.errors import DataError
     from mambadiff.tasks.classify import ClassifyConfig, train_classifier
-    try:
-        cfg = load_config(ClassifyConfig, config, overrides)
-        result, _, _, metrics = train_classifier(cfg, resume=resume)
-    except (DataError, ConfigError, OSError, ValueError) as e:
-        _fail(e)
-    msg = f"step {result.step} in {result.seconds:.0f}s ({result.tokens_per_s:,.0f} tokens/s); checkpoint {result.checkpoint}"
-    for split in ("valid", "test"):
-        if split in metrics:
-            m = metrics[split]
-            msg += f"\n{split}: accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f} (n={m['n']})"
-    if result.interrupted:  # 130 after Ctrl-C, 143 after SIGTERM (128 + the signal number)
-        from mambadiff.train.interrupt import exit_code
-        click.echo(f"interrupted: {msg}; resume with --resume", err=True)
-        sys.exit(exit_code(result.stop_signal))
-    click.echo(msg)
+
+    def train():
+        result, _, _, metrics = train_classifier(load_config(ClassifyConfig, config, overrides), resume=resume)
+        lines = [f"{split}: accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f} (n={m['n']})"
+                 for split, m in ((s, metrics[s]) for s in ("valid", "test") if s in metrics)]
+        return result, "\n".join(lines)
+
+    run_training(train)
 
 
 def format_report(metrics: dict, names: list[str] | None = None) -> str:

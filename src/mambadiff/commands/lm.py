@@ -9,6 +9,7 @@ from mambadiff.config import ConfigError, load_config
 from mambadiff.tasks.lm.config import LMGenerateConfig
 
 from .config_options import option_flags
+from .training import run_training, train_arguments
 
 
 def _fail(err: Exception) -> None:
@@ -25,27 +26,18 @@ def lm_group():
 
 
 @lm_group.command("train")
-@click.option("--config", "config", default=None, help="YAML file or shipped config name (shakespeare-char, imdb-bytes).")
-@click.option("--resume", is_flag=True, help="Continue the run folder's latest checkpoint.")
-@click.argument("overrides", nargs=-1)
+@train_arguments("shakespeare-char, imdb-bytes")
 def train_command(config, resume, overrides):
     """Train a language model. OVERRIDES are key=value, e.g. model.backbone.name=transformer train.max_minutes=5."""
-    from mambadiff.data.errors import DataError
     from mambadiff.tasks.lm import LMConfig, train_lm
-    try:
-        cfg = load_config(LMConfig, config, overrides)
-        result, _, _, metrics = train_lm(cfg, resume=resume)
-    except (DataError, ConfigError, FileExistsError, FileNotFoundError, ValueError) as e:
-        _fail(e)
-    valid = metrics["valid"]
-    msg = (f"step {result.step} in {result.seconds:.0f}s ({result.tokens_per_s:,.0f} tokens/s); checkpoint "
-           f"{result.checkpoint}\nvalid: loss {valid['loss']:.4f} nats/token, {valid['bpb']:.4f} bits/byte "
-           f"({valid['tokens']:,} tokens)")
-    if result.interrupted:  # 130 after Ctrl-C, 143 after SIGTERM (128 + the signal number)
-        from mambadiff.train.interrupt import exit_code
-        click.echo(f"interrupted: {msg}; resume with --resume", err=True)
-        sys.exit(exit_code(result.stop_signal))
-    click.echo(msg)
+
+    def train():
+        result, _, _, metrics = train_lm(load_config(LMConfig, config, overrides), resume=resume)
+        valid = metrics["valid"]
+        return result, (f"valid: loss {valid['loss']:.4f} nats/token, {valid['bpb']:.4f} bits/byte "
+                        f"({valid['tokens']:,} tokens)")
+
+    run_training(train)
 
 
 @lm_group.command("eval")

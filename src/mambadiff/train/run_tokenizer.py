@@ -16,12 +16,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Callable
 
 from mambadiff.data.tokenizer import TextTokenizer, load_tokenizer
+from mambadiff.fileio import atomic_write_folder
 
 from .checkpoint import latest_checkpoint
 
@@ -97,17 +96,10 @@ def prepare_run_tokenizer(run_dir: str | Path, kind: str, vocab_size: int, sourc
                              f"Resume with the config the run started with, or choose another run_dir")
         print(f"{folder}: {why}; building a new tokenizer for this fresh run")
     tok = build()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    for stale in run_dir.glob(".tokenizer.tmp*"):  # left by a killed write
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tokenizer.tmp", dir=run_dir))
-    try:
+
+    def write(tmp: Path) -> None:
         tok.save(tmp)
         (tmp / BUILT_WITH).write_text(json.dumps(request, indent=2) + "\n", encoding="utf-8")
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    atomic_write_folder(folder, write)
     return tok

@@ -22,7 +22,7 @@ from mambadiff.data.seq2seq import Seq2SeqDataset, collate, load_seq2seq_split
 from mambadiff.models.backbones import count_parameters
 from mambadiff.models.lm import CausalLM
 from mambadiff.train import StepContext
-from mambadiff.train.checkpoint import atomic_write_json, run_config
+from mambadiff.train.checkpoint import atomic_write_json
 
 from .config import ARConfig
 
@@ -143,20 +143,9 @@ def _build_trainer(cfg: ARConfig, dist_info, verbose: bool):
 def train_ar(cfg: ARConfig, resume: bool = False, progress: bool = True, verbose: bool = True):
     """Train an autoregressive paraphraser as ``cfg`` says: (TrainResult, model, tokenizer). Resume,
     the run lock, SIGINT / SIGTERM and divergence behave as for every run of the shared loop."""
-    from mambadiff.train import seed_everything
-    from mambadiff.train.distributed import setup_distributed
-    from mambadiff.train.interrupt import deferred_interrupt
-    from mambadiff.train.run_lock import run_lock
+    from mambadiff.train.run_session import fit_run, training_run
 
-    cfg.validate()
-    dist_info = setup_distributed(cfg.train.device)
-    with run_lock(cfg.run_dir, enabled=dist_info.is_main):
-        with deferred_interrupt():
-            cfg = run_config(cfg, resume)
-            seed_everything(cfg.train.seed)
-            trainer, tok = _build_trainer(cfg, dist_info, verbose)
-            if resume and trainer.resume() and verbose:
-                print(f"resumed from step {trainer.step}")
-            trainer.cfg.progress = progress and trainer.cfg.progress
-            result = trainer.fit()
+    with training_run(cfg, "autoregressive paraphraser", resume) as (cfg, dist_info):
+        trainer, tok = _build_trainer(cfg, dist_info, verbose)
+        result = fit_run(trainer, resume, progress, verbose)
     return result, trainer.eval_model(), tok

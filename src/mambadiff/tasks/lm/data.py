@@ -9,9 +9,6 @@ are built from the training split only, so nothing of the validation text leaks 
 """
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +18,7 @@ import torch
 from mambadiff.data.errors import DataError
 from mambadiff.data.lm_text import read_documents
 from mambadiff.data.lm_tokenizers import LMTokenizer, build_lm_tokenizer, load_lm_tokenizer
+from mambadiff.fileio import atomic_write_folder
 
 from .config import LMDataConfig
 
@@ -75,16 +73,7 @@ def prepare_lm_tokenizer(d: LMDataConfig, train_docs: list[str], run_dir: str | 
         return tok
     tok = build_lm_tokenizer(d.tokenizer, train_docs, d.vocab_size)
     if folder is not None:
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".tokenizer.tmp", dir=folder.parent))
-        try:
-            tok.save(tmp)
-            if folder.exists():
-                shutil.rmtree(folder)
-            os.replace(tmp, folder)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+        atomic_write_folder(folder, tok.save)
     return tok
 
 

@@ -24,7 +24,7 @@ from mambadiff.config import to_dict
 from mambadiff.models.backbones import count_parameters
 from mambadiff.models.lm import CausalLM
 from mambadiff.train import StepContext
-from mambadiff.train.checkpoint import atomic_write_json, latest_checkpoint, run_config
+from mambadiff.train.checkpoint import atomic_write_json, latest_checkpoint
 
 from .config import LMConfig
 from .data import LMStreams, load_streams, prepare_lm_tokenizer
@@ -120,27 +120,16 @@ def train_lm(cfg: LMConfig, resume: bool = False, progress: bool = True, verbose
     The final metrics (also run_dir/final_metrics.json) are the validation loss and bits per byte of
     the final weights (EMA when on) and the parameter counts. ``resume``, the run lock, SIGINT/SIGTERM
     and divergence behave as for every run of the shared loop (``mambadiff.train``)."""
-    from mambadiff.train import seed_everything
-    from mambadiff.train.distributed import setup_distributed
-    from mambadiff.train.interrupt import deferred_interrupt
-    from mambadiff.train.run_lock import run_lock
+    from mambadiff.train.run_session import fit_run, training_run
 
-    cfg.validate()
-    dist_info = setup_distributed(cfg.train.device)
-    with run_lock(cfg.run_dir, enabled=dist_info.is_main):
-        with deferred_interrupt():
-            cfg = run_config(cfg, resume)
-            seed_everything(cfg.train.seed)
-            trainer, tok, task = _build_trainer(cfg, dist_info, resume, verbose)
-            if resume and trainer.resume() and verbose:
-                print(f"resumed from step {trainer.step}")
-            trainer.cfg.progress = progress and trainer.cfg.progress
-            result = trainer.fit()
+    with training_run(cfg, "language-model", resume) as (cfg, dist_info):
+        trainer, tok, task = _build_trainer(cfg, dist_info, resume, verbose)
+        result = fit_run(trainer, resume, progress, verbose)
         model = trainer.eval_model()
         metrics = {"step": result.step, "seconds": result.seconds, "backbone": cfg.model.backbone.name,
                    "parameters": {"non_embedding": count_parameters(model.backbone),
                                   "total": count_parameters(model)},
                    "valid": dict(result.last_eval) or task.evaluate(model)}
-        if dist_info.is_main:
+        if dist_info.is_main:  # under the run's lock, beside the checkpoints it scores
             atomic_write_json(Path(cfg.run_dir) / "final_metrics.json", metrics)
     return result, model, tok, metrics
