@@ -105,6 +105,34 @@ def test_float32_vector_paths(p, n, reverse):
         torch.testing.assert_close(a.double() / scale, r / scale, **TOL[torch.float32], msg=name)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("p, n", [(16, 16), (32, 5), (3, 7)])
+def test_final_state_with_unequal_lengths(p, n, dtype):
+    """return_final_state (Mamba2.prefill): the state after the last step, (b, h, p, n) as Mamba2State
+    keeps it; with dt zeroed past each row's length, as prefill pads, it is the state at the row's own
+    last step. Against the oracle's state over each row alone; y is the same as without the state, and
+    its gradients still flow (the state takes none)."""
+    b, l, h = 3, 70, 3
+    lengths = torch.tensor([70, 33, 1])
+    g = torch.Generator().manual_seed(p * 100 + n)
+    xbc = torch.randn(b, l, h * p + 2 * n, dtype=torch.float64, generator=g)  # (b, l, hp + 2n)
+    keep = (torch.arange(l) < lengths[:, None]).unsqueeze(-1)  # (b, l, 1)
+    dt = F.softplus(torch.randn(b, l, h, dtype=torch.float64, generator=g) - 1) * keep  # (b, l, h)
+    A = -torch.rand(h, dtype=torch.float64, generator=g) * 4 - 0.1  # (h,)
+    D = torch.randn(h, dtype=torch.float64, generator=g)  # (h,)
+    leaves = [t.to(dtype).requires_grad_() for t in (xbc, dt, A, D)]
+    y, last = ssd_scan_cpu_packed(*leaves, n, return_final_state=True)  # (b, l, hp), (b, h, p, n)
+    assert last.shape == (b, h, p, n) and last.dtype == dtype and not last.requires_grad
+    torch.testing.assert_close(y, ssd_scan_cpu_packed(*leaves, n), rtol=0, atol=0)
+    assert all(gr is not None for gr in torch.autograd.grad(y.sum(), leaves))
+    x, B, C = torch.split(xbc, [h * p, n, n], dim=-1)
+    for i, li in enumerate(lengths.tolist()):
+        rows = (slice(i, i + 1), slice(0, li))
+        _, ref = ssd_reference(x[rows].unflatten(-1, (h, p)), dt[rows], A, B[rows], C[rows], D,
+                               return_final_state=True)  # (1, h, p, n)
+        torch.testing.assert_close(last[i].double(), ref[0], **TOL[dtype], msg=f"row {i}")
+
+
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(b=st.integers(1, 3), l=st.sampled_from([1, 2, 17, 63, 64, 65, 130]), h=st.integers(1, 3),
        p=st.sampled_from([1, 8, 32]), n=st.integers(1, 17), dtype=st.sampled_from([torch.float64, torch.float32]),

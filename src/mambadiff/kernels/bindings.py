@@ -32,8 +32,8 @@ SIGNATURES = {
     # causal conv1d + SiLU (csrc/causal_conv1d.c): x, w, bias, y, strides; b l e k chunk; anti, threads
     "cc_fwd": ([_P] * 5 + [_I64] * 5 + [_I32] * 2, _I32),
     "cc_bwd": ([_P] * 8 + [_I64] * 5 + [_I32] * 2, _I32),  # 7 tensors + strides; sizes, chunk; anti, threads
-    # SSD (csrc/ssd_scan.c): 8 tensors + strides; b l h p n q; threads
-    "ssd_fwd": ([_P] * 9 + [_I64] * 6 + [_I32], _I32),
+    # SSD (csrc/ssd_scan.c): 9 tensors (the last state optional) + strides; b l h p n q; threads
+    "ssd_fwd": ([_P] * 10 + [_I64] * 6 + [_I32], _I32),
     "ssd_bwd": ([_P] * 15 + [_I64] * 7 + [_I32], _I32),  # 14 tensors + strides; sizes, q, g; threads
     # (gated) RMSNorm (csrc/rms_norm.c): x, z, w, y, rstd, strides; rows, e; eps; threads
     "rn_fwd": ([_P] * 6 + [_I64] * 2 + [_EPS, _I32], _I32),

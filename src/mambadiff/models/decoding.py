@@ -5,12 +5,12 @@ Glossary: b batch, l length, d model width, s KV cache slots.
 
 How each layer kind hands its prompt over to ``step`` (``prefill_backbone``):
 
-    mamba, mamba2     the selective scan / chunked SSD returns its last state (dt zeroed at padding,
+    mamba, mamba2     the selective scan / SSD kernel returns its last state (dt zeroed at padding,
                       so a row's state stops at its own last token) and the conv keeps the last k-1
                       inputs: ``Mamba.prefill``, ``Mamba2.prefill``
-    s4d, s4, h3       time-invariant: the state after a row's prompt is its right-aligned inputs times
-                      a table of powers of dA (``ConvolutionalSSM.prefill``, ``H3.prefill``), computed
-                      beside the FFT convolution
+    s4d, s4, h3       time-invariant: the state after a row's prompt is its right-aligned inputs, in
+                      chunks, times a small table of powers of dA (``ConvolutionalSSM.prefill``,
+                      ``H3.prefill``), one matrix product beside the FFT convolution
     attention layers  (transformer, a hybrid's attn_layers) the prompt's keys and values fill a KV
                       cache (``mambadiff.models.kv_cache``)
     lstm              the packed sequence's last (h, c) per row

@@ -22,7 +22,8 @@ linear-attention-like mechanism that lets H3 recall associations which S4 / S4D 
 The parallel path computes both SSMs as causal convolutions by FFT (``fft_causal_conv``); ``step``
 runs them as recurrences: a buffer of the last s keys (b, d, s) and the diagonal SSM's complex state
 (b, h, p, p, m). ``prefill`` is the parallel path that also returns each row's state after its own
-length: its last s keys and sum_t dA^(t_end-t) dB kv_t from the right-aligned products.
+length: its last s keys and sum_t dA^(n-1-t) dB kv_t over its n products, by chunks
+(``mambadiff.ssm.lti.modal_sums``).
 """
 from __future__ import annotations
 
@@ -33,8 +34,9 @@ import torch
 from torch import nn
 
 from .checks import check_positive_int, validate_sequence, validate_state_tensor, validate_token
-from .prefill import check_lengths, lengths_mask, trailing_window
-from .lti import check_dt_and_lr_scale, complex_dtype, fft_causal_conv, log_uniform_log_dt, work_dtype_for
+from .prefill import check_lengths, has_padding, lengths_mask, trailing_window
+from .lti import (check_dt_and_lr_scale, complex_dtype, fft_causal_conv, log_uniform_log_dt, modal_sums,
+                  work_dtype_for)
 from .s4d import INITS, s4d_init_imag
 
 __all__ = ["H3Config", "H3State", "H3"]
@@ -166,13 +168,14 @@ class H3(nn.Module):
         b, l, _ = x.shape
         h, p, m = self.config.n_heads, self.config.head_dim, self.config.d_state // 2
         lengths = check_lengths(lengths, b, l, x.device)  # (b,)
-        out, k, kv = self.parallel(x, lengths_mask(lengths, l))  # (b, l, d), (b, d, l), (b, h, p, p, l)
+        mask = lengths_mask(lengths, l) if has_padding(lengths, l) else None  # (b, l); full rows need none
+        out, k, kv = self.parallel(x, mask)  # (b, l, d), (b, d, l), (b, h, p, p, l)
         keys = trailing_window(k, lengths, self.config.shift_size).flip(-1)  # (b, d, s) newest first
         dtA, _, dB, _ = self._discrete(work_dtype_for(self.log_dt))  # (d, m) each
-        j = torch.arange(l - 1, -1, -1, device=x.device, dtype=dtA.real.dtype)  # (l,) l-1 .. 0
-        powers = torch.exp(dtA.unsqueeze(-1) * j).view(h, p, m, l)  # (h, p, m, l) dA^(l-1-t)
-        kv = trailing_window(kv, lengths, l).to(powers.dtype)  # (b, h, p, p, l) right-aligned
-        ssm = dB.view(h, p, 1, m) * torch.einsum("bhijl,himl->bhijm", kv, powers)  # (b, h, p, p, m)
+        # key channel (h, i) is the diagonal SSM's channel; its p value channels j share its dA. The
+        # products lie time-major (j fastest, from the broadcast), so (b, h p_i, l, p_j) is a view
+        sums = modal_sums(kv.transpose(-1, -2).reshape(b, h * p, l, p), lengths, dtA)  # (b, h p_i, p_j, m)
+        ssm = dB.view(h, p, 1, m) * sums.view(b, h, p, p, m)  # (b, h, p, p, m)
         return out, H3State(shift_state=keys, ssm_state=ssm)
 
     # ------------------------------------------------------------------ recurrent

@@ -10,9 +10,12 @@ S4D and S4 share one parallel path (``ConvolutionalSSM.forward``):
     out = out_proj(gelu(y))                 (b, l, d)   linear e -> 2d then GLU, or e -> d
 
 and differ only in how they build K (``kernel``) and in their recurrent ``step``. ``prefill`` is the
-parallel path that also returns each row's state after its own length: the state after t inputs is
-sum_j dA^(t-1-j) dB u_j, so the inputs right-aligned (``trailing_window``) meet one table of powers
-shared by the batch (``state_after``, per subclass).
+parallel path that also returns each row's state after its own length: the state after n inputs is
+sum_t dA^(n-1-t) dB u_t (``state_after``, per subclass), one more contraction of the inputs beside the
+FFT convolution. It goes by chunks (``mambadiff.ssm.prefill.state_chunks``): a (c, state) table of
+powers per channel, shared by every chunk and row, meets the inputs in one real matrix product, and
+K = l / c more powers weigh the results, so that no (e, state, l) table of powers is built (the
+diagonal mixers' ``modal_sums``; S4's ``state_after``).
 """
 from __future__ import annotations
 
@@ -23,10 +26,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checks import validate_sequence
-from .prefill import check_lengths, lengths_mask, trailing_window
+from .prefill import check_lengths, chunk_shape, has_padding, lengths_mask, state_chunks
 
 __all__ = ["complex_dtype", "work_dtype_for", "fft_causal_conv", "log_uniform_log_dt", "check_dt_and_lr_scale",
-           "ConvolutionalSSM"]
+           "powers", "modal_sums", "ConvolutionalSSM"]
 
 
 def complex_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -64,6 +67,35 @@ def check_dt_and_lr_scale(dt_min: float, dt_max: float, lr_scale: float) -> None
         raise ValueError(f"lr_scale must be > 0, got {lr_scale}")
 
 
+def powers(dtA: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
+    """dA^steps = exp(dtA * steps): dtA (e, m) complex, steps (s,) -> (e, m, s) complex. Built as
+    polar(exp(Re), Im): torch's real exp, cos and sin are vectorised, its complex exp is ~10x slower."""
+    s = steps.to(dtA.real.dtype)  # (s,)
+    return torch.polar(torch.exp(dtA.real.unsqueeze(-1) * s), dtA.imag.unsqueeze(-1) * s)  # (e, m, s)
+
+
+def modal_sums(u: torch.Tensor, lengths: torch.Tensor, dtA: torch.Tensor) -> torch.Tensor:
+    """Each row's sum_t dA^(n-1-t) u_t over its own n = lengths[i] inputs, per channel and mode, for a
+    diagonal dA = exp(dtA): u (b, e, l, j) real, j values per channel and step sharing its dA (time-major
+    within a channel: j contiguous reads no copy); dtA (e, m) complex -> (b, e, j, m) complex.
+
+    Step i K + k of the right-aligned rows (``state_chunks``) is dA^(K (c-1-i)) dA^(K-1-k) from the end:
+    the c powers of the first factor, as a real (2m, c) table per channel, meet the inputs in one real
+    matrix product over i; the K powers of the second weigh its (m, K, j) results."""
+    b, e, l, j = u.shape
+    m = dtA.shape[-1]
+    c, K = chunk_shape(l)
+    x = state_chunks(u, lengths, c, K).flatten(3)  # (b, e, c, K j)
+    if x.stride(-1) != 1:
+        x = x.contiguous()  # (b, e, c, K j) the product's rows need a unit stride
+    table = powers(dtA, K * torch.arange(c - 1, -1, -1, device=u.device))  # (e, m, c) dA^(K (c-1-i))
+    table = torch.view_as_real(table).transpose(-1, -2).reshape(e, 2 * m, c)  # (e, 2m, c) rows Re, Im per mode
+    sums = (table @ x.to(table.dtype)).view(b, e, m, 2, K, j)  # (b, e, m, 2, K, j) a real product per channel
+    sums = torch.complex(sums[:, :, :, 0], sums[:, :, :, 1])  # (b, e, m, K, j)
+    outer = powers(dtA, torch.arange(K - 1, -1, -1, device=u.device))  # (e, m, K) dA^(K-1-k)
+    return torch.einsum("bemkj,emk->bejm", sums, outer)  # (b, e, j, m)
+
+
 class ConvolutionalSSM(nn.Module):
     """Base of the convolutional mixers: the parallel path around a subclass's ``kernel(l) -> (e, l)``.
 
@@ -99,7 +131,9 @@ class ConvolutionalSSM(nn.Module):
         if mask is not None:
             u = u * mask.unsqueeze(-1).to(u.dtype)  # (b, l, e) padded SSM inputs zeroed
         work = self.work_dtype()
-        u = u.transpose(1, 2).to(work)  # (b, e, l)
+        # channel-major in memory: the FFT reads each channel's steps at unit stride (as fast as the
+        # strided read of the time-major layout, copy included), and so does the prefill's state sum
+        u = u.transpose(1, 2).contiguous().to(work)  # (b, e, l)
         K = self.kernel(l)  # (e, l)
         y = fft_causal_conv(u, K) + self.D.to(work).unsqueeze(-1) * u  # (b, e, l)
         y = F.gelu(y).transpose(1, 2).to(x.dtype)  # (b, l, e)
@@ -114,11 +148,12 @@ class ConvolutionalSSM(nn.Module):
         validate_sequence(self, x, None, self.d_model)
         b, l, _ = x.shape
         lengths = check_lengths(lengths, b, l, x.device)  # (b,)
-        out, u = self.parallel(x, lengths_mask(lengths, l))  # (b, l, d), (b, e, l)
-        return out, self.state_after(trailing_window(u, lengths, l))
+        mask = lengths_mask(lengths, l) if has_padding(lengths, l) else None  # (b, l); full rows need none
+        out, u = self.parallel(x, mask)  # (b, l, d), (b, e, l)
+        return out, self.state_after(u, lengths)
 
-    def state_after(self, u: torch.Tensor):  # pragma: no cover - abstract
-        """The recurrent state after the right-aligned inputs ``u (b, e, l)`` (the last at l - 1)."""
+    def state_after(self, u: torch.Tensor, lengths: torch.Tensor):  # pragma: no cover - abstract
+        """The recurrent state of each row after its own ``lengths[i]`` inputs ``u (b, e, l)``."""
         raise NotImplementedError
 
     def mix(self, y: torch.Tensor) -> torch.Tensor:

@@ -32,7 +32,7 @@ from torch import nn
 from .checks import (at_least_f32, check_dt_range, check_positive_int, validate_sequence,
                      validate_state_tensor, validate_token)
 from .conv import CONV_BACKEND_FOR_SCAN, causal_conv1d_silu
-from .prefill import check_lengths, lengths_mask, trailing_window
+from .prefill import check_lengths, has_padding, lengths_mask, trailing_window
 from .scan import BACKENDS, selective_scan
 
 
@@ -270,25 +270,37 @@ class Mamba(nn.Module):
 
     def prefill(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, MambaState]:
         """The parallel path over right-padded ``x (b, l, d)`` with ``lengths (b,)`` real tokens per row:
-        ``(forward(x, mask), state after each row's last token)``; ``step`` continues from the state."""
+        ``(forward(x, mask), state after each row's last token)``; ``step`` continues from the state.
+        When every row is full (a single prompt) this is ``forward``'s own computation plus the scan's last
+        state; padded rows take dt's softplus out of the scan to zero it at padding."""
         validate_sequence(self, x, None, self.d_model)
         cfg = self.config
         b, l, _ = x.shape
         n, r, k = cfg.d_state, cfg.dt_rank, cfg.d_conv
         lengths = check_lengths(lengths, b, l, x.device)  # (b,)
-        keep = lengths_mask(lengths, l).unsqueeze(-1).to(x.dtype)  # (b, l, 1)
-        xs, z = self.in_proj(x * keep).chunk(2, dim=-1)  # (b, l, e) each
+        padded = has_padding(lengths, l)
+        keep = lengths_mask(lengths, l).unsqueeze(-1).to(x.dtype) if padded else None  # (b, l, 1)
+        if padded:
+            x = x * keep  # (b, l, d)
+        w_x, w_z = self.in_proj.weight.chunk(2, dim=0)  # (e, d) each: two products, as forward
+        b_x, b_z = (None, None) if self.in_proj.bias is None else self.in_proj.bias.chunk(2)
+        xs, z = F.linear(x, w_x, b_x), F.linear(x, w_z, b_z)  # (b, l, e) each
         conv_state = trailing_window(xs.transpose(1, 2), lengths, k - 1)  # (b, e, k-1)
         xs = causal_conv1d_silu(xs, self.conv1d.weight[:, 0, :], self.conv1d.bias,
                                 backend=CONV_BACKEND_FOR_SCAN.get(cfg.scan_backend, "auto"))  # (b, l, e)
         dt, B, C = torch.split(self.x_proj(xs), [r, n, n], dim=-1)  # (b, l, r), (b, l, n), (b, l, n)
-        dt = F.softplus(at_least_f32(self.dt_proj(dt))) * keep  # (b, l, e) zero at padding: state kept
+        dt = dt @ self.dt_proj.weight.t()  # (b, l, e) pre-bias, pre-softplus
+        bias = at_least_f32(self.dt_proj.bias)  # (e,)
+        if padded:  # zero at padding: exp(0 A) = 1 and 0 x = 0 keep each row's state at its last token
+            dt, bias = (F.softplus(at_least_f32(dt) + bias) * keep).to(xs.dtype), None  # (b, l, e)
         y, last = selective_scan(
-            xs.transpose(1, 2), dt.to(xs.dtype).transpose(1, 2), -torch.exp(at_least_f32(self.A_log)),
+            xs.transpose(1, 2), dt.transpose(1, 2), -torch.exp(at_least_f32(self.A_log)),
             B.transpose(1, 2), C.transpose(1, 2), at_least_f32(self.D), z.transpose(1, 2),
-            delta_softplus=False, return_last_state=True, backend=cfg.scan_backend,
+            delta_bias=bias, delta_softplus=not padded, return_last_state=True, backend=cfg.scan_backend,
         )  # (b, e, l), (b, e, n)
-        out = self.out_proj(y.transpose(1, 2).to(x.dtype)) * keep  # (b, l, d)
+        out = self.out_proj(y.transpose(1, 2).to(x.dtype))  # (b, l, d)
+        if padded:
+            out = out * keep  # (b, l, d)
         return out, MambaState(conv_state=conv_state, ssm_state=last.to(self.A_log.dtype))
 
     def extra_repr(self) -> str:

@@ -22,8 +22,9 @@ The SSD itself lives in ``mambadiff.ssm.ssd``; ``Mamba2Config.algorithm`` picks 
 repeated over each head's channels, on its own ``scan_backend``).
 
 ``prefill`` is the parallel path over right-padded rows that also returns each row's state after
-its own length, for ``step`` to continue from: the chunked SSD with dt zeroed at padding (no decay,
-no input: the final state is the state at the row's last token) and the row's last k-1 conv inputs.
+its own length, for ``step`` to continue from: the SSD with dt zeroed at padding (no decay, no input:
+the final state is the state at the row's last token), by the fused CPU kernel that writes its final
+state (the chunked SSD elsewhere), and the row's last k-1 conv inputs.
 """
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ from .checks import (
 )
 from .mamba import init_dt_bias
 from .norm import RMSNorm
-from .prefill import check_lengths, lengths_mask, trailing_window
+from .prefill import check_lengths, has_padding, lengths_mask, trailing_window
 from .scan import BACKENDS, selective_scan
 from .ssd import (SSD_ALGORITHMS, resolve_algorithm, segsum, ssd, ssd_chunked, ssd_reference,
                   ssd_scan_cpu_packed)
@@ -248,23 +249,46 @@ class Mamba2(nn.Module):
 
     def prefill(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, Mamba2State]:
         """The parallel path over right-padded ``x (b, l, d)`` with ``lengths (b,)`` real tokens per row:
-        ``(forward(x, mask), state after each row's last token)``, by the chunked SSD whatever
-        ``algorithm`` is (the fused CPU kernel returns no state)."""
+        ``(forward(x, mask), state after each row's last token)``. dt is zeroed at padding (no decay, no
+        input), so the state after the whole sequence is each row's state at its own last token: the
+        fused CPU kernel (algorithm auto / cpu) hands it back beside y, at the forward's cost; other
+        algorithms, and calls that need a gradient through the state, take the chunked SSD."""
         validate_sequence(self, x, None, self.d_model)
         cfg = self.config
         b, l, _ = x.shape
         e, n, h, p = cfg.d_inner, cfg.d_state, cfg.nheads, cfg.headdim
         lengths = check_lengths(lengths, b, l, x.device)  # (b,)
-        keep = lengths_mask(lengths, l).unsqueeze(-1)  # (b, l, 1)
-        z, xBC, dt = self._split_in_proj(self.in_proj(x * keep.to(x.dtype)))  # (b, l, e), (b, l, e+2n), (b, l, h)
+        padded = has_padding(lengths, l)  # full rows (a single prompt) skip every mask product
+        keep = lengths_mask(lengths, l).unsqueeze(-1) if padded else None  # (b, l, 1)
+        if padded:
+            x = x * keep.to(x.dtype)  # (b, l, d)
+        z, xBC, dt = split_linear(x, self.in_proj.weight, self.in_proj.bias,
+                                  (e, e + 2 * n, h))  # (b, l, e), (b, l, e+2n), (b, l, h)
         conv_state = trailing_window(xBC.transpose(1, 2), lengths, cfg.d_conv - 1)  # (b, e+2n, k-1)
         xBC = causal_conv1d_silu(xBC, self.conv1d.weight[:, 0, :], self.conv1d.bias)  # (b, l, e+2n)
-        dt = F.softplus(at_least_f32(dt) + at_least_f32(self.dt_bias)) * keep  # (b, l, h) zero at padding
-        xs, B, C = torch.split(xBC, [e, n, n], dim=-1)  # (b, l, e), (b, l, n), (b, l, n)
-        y, last = ssd_chunked(xs.unflatten(-1, (h, p)), dt, -torch.exp(at_least_f32(self.A_log)), B, C,
-                              cfg.chunk_size, at_least_f32(self.D), return_final_state=True)  # (b, l, h, p), (b, h, p, n)
-        out = self.out_proj(self.norm(y.flatten(2).to(z.dtype), z)) * keep.to(x.dtype)  # (b, l, d)
+        dt = F.softplus(at_least_f32(dt) + at_least_f32(self.dt_bias))  # (b, l, h)
+        if padded:
+            dt = dt * keep  # (b, l, h) zero at padding: the state stops at each row's last token
+        A, D = -torch.exp(at_least_f32(self.A_log)), at_least_f32(self.D)  # (h,), (h,)
+        if self._kernel_prefill(x):
+            y, last = ssd_scan_cpu_packed(xBC, dt, A, D, n, return_final_state=True)  # (b, l, e), (b, h, p, n)
+        else:
+            xs, B, C = torch.split(xBC, [e, n, n], dim=-1)  # (b, l, e), (b, l, n), (b, l, n)
+            y, last = ssd_chunked(xs.unflatten(-1, (h, p)), dt, A, B, C, cfg.chunk_size, D,
+                                  return_final_state=True)  # (b, l, h, p), (b, h, p, n)
+            y = y.flatten(2)  # (b, l, e)
+        out = self.out_proj(self.norm(y.to(z.dtype), z))  # (b, l, d)
+        if padded:
+            out = out * keep.to(out.dtype)  # (b, l, d)
         return out, Mamba2State(conv_state=conv_state, ssm_state=last.to(self.A_log.dtype))
+
+    def _kernel_prefill(self, x: torch.Tensor) -> bool:
+        """Whether prefill takes the fused CPU kernel: the algorithm resolves to it, and no gradient is
+        asked for (the kernel's final state takes none; the chunked SSD's does)."""
+        algorithm = self.config.algorithm
+        if algorithm == "scan" or resolve_algorithm(algorithm, x.device) != "cpu":
+            return False
+        return not (torch.is_grad_enabled() and (x.requires_grad or any(q.requires_grad for q in self.parameters())))
 
     def extra_repr(self) -> str:
         c = self.config

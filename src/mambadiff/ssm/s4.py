@@ -43,7 +43,9 @@ Block (x (b, l, d) -> (b, l, d)), as S4D:
 ``step`` runs the recurrence x_t = dA x_{t-1} + dB u_t on the full complex state (b, e, N); the
 bilinear dA is applied in its DPLR form (O(N r) per channel: the inverse by the Woodbury identity),
 the ZOH dA as a dense matrix. Both need the true C = C~ (I - dA^L)^-1, computed from dense powers and
-cached while gradients are off and the parameters unchanged.
+cached while gradients are off and the parameters unchanged. ``prefill``'s state after a prompt,
+sum_t dA^(n-1-t) dB u_t, is summed by chunks in real coordinates (``state_after``): about log2(l)
+products of real (N, N) matrices per channel and one product of the inputs with a (c, N) table.
 """
 from __future__ import annotations
 
@@ -57,6 +59,7 @@ from torch import nn
 from .checks import check_positive_int, validate_state_tensor, validate_token
 from .hippo import nplr
 from .lti import ConvolutionalSSM, check_dt_and_lr_scale, complex_dtype, log_uniform_log_dt
+from .prefill import chunk_shape, state_chunks
 
 __all__ = ["S4Config", "S4State", "S4", "DISCRETIZATIONS", "dplr_legs_init", "krylov"]
 
@@ -84,6 +87,11 @@ def krylov(dA: torch.Tensor, dB: torch.Tensor, length: int) -> torch.Tensor:
         vectors = torch.cat([vectors, power @ vectors], dim=-1)  # (e, N, 2j)
         power = power @ power
     return vectors[..., :length]  # (e, N, length)
+
+
+def _dense_dplr(Lambda: torch.Tensor, P: torch.Tensor) -> torch.Tensor:
+    """diag(Lambda) - P P*: Lambda (e, N), P (r, e, N) -> (e, N, N) complex."""
+    return torch.diag_embed(Lambda) - torch.einsum("ren,rek->enk", P, P.conj())  # (e, N, N)
 
 
 def _with_conjugates(z: torch.Tensor) -> torch.Tensor:
@@ -190,26 +198,47 @@ class S4(ConvolutionalSSM):
     def dense_state_matrix(self, work_dtype: torch.dtype | None = None) -> torch.Tensor:
         """A = diag(Lambda) - P P* as a dense (e, N, N) complex matrix."""
         _, Lambda, P, _, _ = self.ssm_parameters(work_dtype)
-        return torch.diag_embed(Lambda) - torch.einsum("ren,rek->enk", P, P.conj())  # (e, N, N)
+        return _dense_dplr(Lambda, P)  # (e, N, N)
 
-    def dense_discrete(self, work_dtype: torch.dtype | None = None):
-        """Dense discretisation: dA (e, N, N), dB (e, N) and the true output row C (e, N)."""
-        dt, _, _, B, C_tilde = self.ssm_parameters(work_dtype)
-        A = self.dense_state_matrix(work_dtype)  # (e, N, N)
+    def dense_transition(self, work_dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Dense discretisation of the recurrence: dA (e, N, N), dB (e, N)."""
+        dt, Lambda, P, B, _ = self.ssm_parameters(work_dtype)
+        A = _dense_dplr(Lambda, P)  # (e, N, N)
         N = A.shape[-1]
         eye = torch.eye(N, dtype=A.dtype, device=A.device)  # (N, N)
         dtA = dt[:, None, None] * A  # (e, N, N)
         if self.config.discretization == "bilinear":
-            lhs = eye - dtA / 2  # (e, N, N)
-            dA = torch.linalg.solve(lhs, eye + dtA / 2)  # (e, N, N)
-            dB = torch.linalg.solve(lhs, (dt[:, None] * B).unsqueeze(-1)).squeeze(-1)  # (e, N)
+            # dA and dB share the left-hand side: one factorisation for both
+            rhs = torch.cat([eye + dtA / 2, (dt[:, None] * B).unsqueeze(-1)], dim=-1)  # (e, N, N+1)
+            both = torch.linalg.solve(eye - dtA / 2, rhs)  # (e, N, N+1)
+            dA, dB = both[..., :N], both[..., N]  # (e, N, N), (e, N)
         else:
             dA = torch.linalg.matrix_exp(dtA)  # (e, N, N)
             dB = torch.linalg.solve(A, ((dA - eye) @ B.unsqueeze(-1))).squeeze(-1)  # (e, N)
+        return dA, dB
+
+    def dense_discrete(self, work_dtype: torch.dtype | None = None):
+        """Dense discretisation: dA (e, N, N), dB (e, N) and the true output row C (e, N)."""
+        dA, dB = self.dense_transition(work_dtype)
+        C_tilde = self.ssm_parameters(work_dtype)[4]  # (e, N)
+        eye = torch.eye(dA.shape[-1], dtype=dA.dtype, device=dA.device)  # (N, N)
         dA_L = torch.linalg.matrix_power(dA, self.config.l_max)  # (e, N, N)
         # C = C~ (I - dA^L)^-1  <=>  (I - dA^L)^T C^T = C~^T
         C = torch.linalg.solve((eye - dA_L).mT, C_tilde.unsqueeze(-1)).squeeze(-1)  # (e, N)
         return dA, dB, C
+
+    def real_transition(self, work_dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The recurrence in real coordinates: M (e, N, N), beta (e, N) real.
+
+        The system is real, so from real inputs the state is [z, conj(z)] (z the stored half, m = N/2);
+        xi = [Re z, Im z] holds it in N reals and steps as xi' = M xi + beta u. From z' = A11 z + A12 conj(z)
+        (dA's first m rows, split at m): M = [[Re(A11 + A12), Im(A12 - A11)], [Im(A11 + A12), Re(A11 - A12)]],
+        beta = [Re dB, Im dB] over the first half; real products are a quarter of the complex ones' work."""
+        dA, dB = self.dense_transition(work_dtype)  # (e, N, N), (e, N)
+        m = dA.shape[-1] // 2
+        plus, minus = dA[:, :m, :m] + dA[:, :m, m:], dA[:, :m, :m] - dA[:, :m, m:]  # (e, m, m) each
+        M = torch.cat([torch.cat([plus.real, -minus.imag], -1), torch.cat([plus.imag, minus.real], -1)], -2)  # (e, N, N)
+        return M, torch.cat([dB[:, :m].real, dB[:, :m].imag], -1)  # (e, N, N), (e, N)
 
     # ------------------------------------------------------------------ kernel
 
@@ -242,11 +271,31 @@ class S4(ConvolutionalSSM):
         dA, dB, C = self.dense_discrete()
         return torch.einsum("en,enl->el", C, krylov(dA, dB, length)).real  # (e, l)
 
-    def state_after(self, u: torch.Tensor) -> S4State:
-        """State after the right-aligned inputs u (b, e, l): x = sum_t dA^(l-1-t) dB u_t."""
-        dA, dB, _ = self.dense_discrete()  # (e, N, N), (e, N)
-        powers = krylov(dA, dB, u.shape[-1]).flip(-1)  # (e, N, l) dA^(l-1-t) dB
-        return S4State(ssm_state=torch.einsum("bel,enl->ben", u.to(powers.dtype), powers))  # (b, e, N)
+    def state_after(self, u: torch.Tensor, lengths: torch.Tensor) -> S4State:
+        """State after each row's n = lengths[i] inputs u (b, e, l): x = sum_t dA^(n-1-t) dB u_t.
+
+        In real coordinates (``real_transition``), over the right-aligned steps s = i K + k
+        (``state_chunks``), dA^(n-1-s) = G^(c-1-i) dA^(K-1-k) with G = dA^K: squarings give dA^(2^r) up to
+        G, doubling with G the table G^i dB (i < c); one product of the inputs with the table gives a
+        vector per k, and those pair up, older and newer, as dA older + newer, then with dA^2, ...
+        log2(c K) products of (N, N) matrices per channel in all; no (e, N, l) table is built."""
+        M, beta = self.real_transition()  # (e, N, N), (e, N)
+        c, K = chunk_shape(u.shape[-1])
+        x = state_chunks(u.unsqueeze(-1), lengths, c, K)[..., 0].contiguous().to(M.dtype)  # (b, e, c, K)
+        squares = [M.mT]  # (e, N, N) each: (dA^(2^r))^T, row vectors times it step them 2^r steps on
+        while len(squares) < K.bit_length():
+            squares.append(squares[-1] @ squares[-1])
+        rows, power = beta.unsqueeze(1), squares[-1]  # (e, 1, N) (G^0 dB)^T; (e, N, N) G^T
+        while rows.shape[1] < c:
+            rows = torch.cat([rows, rows @ power], dim=1)  # (e, 2i, N) rows (G^i dB)^T
+            if rows.shape[1] < c:
+                power = power @ power  # (e, N, N) (G^2i)^T
+        sums = x.mT @ rows.flip(1)  # (b, e, K, N) sum_i G^(c-1-i) dB u_(i K + k)
+        for square in squares[:-1]:
+            sums = sums[:, :, 0::2] @ square + sums[:, :, 1::2]  # (b, e, K/2, N) older carried over the newer's steps
+        m = M.shape[-1] // 2
+        z = torch.complex(sums[:, :, 0, :m], sums[:, :, 0, m:])  # (b, e, m)
+        return S4State(ssm_state=torch.cat([z, z.conj()], dim=-1))  # (b, e, N)
 
     # ------------------------------------------------------------------ parallel
 

@@ -37,7 +37,7 @@ from torch import nn
 
 from .checks import check_positive_int, validate_state_tensor, validate_token
 from .hippo import nplr
-from .lti import ConvolutionalSSM, check_dt_and_lr_scale, complex_dtype, log_uniform_log_dt
+from .lti import ConvolutionalSSM, check_dt_and_lr_scale, complex_dtype, log_uniform_log_dt, modal_sums
 
 __all__ = ["S4DConfig", "S4DState", "S4D", "s4d_init_imag"]
 
@@ -152,13 +152,10 @@ class S4D(ConvolutionalSSM):
 
     # ------------------------------------------------------------------ recurrent
 
-    def state_after(self, u: torch.Tensor) -> S4DState:
-        """State after the right-aligned inputs u (b, e, l): h = dB sum_t dA^(l-1-t) u_t."""
+    def state_after(self, u: torch.Tensor, lengths: torch.Tensor) -> S4DState:
+        """State after each row's n = lengths[i] inputs u (b, e, l): h = dB sum_t dA^(n-1-t) u_t."""
         dtA, _, dB, _ = self._discrete(self.work_dtype())  # (e, m) each
-        j = torch.arange(u.shape[-1] - 1, -1, -1, device=u.device, dtype=dtA.real.dtype)  # (l,) l-1 .. 0
-        powers = torch.exp(dtA.unsqueeze(-1) * j)  # (e, m, l) dA^(l-1-t)
-        h = dB * torch.einsum("bel,eml->bem", u.to(powers.dtype), powers)  # (b, e, m)
-        return S4DState(ssm_state=h)
+        return S4DState(ssm_state=dB * modal_sums(u.unsqueeze(-1), lengths, dtA)[:, :, 0])  # (b, e, m)
 
     def allocate_state(self, batch_size: int, device=None, dtype=None) -> S4DState:
         """Complex zeros (b, e, m); ``dtype`` is the real dtype (complex64 for float32 etc.)."""

@@ -201,10 +201,12 @@ def _num_groups(b: int, h: int, threads: int) -> int:
 
 class _SSDScanCPU(torch.autograd.Function):
     """Takes x, B, C packed as one (b, l, h*p + 2n) tensor, the layout of the Mamba-2 block's conv
-    output, and returns their gradient as one tensor too (no split / concatenation in autograd)."""
+    output, and returns their gradient as one tensor too (no split / concatenation in autograd). With
+    ``want_last`` it also returns the state after the kernel's last step, (b, h, p, n), which takes
+    no gradient."""
 
     @staticmethod
-    def forward(ctx, xbc, dt, A, D, n, reverse):
+    def forward(ctx, xbc, dt, A, D, n, reverse, want_last):
         # xbc (b, l, h*p + 2n), dt (b, l, h): unit last stride; A, D (h,) contiguous; n state size;
         # reverse: the recurrence runs from the last step to the first, reading and writing in place
         b, l, width = xbc.shape
@@ -217,21 +219,26 @@ class _SSDScanCPU(torch.autograd.Function):
         y = xbc.new_empty(b, l, e)  # (b, l, h*p)
         ckpt = (xbc.new_empty(b, h, nchunks, n, p) if nchunks > 1 and any(ctx.needs_input_grad)
                 else None)  # (b, h, chunks, n, p) state entering every chunk, for the backward
+        last = xbc.new_empty(b, h, p, n) if want_last else None  # (b, h, p, n) the step() layout
         o = lambda t: kernels.time_origin(t, reverse)  # noqa: E731
         rc = kernels.function("ssd_fwd", xbc.dtype)(
             o(x), o(dt), A.data_ptr(), o(B), o(C),
             kernels.ptr(D), o(y),
-            kernels.ptr(ckpt), kernels.batch_time_strides(x, dt, B, C, y, reverse=reverse), b, l, h, p, n, q,
+            kernels.ptr(ckpt), kernels.ptr(last), kernels.batch_time_strides(x, dt, B, C, y, reverse=reverse),
+            b, l, h, p, n, q,
             kernels.threads_for(b * l * e * n, MIN_WORK_PER_THREAD))
         if rc != 0:
             raise MemoryError("ssd cpu kernel: scratch allocation failed")
         ctx.save_for_backward(xbc, dt, A, D, ckpt)
         ctx.n, ctx.reverse = n, reverse
-        return y
+        if last is None:
+            return y
+        ctx.mark_non_differentiable(last)
+        return y, last
 
     @staticmethod
     @once_differentiable  # the backward is a kernel call: no double backward
-    def backward(ctx, gy):
+    def backward(ctx, gy, _glast=None):
         xbc, dt, A, D, ckpt = ctx.saved_tensors
         b, l, width = xbc.shape
         h, n = dt.shape[2], ctx.n
@@ -266,17 +273,21 @@ class _SSDScanCPU(torch.autograd.Function):
         gB, gC = gB_part.sum(0), gC_part.sum(0)  # (b, l, n), (b, l, n)
         gxbc[..., e:e + n] = gB.flip(1) if rev else gB
         gxbc[..., e + n:] = gC.flip(1) if rev else gC
-        return gxbc, gdt, gA_part.sum(0), None if gD_part is None else gD_part.sum(0), None, None
+        return gxbc, gdt, gA_part.sum(0), None if gD_part is None else gD_part.sum(0), None, None, None
 
 
 def ssd_scan_cpu_packed(xbc: torch.Tensor, dt: torch.Tensor, A: torch.Tensor,
-                        D: torch.Tensor | None, n: int, reverse: bool = False) -> torch.Tensor:
+                        D: torch.Tensor | None, n: int, reverse: bool = False,
+                        return_final_state: bool = False):
     """SSD by the fused C kernel on the packed layout: xbc (b, l, h*p + 2n) holds x, B, C side by
     side (the Mamba-2 block's conv output), dt (b, l, h), A, D (h,). Returns y (b, l, h*p) in xbc's
     dtype; the gradient of xbc comes back as one tensor.
 
     reverse=True runs the recurrence from each sequence's last step to its first: the SSD of the
-    time-flipped inputs, flipped back, computed in place without the flipped copies."""
+    time-flipped inputs, flipped back, computed in place without the flipped copies.
+
+    return_final_state=True: also the state after the last step (b, h, p, n) in the compute dtype
+    (float32 / float64), the layout of ``Mamba2State.ssm_state``; no gradient flows through it."""
     if xbc.device.type != "cpu":
         raise ValueError(f"algorithm 'cpu' needs CPU tensors, got x on {xbc.device}")
     if not kernels.is_available():
@@ -288,10 +299,12 @@ def ssd_scan_cpu_packed(xbc: torch.Tensor, dt: torch.Tensor, A: torch.Tensor,
                          f"dt (b, l, h) = {tuple(dt.shape)}")
     dtype = xbc.dtype
     ct = torch.float64 if dtype == torch.float64 else torch.float32  # compute dtype
-    y = _SSDScanCPU.apply(kernels.unit_last_stride(xbc.to(ct)), kernels.unit_last_stride(dt.to(ct)),
-                          A.to(ct).contiguous(), None if D is None else D.to(ct).contiguous(),
-                          int(n), bool(reverse))  # (b, l, h*p)
-    return y.to(dtype)
+    out = _SSDScanCPU.apply(kernels.unit_last_stride(xbc.to(ct)), kernels.unit_last_stride(dt.to(ct)),
+                            A.to(ct).contiguous(), None if D is None else D.to(ct).contiguous(),
+                            int(n), bool(reverse), bool(return_final_state))  # y (b, l, h*p) [, (b, h, p, n)]
+    if return_final_state:
+        return out[0].to(dtype), out[1]
+    return out.to(dtype)
 
 
 def ssd_scan_cpu(

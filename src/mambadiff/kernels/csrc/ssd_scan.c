@@ -16,6 +16,8 @@
  *   B, C           (b, l, n)     gB_part, gC_part (g, b, l, n): zeroed and summed over g by the caller
  *   A, D           (h,)          gA_part, gD_part (b, h): summed over b by the caller
  *   ckpt           (b, h, nchunks, n, p)  the state entering every chunk of q steps
+ *   last           (b, h, p, n)  optional: the state after the last step, transposed to the layout
+ *                  of the Mamba-2 block's recurrent state (its step and prefill use (p, n) per head)
  * The inner loops run over the p channels of a head (contiguous in x, y and the state rows), which
  * the compiler vectorises (the backward's steps also have AVX2 and AVX-512 versions); B_t[k], C_t[k]
  * and a_t are scalars of the step.
@@ -24,9 +26,10 @@
  * about 32 KB, L1) and runs every head of the block at step t before step t + 1, so it reads and
  * writes its rows of x, B, C, y (gy, gx) in memory order, whole rows at a time.
  * Forward: stores no states except, when ckpt is given (a gradient will be needed), the state at
- * each chunk start. Backward: chunks last to first, each in two passes from its checkpoint that keep
- * one state and one adjoint per head in scratch (see "backward" below). Every task owns its slices
- * of the outputs, so no two threads write the same address.
+ * each chunk start, and when last is given (prefill: step continues from it), the final state.
+ * Backward: chunks last to first, each in two passes from its checkpoint that keep one state and
+ * one adjoint per head in scratch (see "backward" below). Every task owns its slices of the
+ * outputs, so no two threads write the same address.
  */
 #include <math.h>
 #include "ss_math.h"
@@ -421,8 +424,8 @@ typedef struct {
  * Every step runs all nh heads before the next, so the task reads its rows of x, B, C and writes
  * its rows of y in memory order (see ssd_bwd_block). */
 SSD_INLINE void SS_FN(ssd_fwd_block)(const real *x, const real *dt, const real *A, const real *B,
-                                     const real *C, const real *D, real *y, real *ckpt, ssd_io xs,
-                                     ssd_io ds, ssd_io bs, ssd_io cs, ssd_io ys, int64_t bi,
+                                     const real *C, const real *D, real *y, real *ckpt, real *last,
+                                     ssd_io xs, ssd_io ds, ssd_io bs, ssd_io cs, ssd_io ys, int64_t bi,
                                      int64_t h0, int64_t nh, int64_t l, int64_t h, int64_t p,
                                      int64_t n, int64_t q, real *S, real *u) {
     const int64_t np = n * p, nchunks = (l + q - 1) / q;
@@ -439,6 +442,12 @@ SSD_INLINE void SS_FN(ssd_fwd_block)(const real *x, const real *dt, const real *
                             Bt, Ct, SS_FN(ssd_exp)(dtv * A[hi]), dtv, D ? D[hi] : (real)0, n, p, u);
         }
     }
+    for (int64_t hj = 0; last && hj < nh; hj++) { /* S (n, p) -> last (p, n), once per task */
+        const real *Sh = S + hj * np;
+        real *out = last + (bi * h + h0 + hj) * np;
+        for (int64_t k = 0; k < n; k++)
+            for (int64_t j = 0; j < p; j++) out[j * n + k] = Sh[k * p + j];
+    }
 }
 
 /* Heads per block: as many as keep the block's states (nstates per head: S forward, S and G
@@ -454,7 +463,7 @@ static inline int64_t SS_FN(ssd_heads_per_block)(int64_t heads, int64_t n, int64
 }
 
 int SS_FN(ssd_fwd)(const real *x, const real *dt, const real *A, const real *B, const real *C,
-                   const real *D, real *y, real *ckpt, const int64_t *strides, int64_t b,
+                   const real *D, real *y, real *ckpt, real *last, const int64_t *strides, int64_t b,
                    int64_t l, int64_t h, int64_t p, int64_t n, int64_t q, int nthreads) {
     /* strides: x, dt, B, C, y as (sb, sl) pairs */
     const ssd_io xs = {strides[0], strides[1]}, ds = {strides[2], strides[3]},
@@ -475,8 +484,8 @@ int SS_FN(ssd_fwd)(const real *x, const real *dt, const real *A, const real *B, 
             if (!scratch) continue;
             const int64_t bi = task / nblocks, h0 = (task % nblocks) * hb;
             const int64_t nh = h - h0 < hb ? h - h0 : hb;
-            SSD_DISPATCH_P(p, SS_FN(ssd_fwd_block)(x, dt, A, B, C, D, y, ckpt, xs, ds, bs, cs, ys, bi, h0,
-                                                   nh, l, h, P_, n, q, scratch, scratch + hb * n * P_));
+            SSD_DISPATCH_P(p, SS_FN(ssd_fwd_block)(x, dt, A, B, C, D, y, ckpt, last, xs, ds, bs, cs, ys, bi,
+                                                   h0, nh, l, h, P_, n, q, scratch, scratch + hb * n * P_));
         }
         free(scratch);
     }
