@@ -91,9 +91,10 @@ LM_CONFIGS = {"shakespeare-char", "imdb-bytes"}
 @pytest.mark.parametrize("name", sorted(p.stem for p in SHIPPED_CONFIGS.glob("*.yaml")))
 def test_shipped_configs_load(name):
     from mambadiff.tasks.ar import ARConfig
+    from mambadiff.tasks.ar.config import is_ar_config
     from mambadiff.tasks.lm import LMConfig
     schema = (ClassifyConfig if name in CLASSIFY_CONFIGS else LMConfig if name in LM_CONFIGS
-              else ARConfig if name.startswith("qqp-ar-") else Seq2SeqConfig)
+              else ARConfig if is_ar_config(name) else Seq2SeqConfig)
     load_config(schema, name).validate()
 
 

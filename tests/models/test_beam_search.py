@@ -5,26 +5,20 @@ from collections import namedtuple
 from dataclasses import dataclass
 from itertools import product
 
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
-from mambadiff.models.backbones import BackboneConfig
 from mambadiff.models import beam_search as beam_search_module
 from mambadiff.models.beam_search import beam_search
 from mambadiff.models.decoding import DecodeCache, reorder_cache
 from mambadiff.models.generation import generate
 from mambadiff.models.lm import CausalLM, CausalLMConfig
 
-V = 13  # vocab
-
-
-def backbone(name: str, **kw) -> BackboneConfig:
-    cfg = BackboneConfig(**{"name": name, "d_model": 8, "n_layers": 2, "n_heads": 2, **kw})
-    sections = {"mamba": dict(d_state=4), "mamba2": dict(d_state=4, headdim=4, chunk_size=4),
-                "s4d": dict(d_state=4), "s4": dict(d_state=4, l_max=32),
-                "h3": dict(d_state=4, head_dim=4, shift_size=3)}
-    return cfg.with_layer(**sections[name]) if name in sections else cfg
-
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from tiny_backbones import V, backbone  # noqa: E402
 
 BACKBONES = {
     "mamba": backbone("mamba"),

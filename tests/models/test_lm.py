@@ -1,5 +1,8 @@
 """The causal language model: prefill + step against the parallel forward for every backbone, batched
 generation against each row alone, stop tokens, sampling, save / load, and constant work per token."""
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -10,16 +13,8 @@ from mambadiff.models.kv_cache import KVCache
 from mambadiff.models.lm import CausalLM, CausalLMConfig
 from mambadiff.train.checkpoint import CheckpointError
 
-V = 13  # vocab
-
-
-def backbone(name: str, **kw) -> BackboneConfig:
-    cfg = BackboneConfig(**{"name": name, "d_model": 8, "n_layers": 2, "n_heads": 2, **kw})
-    sections = {"mamba": dict(d_state=4), "mamba2": dict(d_state=4, headdim=4, chunk_size=4),
-                "s4d": dict(d_state=4), "s4": dict(d_state=4, l_max=32),
-                "h3": dict(d_state=4, head_dim=4, shift_size=3)}
-    return cfg.with_layer(**sections[name]) if name in sections else cfg
-
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from tiny_backbones import V, backbone  # noqa: E402
 
 BACKBONES = {
     "mamba": backbone("mamba"),

@@ -264,3 +264,14 @@ def test_train_seconds_accumulate_across_a_resume(tmp_path):
     assert len(clock) == 6 and all(b > a for a, b in zip(clock, clock[1:]))
     assert clock[3] > saved  # step 4 comes after the resumed checkpoint's clock
     assert all("train_seconds" in r for r in recs if r["split"] == "eval")
+
+
+def test_the_data_order_refuses_a_resume_on_other_data():
+    from mambadiff.train.batches import EpochOrder
+    saved = EpochOrder(12, seed=0)
+    saved.take(5)
+    with pytest.raises(ValueError, match="trained on 12 examples, the data now gives 10"):
+        EpochOrder(10, seed=0).load_state_dict(saved.state_dict())
+    order = EpochOrder(12, seed=0)
+    order.load_state_dict({"epoch": 0, "cursor": 5})  # saved before the count was recorded
+    assert order.take(7) == saved.take(7)

@@ -6,9 +6,6 @@ import time
 from pathlib import Path
 
 import torch
-import yaml
-
-from mambadiff.config import resolve_config_path
 
 from .common import split_spec
 
@@ -17,12 +14,8 @@ __all__ = ["is_ar_recipe", "run_ar_recipe"]
 
 def is_ar_recipe(spec: str) -> bool:
     """Whether the recipe's config is an autoregressive paraphraser's (it has a ``decode`` section)."""
-    name, _ = split_spec(spec)
-    try:
-        data = yaml.safe_load(resolve_config_path(name).read_text(encoding="utf-8"))
-    except (OSError, ValueError, yaml.YAMLError):
-        return False  # the diffusion path reports the problem with the file
-    return isinstance(data, dict) and "decode" in data
+    from mambadiff.tasks.ar.config import is_ar_config
+    return is_ar_config(split_spec(spec)[0])
 
 
 def run_ar_recipe(spec: str, run_dir: Path, minutes: float, threads: int, split: str, limit: int,

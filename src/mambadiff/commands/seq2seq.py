@@ -303,7 +303,8 @@ def params_command(configs):
                               if p.stem == "demo" or p.stem.startswith("qqp-"))
     rows = []
     for name in names:
-        if name.startswith("qqp-ar-"):  # the autoregressive baselines, sized against qqp-cpu
+        from mambadiff.tasks.ar.config import is_ar_config
+        if is_ar_config(name):  # the autoregressive baselines, sized against qqp-cpu
             from mambadiff.tasks.ar import ARConfig, ar_parameter_report
             cfg = load_config(ARConfig, name)
             rep = ar_parameter_report(cfg)

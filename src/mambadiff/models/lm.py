@@ -80,11 +80,13 @@ class CausalLM(nn.Module):
             raise ValueError(f"input_ids must lie in [0, vocab_size={self.cfg.vocab_size})")
         return input_ids
 
-    def forward(self, input_ids: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, mask: torch.Tensor | None = None,
+                predict: torch.Tensor | None = None) -> torch.Tensor:
         """Next-token logits (b, l, v) at every position of ``input_ids (b, l)``; ``mask (b, l)`` True at
-        real tokens (right padding)."""
+        real tokens (right padding). ``predict (b, l)`` bool: only the logits at those positions,
+        (n, v) in row-major order (the head is most of a small model's cost on a CPU)."""
         h = self.backbone(self.embedding(self._ids(input_ids)), mask)  # (b, l, d)
-        return self.head(h)  # (b, l, v)
+        return self.head(h if predict is None else h[predict])  # (b, l, v) or (n, v)
 
     @torch.no_grad()
     def prefill(self, input_ids: torch.Tensor, lengths: torch.Tensor | None = None, *,

@@ -76,9 +76,18 @@ class EpochOrder:
         return out
 
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "cursor": self.cursor}
+        return {"epoch": self.epoch, "cursor": self.cursor, "n": self.n}
+
+    def check_same_data(self, s: dict) -> None:
+        """ValueError when the saved order ran over another number of examples (other data: its
+        positions mean nothing here). Orders saved before the count was recorded pass."""
+        n = s.get("n")
+        if n is not None and n != self.n:
+            raise ValueError(f"the checkpoint was trained on {n:,} examples, the data now gives {self.n:,}: "
+                             f"resume with the data the run started with")
 
     def load_state_dict(self, s: dict) -> None:
+        self.check_same_data(s)
         self.epoch, self.cursor = s["epoch"], s["cursor"]
         self._perm = self._make_perm()
 

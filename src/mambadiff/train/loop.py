@@ -229,6 +229,8 @@ class Trainer:
         check_weights(folder / "model.safetensors", data.model, self.model.state_dict())
         if self.ema is not None:
             check_weights(folder / "ema.safetensors", data.ema, self.ema.state_dict())
+        if isinstance(state.get("order"), dict):  # other data is the user's mistake, not a damaged checkpoint
+            self.order.check_same_data(state["order"])
         where = folder / ckpt_io.OPTIMIZER_JSON
         try:
             self.model.load_state_dict(data.model)

@@ -4,6 +4,7 @@ A run's ``config.json`` is ``ARConfig`` as a dict."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from mambadiff.models.backbones import BackboneConfig
 from mambadiff.models.lm import CausalLMConfig
@@ -11,7 +12,7 @@ from mambadiff.options import Options, option
 from mambadiff.tasks.seq2seq.config import Seq2SeqDataConfig
 from mambadiff.train import TrainConfig
 
-__all__ = ["ARConfig", "ARDecodeConfig", "EMBEDDING_INITS"]
+__all__ = ["ARConfig", "ARDecodeConfig", "EMBEDDING_INITS", "is_ar_config"]
 
 EMBEDDING_INITS = ("random", "minilm")
 
@@ -54,3 +55,16 @@ class ARConfig:
             raise ValueError(f"data.tokenizer must be bert|trained, got {self.data.tokenizer!r}")
         if self.embedding_init not in EMBEDDING_INITS:
             raise ValueError(f"embedding_init must be one of {'|'.join(EMBEDDING_INITS)}, got {self.embedding_init!r}")
+
+
+def is_ar_config(name_or_path: str | Path) -> bool:
+    """Whether a config (a shipped name or a YAML file) is an autoregressive paraphraser's: it has a
+    ``decode`` section. False for a file that cannot be read (its own loader reports the problem)."""
+    import yaml
+
+    from mambadiff.config import resolve_config_path
+    try:
+        data = yaml.safe_load(resolve_config_path(name_or_path).read_text(encoding="utf-8"))
+    except (OSError, ValueError, yaml.YAMLError):
+        return False
+    return isinstance(data, dict) and "decode" in data

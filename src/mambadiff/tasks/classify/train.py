@@ -63,13 +63,10 @@ class ClassificationTask:
         return int(batch["attention_mask"].sum())
 
     def state_dict(self) -> dict:
-        # the data is a pure function of the config; keep its size to catch a resume on other data
-        return {"num_train": len(self.train_set)}
+        return {}  # the loop's data order records the data's size (a resume on other data is refused)
 
     def load_state_dict(self, state: dict) -> None:
-        n = state.get("num_train")
-        if n is not None and n != len(self.train_set):
-            raise ValueError(f"the checkpoint was trained on {n} examples, the data now gives {len(self.train_set)}")
+        pass
 
 
 def check_classify_config(cfg: ClassifyConfig) -> None:
