@@ -1,6 +1,7 @@
 """`mambadiff bench quality` on a tiny budget: rows, the copy-source row, the repeat rate, errors."""
 import json
 
+import pytest
 from click.testing import CliRunner
 
 from mambadiff.cli import main
@@ -22,7 +23,7 @@ def test_bench_quality_tiny_budget(tmp_path):
     data = json.loads(out.read_text())
     rows = data["rows"]
     assert data["jobs"] == 2
-    assert [r["recipe"] for r in rows] == [*recipes, "copy source"]
+    assert [r["recipe"] for r in rows] == [*recipes, "copy source", "references"]
     for r in rows[:2]:
         assert r["n"] == 8 and r["train_steps"] >= 1 and r["tokens_per_s"] > 0
         assert r["sample_s_per_1k"] > 0 and r["sentence_samples_per_s"] > 0
@@ -31,7 +32,9 @@ def test_bench_quality_tiny_budget(tmp_path):
         assert len(lines) == 8
         outputs = [json.loads(line)["recover"] for line in lines]
         assert r["repeat_rate"] == repeat_rates(outputs)["repeat_rate"]
-    copy = rows[-1]
+        assert r["ngram_repeat_rate"] == repeat_rates(outputs)["ngram_repeat_rate"]
+    copy, references = rows[-2:]
+    assert references["bleu"] == pytest.approx(1.0) and references["n"] == 8
     assert copy["copy_rate"] == 1.0 and copy["n"] == 8
     assert "copy source" in res.output and "repeat_rate" in res.output
 

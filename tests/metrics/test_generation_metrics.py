@@ -202,13 +202,24 @@ def test_repeat_rates_share_of_outputs_and_pooled_tokens():
     rates = g.repeat_rates(outputs)
     assert rates["repeat_rate"] == pytest.approx(2 / 4)
     assert rates["repeat_token_rate"] == pytest.approx((1 + 0 + 2) / (3 + 4 + 3 + 0))
-    assert g.repeat_rates([""]) == {"repeat_rate": 0.0, "repeat_token_rate": 0.0}
-    assert g.repeat_rates([]) == {"repeat_rate": 0.0, "repeat_token_rate": 0.0}
+    zero = {"repeat_rate": 0.0, "repeat_token_rate": 0.0, "ngram_repeat_rate": 0.0}
+    assert g.repeat_rates([""]) == zero
+    assert g.repeat_rates([]) == zero
+    assert rates["ngram_repeat_rate"] == pytest.approx(1 / 4)  # "x x x": the bigram "x x" twice
     with pytest.raises(ValueError, match="single string"):
         g.repeat_rates("a a")
     m = g.generation_metrics(outputs[:3], ["the cat", "a b c d", "x"])
     assert m["repeat_rate"] == pytest.approx(2 / 3)
     assert m["repeat_token_rate"] == pytest.approx(3 / 10)
+
+
+@pytest.mark.parametrize("text, repeated", [
+    ("", False), ("a", False), ("a a", False), ("a a a", True), ("a b a b", True), ("a b c a c", False),
+    ("how can i earn money online without investment without investment ?", True),
+    ("what is the best way to learn the best", True), ("the cat and the dog", False),
+])
+def test_has_repeated_ngram_finds_any_repeated_phrase_of_two_or_more_words(text, repeated):
+    assert g.has_repeated_ngram(text) is repeated
 
 
 def test_evaluate_reports_repeat_rates_in_table_and_json(tmp_path):
@@ -217,7 +228,7 @@ def test_evaluate_reports_repeat_rates_in_table_and_json(tmp_path):
     from mambadiff.commands.metrics import evaluate_command
     path = tmp_path / "pred.jsonl"
     rows = [("how do i learn python", "what is the best way to learn python", "how how do i learn python"),
-            ("why is the sky blue", "what makes the sky blue", "what makes the sky blue"),
+            ("why is the sky blue", "what makes the sky blue", "what makes the sky blue the sky"),
             ("is it is", "what is it", "is it is")]
     path.write_text("".join(json.dumps({"source": s, "reference": r, "recover": o}) + "\n" for s, r, o in rows))
     out = tmp_path / "r.json"
@@ -227,5 +238,7 @@ def test_evaluate_reports_repeat_rates_in_table_and_json(tmp_path):
     assert "repeats (outputs)" in header and "repeats (tokens)" in header
     res = json.loads(out.read_text())
     assert res["model"]["repeat_rate"] == pytest.approx(1 / 3)
-    assert res["model"]["repeat_token_rate"] == pytest.approx(1 / (6 + 5 + 3))
+    assert res["model"]["repeat_token_rate"] == pytest.approx(1 / (6 + 7 + 3))
     assert res["copy_source"]["repeat_rate"] == 0.0
+    assert res["model"]["ngram_repeat_rate"] == pytest.approx(1 / 3)  # "... the sky blue the sky"
+    assert res["reference_ngram_repeat_rate"] == 0.0

@@ -107,12 +107,14 @@ def test_the_options_page_is_generated_from_every_section():
 
 @pytest.fixture()
 def masked_copy(tiny_run, tmp_path):
-    """tiny_run's checkpoint relabelled as a masked-process model (the denoiser is the same network)."""
+    """tiny_run's checkpoint relabelled as a masked-process model (the denoiser is the same network),
+    trained with source dropout (so that guidance applies)."""
     from mambadiff.train.checkpoint import resolve_checkpoint
     folder = tmp_path / "masked"
     shutil.copytree(resolve_checkpoint(tiny_run), folder)
     cfg = json.loads((folder / "config.json").read_text())
     cfg["diffusion"]["process"] = "masked"
+    cfg["diffusion"]["source_dropout"] = 0.1
     cfg["sample"]["limit"] = 3
     (folder / "config.json").write_text(json.dumps(cfg))
     return folder

@@ -43,7 +43,8 @@ __all__ = ["CurveData", "read_curve_data", "checkpoint_clock", "score_run", "run
 
 log = logging.getLogger(__name__)
 
-TABLE_COLUMNS = ["run", "step", "minutes", "bleu", "rouge_l", "bertscore_f1", "ibleu", "repeat_rate", "len_words"]
+TABLE_COLUMNS = ["run", "step", "minutes", "bleu", "rouge_l", "bertscore_f1", "ibleu", "repeat_rate",
+                 "ngram_repeat_rate", "len_words"]
 
 
 @dataclass(frozen=True)

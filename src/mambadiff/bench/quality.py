@@ -4,9 +4,10 @@ Each recipe (a config name or YAML file plus ``key=value`` overrides) is trained
 trains it for ``--minutes`` of wall-clock on ``--threads`` threads (``train.max_minutes``; its step
 limit lifted), then samples ``--split`` (the first ``--limit`` pairs) with the recipe's own ``sample``
 settings. Reported per recipe: BLEU, ROUGE-L, BERTScore F1 (MiniLM), iBLEU, exact-copy rate, the
-rate of outputs that repeat a word twice in a row, mean length in words, training steps, training
-tokens/s, and sampling seconds per 1,000 sentences (all samples and MBR included) and
-sentence-samples/s; plus the copy-source row (the output is the source sentence).
+rate of outputs that repeat a word twice in a row and of those that repeat a phrase (a word n-gram,
+n >= 2), mean length in words, training steps, training tokens/s, and sampling seconds per 1,000
+sentences (all samples and MBR included) and sentence-samples/s; plus the copy-source row (the output
+is the source sentence) and the references row (their own repeat rates and length).
 Recipes run one after the other, or ``jobs`` at a time, each in its own process with ``threads``
 threads (``--jobs 2 --threads 1`` on two cores: two recipes side by side, one core each, so that
 their budgets see the same load).
@@ -25,8 +26,8 @@ import torch
 from .common import BenchArgumentError, check_at_least, print_table, split_spec, write_json
 
 DEFAULT_RECIPES = ("qqp-cpu", "qqp-mamba2-hybrid-cpu")
-COLUMNS = ["recipe", "bleu", "rouge_l", "bertscore", "ibleu", "copy_rate", "repeat_rate", "len_words",
-           "train_steps", "tokens_per_s", "sample_s_per_1k", "sentence_samples_per_s"]
+COLUMNS = ["recipe", "bleu", "rouge_l", "bertscore", "ibleu", "copy_rate", "repeat_rate", "ngram_repeat_rate",
+           "len_words", "train_steps", "tokens_per_s", "sample_s_per_1k", "sentence_samples_per_s"]
 
 
 def score_outputs(outputs, references, sources, bertscore: bool) -> dict:
@@ -35,7 +36,8 @@ def score_outputs(outputs, references, sources, bertscore: bool) -> dict:
     from mambadiff.metrics.generation import comparable_texts, generation_metrics
     references, sources = comparable_texts(references), comparable_texts(sources)
     m = generation_metrics(outputs, references, sources)
-    row = {k: m[k] for k in ("bleu", "rouge_l", "ibleu", "copy_rate", "repeat_rate", "len_words")}
+    row = {k: m[k] for k in ("bleu", "rouge_l", "ibleu", "copy_rate", "repeat_rate", "ngram_repeat_rate",
+                             "len_words")}
     if bertscore:  # empty outputs score 0
         from mambadiff.metrics.bertscore import bertscore_f1
         row["bertscore"] = float(bertscore_f1(outputs, references)[0].mean()) if outputs else 0.0
@@ -119,7 +121,9 @@ def run_quality_benchmark(recipes=DEFAULT_RECIPES, minutes: float = 10.0, thread
     copy_row = {"recipe": "copy source", "n": len(sources)}
     from mambadiff.metrics.generation import comparable_texts
     copy_row.update(score_outputs(comparable_texts(sources), references, sources, bertscore))
-    rows.append(copy_row)
+    reference_row = {"recipe": "references", "n": len(references)}
+    reference_row.update(score_outputs(comparable_texts(references), references, sources, bertscore=False))
+    rows += [copy_row, reference_row]
     print_table([{**r, "recipe": r["recipe"][:60]} for r in rows], [c for c in COLUMNS if bertscore or c != "bertscore"],
                 floatfmt=".4f")
     write_json(json_path, {"minutes": minutes, "threads": threads, "jobs": jobs, "split": split, "limit": limit,

@@ -23,6 +23,11 @@ Loss, per example, with ``CE_i = -log p(ids_i | x_t)`` over the masked target po
   ``(1 - t / T) * sum_M CE / max(|M|, 1)``;
 * ``uniform``: ``sum_M CE / max(|M|, 1)``.
 
+Classifier-free guidance on the source (Ho & Salimans 2022; LD4LG uses it for text): with
+``diffusion.source_dropout`` p, each training example's source words are all [MASK] with probability p
+(`without_source`: the specials stay, so the unconditional model still sees where the target is), and
+the sampler's ``guidance`` w mixes ``(1 + w) log p(. | source) - w log p(. | no source)``.
+
 Sampling: ``samplers/masked.py`` (`MaskedSampler`).
 """
 from __future__ import annotations
@@ -104,6 +109,17 @@ class MaskedDiffusion:
         per_masked = ce_sum / n_masked.clamp_min(1.0)  # (b,)
         loss = w * ce_sum / n_target if self.weighting == "elbo" else w * per_masked
         return {"loss": loss, "ce": per_masked, "mask_frac": n_masked / n_target}
+
+
+def without_source(input_ids: torch.Tensor, input_mask: torch.Tensor, mask_id: int, keep: torch.Tensor,
+                   rows: torch.Tensor | None = None) -> torch.Tensor:
+    """``input_ids (b, l)`` with every source position (``input_mask`` 0) whose token is not in ``keep``
+    (the special tokens, ``(s,)``) set to [MASK]: the null condition of classifier-free guidance. ``rows
+    (b,)`` bool limits it to those rows (None: all)."""
+    drop = ~input_mask.bool() & ~torch.isin(input_ids, keep.to(input_ids.device))  # (b, l)
+    if rows is not None:
+        drop &= rows.to(input_ids.device)[:, None]
+    return torch.where(drop, torch.full_like(input_ids, mask_id), input_ids)
 
 
 def masked_cross_entropy_sum(model, h: torch.Tensor, ids: torch.Tensor, where: torch.Tensor):

@@ -28,6 +28,10 @@ Many rows are scored on every core (`mambadiff.metrics.parallel`), with the same
 - Repeats (a degenerate-decoding check, not in DiffuSeq): on whitespace tokens, a token is a repeat
   when it equals the token right before it ("the the"). `repeat_rate` = share of outputs with at
   least one repeat; `repeat_token_rate` = repeats / tokens, pooled over all outputs (0 with no tokens).
+  `ngram_repeat_rate` = share of outputs in which some word n-gram with n >= 2 occurs twice ("money
+  online without investment without investment"): a repeated n-gram repeats its first bigram, so a
+  repeated bigram (overlapping occurrences included, "a a a") is the test. The evaluate JSON also gives
+  the references' own rate (`reference_ngram_repeat_rate`): natural text repeats phrases too.
 """
 from __future__ import annotations
 
@@ -44,7 +48,7 @@ from mambadiff.metrics.parallel import RowPool
 __all__ = [
     "sentence_bleu", "rouge_l", "dist_n", "distinct_n_pooled", "length_diffuseq", "length_words",
     "self_bleu", "div_n", "mbr_select", "normalize_for_copy", "copy_rate", "corpus_sacrebleu",
-    "repeated_tokens", "repeat_rates", "generation_metrics", "comparable_texts", "diversity_metrics",
+    "repeated_tokens", "has_repeated_ngram", "repeat_rates", "generation_metrics", "comparable_texts", "diversity_metrics",
     "evaluate_predictions", "METRIC_LABELS", "SCHEMA",
 ]
 
@@ -62,6 +66,7 @@ METRIC_LABELS: dict[str, tuple[str, bool | None]] = {
     "copy_rate": ("copy rate", False),
     "repeat_rate": ("repeats (outputs)", False),
     "repeat_token_rate": ("repeats (tokens)", False),
+    "ngram_repeat_rate": ("repeated n-grams", False),
     "self_bleu": ("self-BLEU", False),
     "div4": ("div-4", True),
 }
@@ -182,15 +187,26 @@ def repeated_tokens(text: str) -> int:
     return sum(a == b for a, b in zip(tokens, tokens[1:]))
 
 
+def has_repeated_ngram(text: str) -> bool:
+    """Whether some whitespace-word n-gram with n >= 2 occurs twice in ``text`` (its first bigram then
+    occurs twice, possibly overlapping: "a a a")."""
+    tokens = text.split()
+    bigrams = list(zip(tokens, tokens[1:]))
+    return len(set(bigrams)) < len(bigrams)
+
+
 def repeat_rates(outputs: Sequence[str]) -> dict[str, float]:
     """``repeat_rate``: share of outputs with a repeated adjacent token; ``repeat_token_rate``: repeated
-    tokens / tokens over all outputs (0 when there are none)."""
+    tokens / tokens over all outputs (0 when there are none); ``ngram_repeat_rate``: share of outputs
+    with a repeated word n-gram, n >= 2 (`has_repeated_ngram`)."""
     if isinstance(outputs, str):
         raise ValueError("outputs: expected a list of strings, got a single string")
     repeats = [repeated_tokens(o) for o in outputs]
     tokens = sum(length_words(o) for o in outputs)
-    return {"repeat_rate": sum(r > 0 for r in repeats) / len(outputs) if outputs else 0.0,
-            "repeat_token_rate": sum(repeats) / tokens if tokens else 0.0}
+    n = len(outputs)
+    return {"repeat_rate": sum(r > 0 for r in repeats) / n if n else 0.0,
+            "repeat_token_rate": sum(repeats) / tokens if tokens else 0.0,
+            "ngram_repeat_rate": sum(map(has_repeated_ngram, outputs)) / n if n else 0.0}
 
 
 def corpus_sacrebleu(outputs: Sequence[str], references: Sequence[str]) -> float:
@@ -304,10 +320,11 @@ def _diversity(sb: list[float], dv: list[float], candidates: Sequence[Sequence[s
 #   "mbr":         {metrics} | null, the MBR-selected candidates (when an example has >1 candidate)
 #   "diversity":   {"self_bleu", "div4", "candidates_min", "candidates_max"} | null,
 #   "copy_source": {metrics},        the source copied as the prediction (the baseline to beat)
+#   "reference_ngram_repeat_rate": float,  the references' own share with a repeated word n-gram
 #   "seconds": float
 # }
 # {metrics} has "n", "bleu", "rouge_l", "dist1", "len_diffuseq", "len_words", "sacrebleu", "bleu_src",
-# "ibleu", "copy_rate", "repeat_rate", "repeat_token_rate" (pooled over tokens) and, unless BERTScore is
+# "ibleu", "copy_rate", "repeat_rate", "repeat_token_rate" (pooled over tokens), "ngram_repeat_rate" and, unless BERTScore is
 # off, "bertscore_f1" (the others means over examples).
 SCHEMA = "mambadiff.evaluate/1"
 
@@ -373,6 +390,7 @@ def evaluate_predictions(paths: Sequence[str], alpha: float = 0.8, bertscore: bo
             "candidates": {"min": min(len(c) for c in cands), "max": max(len(c) for c in cands)},
             "alpha": alpha, "bertscore": bs_model.describe() if bs_model is not None else None,
             "model": model, "per_file": per_file, "mbr": mbr, "diversity": diversity, "copy_source": copy,
+            "reference_ngram_repeat_rate": repeat_rates(refs)["ngram_repeat_rate"],
             "seconds": time.perf_counter() - t0}
 
 

@@ -97,7 +97,7 @@ def load_eval_results(run_dir: str | Path) -> list[tuple[int, dict]]:
 
 
 # metric keys of a quality-curve row (see `curve_rows`), in table order
-CURVE_METRICS = ("bleu", "rouge_l", "bertscore_f1", "ibleu", "copy_rate", "repeat_rate", "len_words")
+CURVE_METRICS = ("bleu", "rouge_l", "bertscore_f1", "ibleu", "copy_rate", "repeat_rate", "ngram_repeat_rate", "len_words")
 
 
 def train_minutes(result: dict) -> float | None:

@@ -31,6 +31,10 @@ Pieces: `prepare` places [MASK] on the target and, with ``predict_length``, runs
 once per row, fixes each row's length and copies the row B times (the beam); every `step` then
 proposes (`propose`: draws, end-token handling, bans) and commits (`commit`); `finish` picks the
 beam's best copy per row. The per-step rules live in ``token_rules.py``.
+
+Guidance (``guidance`` w > 0, for a model trained with ``diffusion.source_dropout``): each network call
+also runs the rows with their source words masked, and the proposals and their confidences come from
+``(1 + w) log p(. | source) - w log p(. | no source)`` (``diffusion/masked.py``).
 """
 from __future__ import annotations
 
@@ -41,7 +45,7 @@ from typing import NamedTuple, Sequence
 import torch
 
 from ...options import Options, option
-from ..masked import MaskedDiffusion
+from ..masked import MaskedDiffusion, without_source
 from ..process import check_ids_and_mask
 from .base import Sampler
 from .token_rules import (ban_neighbour_tokens, ban_repeated_bigrams, beam_length_offsets, commit_counts,
@@ -74,6 +78,9 @@ class MaskedSamplerConfig(Options):
                                  "words have the highest mean log-probability is kept (Mask-Predict).", minimum=1)
     beam_avoid_copy: bool = option(False, "The length beam never moves to a verbatim copy of the source (it keeps "
                                           "one only where the predicted length gave it).", off_flag="beam-allow-copy")
+    guidance: float = option(0.0, "Classifier-free guidance weight w on the source: (1 + w) log p(.|source) - w "
+                                  "log p(.|no source), at twice the network cost; needs a model trained with "
+                                  "diffusion.source_dropout > 0.", minimum=0.0)
 
     def check(self) -> None:
         if self.top_k != 0 and self.top_k < 3:  # 3: a position and a resolve round ban at most 2 neighbour tokens
@@ -182,11 +189,24 @@ class MaskedSampler(Sampler):
         t = torch.full((state.x.shape[0],), self.diffusion.timestep_for_rate(k / self.config.steps), dtype=torch.long,
                        device=state.x.device)  # (b,)
         pick = (lambda v: v) if rows is None else (lambda v: None if v is None else v[rows])  # noqa: E731
-        h = model(model.embed(pick(state.x)), pick(t), mask=pick(state.attention_mask),
-                  self_cond=state.self_cond)  # (b_a, l, e)
+        x, mask, self_cond = pick(state.x), pick(state.attention_mask), state.self_cond  # (b_a, l), ...
+        w = self.config.guidance
+        if w:  # the unconditional rows after the conditional ones: one network call for both
+            null = without_source(x, pick(state.target), self.diffusion.mask_id,
+                                  self._ids(self.tokens.special, x.device))  # (b_a, l)
+            twice = lambda v: None if v is None else torch.cat([v, v])  # noqa: E731
+            x, t, mask, self_cond = torch.cat([x, null]), twice(pick(t)), twice(mask), twice(self_cond)
+        else:
+            t = pick(t)
+        h = model(model.embed(x), t, mask=mask, self_cond=self_cond)  # (b_a or 2 b_a, l, e)
+        at = pick(positions)  # (b_a, l) bool
+        logits = model.logits(h[:at.shape[0]][at]).float()  # (N, v)
+        if w:
+            unconditional = model.logits(h[at.shape[0]:][at]).float()  # (N, v)
+            logits = (1 + w) * logits.log_softmax(-1) - w * unconditional.log_softmax(-1)
+            h = h[:at.shape[0]]
         if self.self_condition:
             state.self_cond = h
-        logits = model.logits(h[pick(positions)]).float()  # (N, v)
         logits[:, self._ids((self.diffusion.mask_id, *self.tokens.forbidden), logits.device)] = -torch.inf
         return logits
 

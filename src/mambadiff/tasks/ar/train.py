@@ -120,7 +120,7 @@ def _build_trainer(cfg: ARConfig, dist_info, verbose: bool):
         tok = prepare_tokenizer(cfg, folder)
     d = cfg.data
     train_set = load_seq2seq_split(folder, "train", tok, d.seq_len, layout="compact", on_overflow=d.on_overflow,
-                                   limit=d.max_train or None)
+                                   limit=d.max_train or None, both_directions=d.both_directions)
     eval_set = load_seq2seq_split(folder, "valid", tok, d.seq_len, layout="compact", on_overflow=d.on_overflow,
                                   limit=d.eval_size) if d.eval_size else None
     model = build_ar_model(cfg, tok)

@@ -29,6 +29,9 @@ class Seq2SeqDataConfig:
     vocab_size: int = 8000         # for tokenizer: trained
     on_overflow: str = "truncate"  # truncate (DiffuSeq's rule) | error
     max_train: int = 0             # 0: all training pairs
+    # train on each pair both ways too (target -> source, after max_train): paraphrase is symmetric, and
+    # QQP's duplicates twice over are twice the pairs for a budget that sees the data several times
+    both_directions: bool = False
     eval_size: int = 256           # validation pairs scored for the eval loss during training
     builtin_train: int = 18000     # built-in corpus sizes (path: builtin; the generator holds ~19k pairs)
     builtin_valid: int = 500
@@ -71,6 +74,9 @@ class DiffusionConfig:
     # the (learned) [MASK] embedding with probability soft_absorb * (t + 1) / T before noising: heavily
     # noised inputs carry an explicit "unknown" signal that the sampler's early steps resemble. 0: off
     soft_absorb: float = 0.0
+    # masked: each training example's source words are all [MASK] with this probability, which trains the
+    # unconditional model that classifier-free guidance (sample.masked.guidance) contrasts with. 0: off
+    source_dropout: float = 0.0
 
 
 @dataclass
@@ -135,6 +141,11 @@ class Seq2SeqConfig:
             raise ValueError(f"diffusion.masked_weighting must be one of {WEIGHTINGS}, got {d.masked_weighting!r}")
         if not 0.0 <= d.soft_absorb <= 1.0:
             raise ValueError(f"diffusion.soft_absorb must be in [0, 1], got {d.soft_absorb}")
+        if not 0.0 <= d.source_dropout < 1.0:
+            raise ValueError(f"diffusion.source_dropout must be in [0, 1), got {d.source_dropout}")
+        if d.source_dropout and d.process != "masked":
+            raise ValueError("diffusion.source_dropout needs diffusion.process: masked (guidance is the masked "
+                             f"sampler's), got {d.process!r}")
         if not d.noise_factor > 0:
             raise ValueError(f"diffusion.noise_factor must be > 0, got {d.noise_factor}")
         if self.model.embedding_init not in EMBEDDING_INITS:

@@ -87,6 +87,10 @@ def build_sampler(cfg: Seq2SeqConfig, tok, sampler_cfg: GaussianSamplerConfig | 
     fit the model, e.g. more Gaussian steps than T)."""
     self_condition = bool(cfg.model.self_condition)
     if cfg.diffusion.process == "masked":
+        if sampler_cfg.guidance and not cfg.diffusion.source_dropout:
+            raise ValueError(f"{sampler_cfg.prefix}guidance {sampler_cfg.guidance} needs a model trained with "
+                             "diffusion.source_dropout > 0 (the unconditional model it contrasts with); this one "
+                             "was trained without")
         return MaskedSampler(build_masked_diffusion(cfg, tok.mask_id), sampler_cfg, MaskedTokens.from_tokenizer(tok),
                              self_condition=self_condition)
     diffusion = GaussianDiffusion.from_name(cfg.diffusion.schedule, cfg.diffusion.steps)

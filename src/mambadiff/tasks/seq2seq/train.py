@@ -21,6 +21,7 @@ from mambadiff.data.seq2seq import (MAX_CHARS_PER_TOKEN, Seq2SeqDataset, is_stre
 from mambadiff.data.tokenizer import TextTokenizer, build_tokenizer
 from mambadiff.diffusion import GaussianDiffusion, create_timestep_sampler
 from mambadiff.diffusion.embedding_space import embedding_space
+from mambadiff.diffusion.masked import without_source
 from mambadiff.models.denoiser import Denoiser
 from mambadiff.models.meta_check import check_model_config
 from mambadiff.train import StepContext
@@ -233,16 +234,28 @@ class MaskedSeq2SeqTask(Seq2SeqTask):
                  tok: TextTokenizer):
         super().__init__(cfg, train_set, eval_set)
         self.diffusion = build_masked_diffusion(cfg, tok.mask_id)
+        self.special_ids = torch.tensor(sorted({tok.pad_id, tok.sep_id, tok.cls_id}))  # (s,) kept by source dropout
 
     def _losses(self, model, batch, t, g, self_condition=False):
         return self.diffusion.training_losses(DDPDenoiserView(model), batch["input_ids"], batch["input_mask"], t,
                                               generator=g, self_condition=self_condition)
+
+    def _drop_sources(self, batch, ctx: StepContext, g: torch.Generator) -> dict:
+        """``batch`` with the sources of a ``diffusion.source_dropout`` share of its rows masked (drawn for
+        the global batch, then this rank's rows); unchanged, and no draw, when it is 0."""
+        p = self.cfg.diffusion.source_dropout
+        if not p:
+            return batch
+        rows = ctx.slice(torch.rand((ctx.global_batch,), generator=g) < p)  # (b,) bool
+        ids = without_source(batch["input_ids"], batch["input_mask"], self.diffusion.mask_id, self.special_ids, rows)
+        return {**batch, "input_ids": ids}
 
     def loss(self, model, batch, ctx: StepContext):
         g = ctx.generator()
         t = torch.randint(0, self.cfg.diffusion.steps, (ctx.global_batch,), generator=g)  # (B,)
         masking = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (), generator=g)))
         sc = self_condition_step(self.cfg, g)
+        batch = self._drop_sources(batch, ctx, g)
         if ctx.offset:  # this rank's rows of the global draw: skip the uniforms of the rows before it
             torch.rand((ctx.offset, batch["input_ids"].shape[1]), generator=masking, dtype=torch.float64)
         losses = self._losses(model, batch, ctx.slice(t).to(ctx.device), masking, sc)
@@ -285,7 +298,8 @@ def build_seq2seq_trainer(cfg: Seq2SeqConfig, dist_info=None):
         tok = prepare_tokenizer(cfg, data_folder)
     d = cfg.data
     train_set = load_seq2seq_split(data_folder, "train", tok, d.seq_len, layout=d.layout,
-                                   on_overflow=d.on_overflow, limit=d.max_train or None)
+                                   on_overflow=d.on_overflow, limit=d.max_train or None,
+                                   both_directions=d.both_directions)
     eval_set = None
     if d.eval_size > 0 and (data_folder / "valid.jsonl").exists():
         eval_set = load_seq2seq_split(data_folder, "valid", tok, d.seq_len, layout=d.layout,
