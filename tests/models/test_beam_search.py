@@ -270,3 +270,45 @@ def test_beam_search_runs_on_every_backbone(name):
     m.eval()
     assert m.beam_search(prompts, 1, max_new, eos, length_penalty=0.0) == generate(m, prompts, max_new,
                                                                                    stop_ids=[eos])
+
+
+# ------------------------------------------------------------------ repeated n-grams
+
+
+def has_repeat(row, n):
+    grams = [tuple(row[i:i + n]) for i in range(len(row) - n + 1)]
+    return len(set(grams)) < len(grams)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_ban_repeated_ngrams_bans_exactly_the_completing_tokens(n):
+    from mambadiff.models.generation import ban_repeated_ngrams
+    g = torch.Generator().manual_seed(n)
+    for t in range(0, 9):
+        history = torch.randint(0, 4, (6, t), generator=g)  # (r, t) a small alphabet: many repeats
+        scores = torch.randn(6, 5, generator=g, dtype=torch.float64)
+        out = ban_repeated_ngrams(scores, history, n)
+        for r in range(6):
+            row = history[r].tolist()
+            for tok in range(5):  # banned iff appending it repeats an n-gram that did not repeat before
+                repeats = t + 1 >= n and tuple(row[t + 1 - n:] + [tok]) in {
+                    tuple(row[i:i + n]) for i in range(t - n + 1)}
+                assert (out[r, tok] == float("-inf")) == repeats, (row, tok)
+                if not repeats:
+                    assert out[r, tok] == scores[r, tok]
+    assert ban_repeated_ngrams(scores, history, 0) is scores
+
+
+@pytest.mark.parametrize("search", ["greedy", "beam"])
+def test_no_repeat_ngram_leaves_no_generated_ngram_twice(search):
+    """A model that loops (greedy from a prompt of one token repeats a phrase) stops repeating with the
+    ban, and a prompt's own n-grams stay allowed."""
+    m = model("mamba2", vocab=8, head_std=2.0)
+    prompts = [[t] for t in range(1, 8)] + [[1, 2, 1, 2]]
+    run = ((lambda **kw: generate(m, prompts, 16, **kw)) if search == "greedy"
+           else (lambda **kw: beam_search(m, prompts, 3, 16, eos_id=0, length_penalty=0.0, **kw)))
+    free = run()
+    assert any(has_repeat(row, 2) for row in free)  # the model loops without the ban
+    banned = run(no_repeat_ngram=2)
+    assert not any(has_repeat(row, 2) for row in banned)
+    assert banned != free

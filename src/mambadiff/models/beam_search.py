@@ -29,7 +29,7 @@ from typing import Sequence
 import torch
 
 from .decoding import reorder_cache
-from .generation import pad_prompts
+from .generation import ban_repeated_ngrams, pad_prompts
 
 __all__ = ["beam_search"]
 
@@ -38,13 +38,14 @@ NEG_INF = float("-inf")
 
 def beam_search(model, prompt_ids, beam_size: int, max_new_tokens: int, eos_id: int, *,
                 length_penalty: float = 1.0, lengths=None, pad_id: int = 0,
-                banned_ids: Sequence[int] = ()) -> list[list[int]]:
+                banned_ids: Sequence[int] = (), no_repeat_ngram: int = 0) -> list[list[int]]:
     """The best continuation of each prompt, at most ``max_new_tokens`` tokens (see the module docstring).
 
     ``prompt_ids``: a list of token-id lists, or a right-padded (b, l) tensor with ``lengths (b,)``.
     ``eos_id`` ends a hypothesis (returned as its last token). ``length_penalty`` α: hypotheses are
     ranked by sum(log p) / length ** α (0: the plain sum, which favours short ones). ``banned_ids``:
-    tokens never generated (e.g. [PAD], [CLS], [MASK]). ``pad_id`` is fed to the rows whose results
+    tokens never generated (e.g. [PAD], [CLS], [MASK]). ``no_repeat_ngram`` n: no beam generates an
+    n-gram twice (``generation.ban_repeated_ngrams``; 0: off). ``pad_id`` is fed to the rows whose results
     are no longer read (a finished prompt's, a beam with no live candidate). The model runs in eval
     mode, without grad; its training mode is restored after."""
     if isinstance(beam_size, bool) or not isinstance(beam_size, int) or beam_size < 1:
@@ -60,13 +61,13 @@ def beam_search(model, prompt_ids, beam_size: int, max_new_tokens: int, eos_id: 
     try:
         with torch.no_grad():
             return _search(model, ids, lengths, beam_size, max_new_tokens, int(eos_id), float(length_penalty),
-                           [int(i) for i in banned_ids], int(pad_id))
+                           [int(i) for i in banned_ids], int(pad_id), int(no_repeat_ngram))
     finally:
         model.train(was_training)
 
 
 def _search(model, ids: torch.Tensor, lengths: torch.Tensor, k: int, max_new_tokens: int, eos_id: int,
-            length_penalty: float, banned: list[int], pad_id: int) -> list[list[int]]:
+            length_penalty: float, banned: list[int], pad_id: int, no_repeat_ngram: int) -> list[list[int]]:
     """The search loop over right-padded prompts ``ids (b, l)``; see the module docstring."""
     b, device = ids.shape[0], ids.device
     # the last new token is never fed back: the caches need l + max_new_tokens - 1 positions
@@ -88,6 +89,7 @@ def _search(model, ids: torch.Tensor, lengths: torch.Tensor, k: int, max_new_tok
     for t in range(max_new_tokens):
         log_probs = logits.to(dtype).log_softmax(-1)  # (b*k, v)
         log_probs[:, banned_t] = NEG_INF
+        log_probs = ban_repeated_ngrams(log_probs, history, no_repeat_ngram)  # (b*k, v)
         total = scores[:, :, None] + log_probs.view(b, k, v)  # (b, k, v)
         parent, token, new_scores, ended = _select(total, k, eos_id)  # (b, k) each
         for i, beam, total_score in ended:

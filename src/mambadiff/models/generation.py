@@ -8,6 +8,9 @@ the parallel path (``prefill``), then every row feeds its own last token to ``st
 never reaches its state, so each row generates what it would alone (bitwise up to the batch's float
 rounding). A row that meets a stop token is finished (the stop token is the last one it returns) while
 the others go on; generation ends when every row is finished or has ``max_new_tokens`` tokens.
+``no_repeat_ngram`` n (as transformers' ``no_repeat_ngram_size``, but over the new tokens only: a
+paraphrase may repeat its prompt's phrases) bans every token that would complete an n-gram the row
+has already generated (`ban_repeated_ngrams`); beam search takes it too.
 """
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ from typing import Sequence
 
 import torch
 
-__all__ = ["generate", "pad_prompts", "sample_next"]
+__all__ = ["ban_repeated_ngrams", "generate", "pad_prompts", "sample_next"]
 
 
 def pad_prompts(prompts, lengths=None, device=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -42,6 +45,24 @@ def pad_prompts(prompts, lengths=None, device=None) -> tuple[torch.Tensor, torch
     return ids.to(device), torch.tensor([len(r) for r in rows], device=device)
 
 
+def ban_repeated_ngrams(scores: torch.Tensor, history: torch.Tensor, n: int) -> torch.Tensor:
+    """``scores (r, v)`` with -inf at every token that would make the last n tokens of a row of
+    ``history (r, t)`` (the tokens generated so far) an n-gram the row already holds; unchanged for
+    n < 1 or t < n (no n-gram yet)."""
+    t = history.shape[1]
+    if n < 1 or t < n or history.shape[0] == 0:
+        return scores
+    if n == 1:  # every generated token is a 1-gram the row holds
+        return scores.scatter(1, history, float("-inf"))
+    windows = history.unfold(1, n, 1)  # (r, t - n + 1, n) every n-gram so far
+    prefix = history[:, t - n + 1:]  # (r, n - 1) the n-gram the next token completes, less that token
+    hit = (windows[:, :, :-1] == prefix[:, None, :]).all(-1)  # (r, t - n + 1)
+    rows, at = hit.nonzero(as_tuple=True)  # (h,) each
+    banned = scores.clone()
+    banned[rows, windows[rows, at, -1]] = float("-inf")
+    return banned
+
+
 def sample_next(logits: torch.Tensor, temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
                 generator: torch.Generator | None = None) -> torch.Tensor:
     """The next token of each row from ``logits (b, v)``: the argmax for ``temperature == 0``, else a
@@ -64,13 +85,14 @@ def sample_next(logits: torch.Tensor, temperature: float = 0.0, top_k: int = 0, 
 
 def generate(model, prompt_ids, max_new_tokens: int, *, lengths=None, temperature: float = 0.0, top_k: int = 0,
              top_p: float = 1.0, stop_ids: Sequence[int] = (), pad_id: int = 0, banned_ids: Sequence[int] = (),
-             generator: torch.Generator | None = None) -> list[list[int]]:
+             no_repeat_ngram: int = 0, generator: torch.Generator | None = None) -> list[list[int]]:
     """Up to ``max_new_tokens`` new tokens for each prompt (see the module docstring).
 
     ``prompt_ids``: a list of token-id lists, or a right-padded (b, l) tensor with ``lengths (b,)``.
     ``temperature`` 0 is greedy; ``top_k``, ``top_p``, ``generator`` shape and seed the sampling.
     ``stop_ids``: tokens that end a row (returned as its last token). ``pad_id`` is fed to finished
-    rows (never returned). Returns each row's new tokens. The model runs in eval mode, without grad."""
+    rows (never returned). ``no_repeat_ngram``: see the module docstring. Returns each row's new tokens.
+    The model runs in eval mode, without grad."""
     if max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
     device = next(model.parameters()).device
@@ -88,9 +110,12 @@ def generate(model, prompt_ids, max_new_tokens: int, *, lengths=None, temperatur
             # the last new token is never fed back: the caches need l + max_new_tokens - 1 positions
             logits, cache = model.prefill(ids, lengths, capacity=ids.shape[1] + max_new_tokens - 1)  # (b, v)
             done = torch.zeros(b, dtype=torch.bool, device=device)  # (b,)
+            history = torch.zeros(b, 0, dtype=torch.long, device=device)  # (b, t) tokens generated so far
             for t in range(max_new_tokens):
                 logits = logits.index_fill(-1, banned, float("-inf")) if len(banned) else logits  # (b, v)
+                logits = ban_repeated_ngrams(logits, history, no_repeat_ngram)  # (b, v)
                 token = sample_next(logits, temperature, top_k, top_p, generator)  # (b,)
+                history = torch.cat([history, token[:, None]], dim=1) if no_repeat_ngram else history
                 for i in (~done).nonzero()[:, 0].tolist():
                     out[i].append(int(token[i]))
                 done = done | torch.isin(token, stops)  # (b,)

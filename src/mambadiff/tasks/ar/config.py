@@ -26,6 +26,8 @@ class ARDecodeConfig(Options):
     beam: int = option(4, "beam width; 1: greedy", minimum=1)
     length_penalty: float = option(1.0, "a hypothesis scores its summed log-probability over length ** this "
                                         "(0: none; 1: the mean)", minimum=0.0)
+    no_repeat_ngram: int = option(0, "no word-piece n-gram of this size twice in a target (0: off); the source's "
+                                     "phrases may still repeat", minimum=0)
     max_new_tokens: int = option(0, "longest target in tokens, [SEP] included (0: data.seq_len)", minimum=0)
     batch_size: int = option(64, "sources decoded at once", minimum=1)
     limit: int = option(0, "only the first N pairs (0: all)", minimum=0)

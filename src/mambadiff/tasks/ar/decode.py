@@ -39,10 +39,11 @@ def decode_targets(model: CausalLM, tok: TextTokenizer, prompts: Sequence[Sequen
     banned = [tok.pad_id, tok.cls_id, tok.mask_id]
     if settings.beam == 1:
         outs = model.generate(list(prompts), max_new_tokens, stop_ids=[tok.sep_id], pad_id=tok.pad_id,
-                              banned_ids=banned)
+                              banned_ids=banned, no_repeat_ngram=settings.no_repeat_ngram)
     else:
         outs = model.beam_search(list(prompts), settings.beam, max_new_tokens, tok.sep_id,
-                                 length_penalty=settings.length_penalty, pad_id=tok.pad_id, banned_ids=banned)
+                                 length_penalty=settings.length_penalty, pad_id=tok.pad_id, banned_ids=banned,
+                                 no_repeat_ngram=settings.no_repeat_ngram)
     return [tok.decode(out, skip_special=True) for out in outs]
 
 
