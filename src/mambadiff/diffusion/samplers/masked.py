@@ -23,7 +23,9 @@ them) is kept. A length guessed one word too long is filled with a repeated phra
 confidence; the shorter candidate wins then. A verbatim copy of the source is often the most
 confident candidate; with ``beam_avoid_copy`` the beam never moves to one: candidates at a moved length
 whose words repeat the source's word for word (special tokens aside) rank below every other candidate,
-so an output is a copy only where the predicted length itself gave one (or every length did). The
+so an output is a copy only where the predicted length itself gave one (or every length did). With
+``beam_avoid_repeat``, candidates that repeat a word pair rank below all others: a phrase repeated to
+fill the slots says that length is wrong. The
 first step, which predicts the length from the all-[MASK] target, is the same for every candidate:
 it runs once per row, and the row is copied B times after it.
 
@@ -49,8 +51,8 @@ from ..masked import MaskedDiffusion, without_source
 from ..process import check_ids_and_mask
 from .base import Sampler
 from .token_rules import (ban_neighbour_tokens, ban_repeated_bigrams, beam_length_offsets, commit_counts,
-                          copy_the_source, gumbel_perturbed, length_ends, predicted_length, resolve_adjacent_repeats,
-                          top_per_row)
+                          copy_the_source, gumbel_perturbed, length_ends, predicted_length, repeats_a_word_pair,
+                          resolve_adjacent_repeats, top_per_row)
 
 
 @dataclass
@@ -78,6 +80,9 @@ class MaskedSamplerConfig(Options):
                                  "words have the highest mean log-probability is kept (Mask-Predict).", minimum=1)
     beam_avoid_copy: bool = option(False, "The length beam never moves to a verbatim copy of the source (it keeps "
                                           "one only where the predicted length gave it).", off_flag="beam-allow-copy")
+    beam_avoid_repeat: bool = option(False, "The length beam keeps a candidate that repeats a word pair (\"sex with "
+                                            "sex with\") only where every length does: a phrase repeated to fill the "
+                                            "slots says the length is wrong.", off_flag="beam-allow-repeat")
     guidance: float = option(0.0, "Classifier-free guidance weight w on the source: (1 + w) log p(.|source) - w "
                                   "log p(.|no source), at twice the network cost; needs a model trained with "
                                   "diffusion.source_dropout > 0.", minimum=0.0)
@@ -330,6 +335,9 @@ class MaskedSampler(Sampler):
             copies = copy_the_source(out.token_ids, state.input_mask.repeat_interleave(beam, dim=0),
                                      self.tokens.special).view(b, beam)  # (b, B)
             score = torch.where(copies & (offsets != 0), score - 1e9, score)
+        if self.config.beam_avoid_repeat:  # below every candidate without a repeated pair (and a moved copy)
+            repeats = repeats_a_word_pair(out.token_ids, state.target, self.tokens.special).view(b, beam)  # (b, B)
+            score = torch.where(repeats, score - 2e9, score)
         pick = torch.arange(b, device=score.device) * beam + score.argmax(-1)  # (b,) first maximum wins ties
         return MaskedSampleOutput(out.token_ids[pick], out.committed_at[pick], out.word_log_prob[pick])
 

@@ -75,6 +75,20 @@ def copy_the_source(token_ids: torch.Tensor, input_mask: torch.Tensor, special_i
     return torch.tensor(out, dtype=torch.bool, device=token_ids.device)
 
 
+def repeats_a_word_pair(token_ids: torch.Tensor, target: torch.Tensor, special_ids: Sequence[int]) -> torch.Tensor:
+    """``(b,)`` bool: some pair of adjacent (non-special) target tokens of ``token_ids (b, l)`` occurs
+    twice in its row (``target (b, l)`` bool): a repeated phrase, "sex with sex with"."""
+    special = torch.tensor(list(special_ids), dtype=token_ids.dtype, device=token_ids.device)
+    word = target.bool() & ~torch.isin(token_ids, special)  # (b, l)
+    both = word[:, :-1] & word[:, 1:]  # (b, l - 1) pairs of adjacent words
+    v = int(token_ids.max()) + 1 if token_ids.numel() else 1
+    pairs = token_ids[:, :-1] * v + token_ids[:, 1:]  # (b, l - 1) one id per pair
+    # pairs that are not two words get distinct negative ids, so only real pairs can be equal
+    filler = -1 - torch.arange(pairs.shape[1], device=pairs.device).expand_as(pairs)  # (b, l - 1)
+    ordered = torch.where(both, pairs, filler).sort(dim=-1).values  # (b, l - 1)
+    return (ordered[:, 1:] == ordered[:, :-1]).any(-1)
+
+
 def gumbel_perturbed(logits: torch.Tensor, temperature: float, top_k: int,
                      generator: torch.Generator | None) -> torch.Tensor:
     """``logits (N, v) / temperature`` plus Gumbel noise (a new tensor): its row argmax is a draw from
