@@ -268,3 +268,30 @@ def test_source_dropout_trains_and_guided_generation_runs(tmp_path):
     r = CliRunner().invoke(main, ["generate", "--checkpoint", str(tmp_path / "p0.0"), "--text", texts[0],
                                   "--guidance", "2", "--out", str(tmp_path / "no.jsonl")])
     assert r.exit_code != 0 and "source_dropout" in r.output
+
+
+def test_distilled_pairs_join_or_replace_the_training_pairs(tmp_path, capsys):
+    """data.distill reads a generate output file (source, recover) as training pairs: joined to the
+    data's own or in their place, reversed too with both_directions; a bad row names its line."""
+    from mambadiff.data import DataError
+    from mambadiff.tasks.seq2seq.training_data import distilled_pairs
+    rows = [{"source": f"how do i learn python {i}?", "reference": "how to learn python?",
+             "recover": f"what is the way to learn python {i}?" if i != 3 else ""} for i in range(6)]
+    teacher = tmp_path / "teacher.jsonl"
+    teacher.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    pairs = distilled_pairs(teacher)
+    assert len(pairs) == 5 and pairs[0] == ("how do i learn python 0?", "what is the way to learn python 0?")
+    for mode, both, expect in (("join", False, 105), ("replace", False, 5), ("replace", True, 10)):
+        cfg = tiny_cfg(tmp_path / f"{mode}{both}", steps=1,
+                       extra=["data.max_train=100", f"data.distill={teacher}", f"data.distill_mode={mode}",
+                              f"data.both_directions={both}", "train.batch_size=4"])
+        train_seq2seq(cfg, progress=False)
+        assert f"; {expect} training pairs" in capsys.readouterr().out
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps(rows[0]) + "\n" + json.dumps({"source": "a", "reference": "b"}) + "\n")
+    with pytest.raises(DataError, match=r"bad.jsonl.*line 2.*recover"):
+        distilled_pairs(bad)
+    with pytest.raises(DataError, match="not found"):
+        distilled_pairs(tmp_path / "missing.jsonl")
+    with pytest.raises((ConfigError, ValueError), match="data.distill_mode"):
+        tiny_cfg(tmp_path / "x", extra=["data.distill_mode=mix"])

@@ -23,6 +23,7 @@ from mambadiff.models.backbones import count_parameters
 from mambadiff.models.lm import CausalLM
 from mambadiff.train import StepContext
 from mambadiff.train.checkpoint import atomic_write_json
+from mambadiff.tasks.seq2seq.training_data import training_split
 
 from .config import ARConfig
 
@@ -119,8 +120,7 @@ def _build_trainer(cfg: ARConfig, dist_info, verbose: bool):
     if not dist_info.is_main:
         tok = prepare_tokenizer(cfg, folder)
     d = cfg.data
-    train_set = load_seq2seq_split(folder, "train", tok, d.seq_len, layout="compact", on_overflow=d.on_overflow,
-                                   limit=d.max_train or None, both_directions=d.both_directions)
+    train_set = training_split(folder, tok, d, "compact")
     eval_set = load_seq2seq_split(folder, "valid", tok, d.seq_len, layout="compact", on_overflow=d.on_overflow,
                                   limit=d.eval_size) if d.eval_size else None
     model = build_ar_model(cfg, tok)

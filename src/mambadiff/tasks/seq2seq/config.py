@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from mambadiff.data.seq2seq import LAYOUTS, ON_OVERFLOW, min_seq_len
+from mambadiff.data.seq2seq import DISTILL_MODES, LAYOUTS, ON_OVERFLOW, min_seq_len
 from mambadiff.data.tokenizer import SPECIAL_TOKENS
 from mambadiff.diffusion.masked import WEIGHTINGS
 from mambadiff.diffusion.samplers import SAMPLER_CONFIGS, GaussianSamplerConfig, MaskedSamplerConfig
@@ -32,6 +32,11 @@ class Seq2SeqDataConfig:
     # train on each pair both ways too (target -> source, after max_train): paraphrase is symmetric, and
     # QQP's duplicates twice over are twice the pairs for a budget that sees the data several times
     both_directions: bool = False
+    # sequence-level knowledge distillation (Kim & Rush 2016): a file of a teacher's outputs for the training
+    # sources, as `mambadiff generate` / `mambadiff ar generate` write it (source, recover); its pairs join the
+    # data's own (distill_mode: join) or replace them (replace). "": none
+    distill: str = ""
+    distill_mode: str = "join"
     eval_size: int = 256           # validation pairs scored for the eval loss during training
     builtin_train: int = 18000     # built-in corpus sizes (path: builtin; the generator holds ~19k pairs)
     builtin_valid: int = 500
@@ -49,6 +54,7 @@ class Seq2SeqDataConfig:
              f">= {min_seq_len(self.layout)} for data.layout={self.layout} (the specials and a token per side)")
         need("vocab_size", self.vocab_size > len(SPECIAL_TOKENS), f"> {len(SPECIAL_TOKENS)} (the special tokens)")
         need("builtin_train", self.builtin_train > 0, "> 0")
+        need("distill_mode", self.distill_mode in DISTILL_MODES, "|".join(DISTILL_MODES))
         for key in ("max_train", "eval_size", "builtin_valid", "builtin_test"):
             need(key, getattr(self, key) >= 0, ">= 0")
 

@@ -29,6 +29,7 @@ from mambadiff.train.checkpoint import run_config
 
 from .config import Seq2SeqConfig
 from .sampling import build_masked_diffusion
+from .training_data import training_split
 
 
 # ---- data ------------------------------------------------------------------------------------------
@@ -297,9 +298,7 @@ def build_seq2seq_trainer(cfg: Seq2SeqConfig, dist_info=None):
         data_folder = prepare_data_folder(cfg)
         tok = prepare_tokenizer(cfg, data_folder)
     d = cfg.data
-    train_set = load_seq2seq_split(data_folder, "train", tok, d.seq_len, layout=d.layout,
-                                   on_overflow=d.on_overflow, limit=d.max_train or None,
-                                   both_directions=d.both_directions)
+    train_set = training_split(data_folder, tok, d, d.layout)
     eval_set = None
     if d.eval_size > 0 and (data_folder / "valid.jsonl").exists():
         eval_set = load_seq2seq_split(data_folder, "valid", tok, d.seq_len, layout=d.layout,
