@@ -68,3 +68,22 @@ def test_top_level_help_names_every_subcommand():
             # the group's entry runs until the next entry (a line indented by exactly two spaces)
             line = " ".join(re.split(r"\n  (?=\S)", top.split(f"  {path[0]} ", 1)[1])[0].split())
             assert path[1] in line, f"`mambadiff --help` does not mention {' '.join(path)}: {line!r}"
+
+
+def test_a_command_whose_module_cannot_be_imported_says_why(monkeypatch):
+    """An optional extra that is missing: the command exists, and running it names the import error."""
+    import importlib
+
+    from click.testing import CliRunner
+
+    from mambadiff import cli
+    real = importlib.import_module
+
+    def fail(name, *args):
+        if name == "mambadiff.commands.metrics":  # the module of `evaluate`
+            raise ImportError("No module named 'nltk'")
+        return real(name, *args)
+
+    monkeypatch.setattr(importlib, "import_module", fail)
+    r = CliRunner().invoke(cli.main, ["evaluate"])
+    assert r.exit_code != 0 and "unavailable: No module named 'nltk'" in r.output and "NameError" not in r.output

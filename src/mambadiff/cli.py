@@ -40,9 +40,11 @@ class LazyGroup(click.Group):
         try:
             return getattr(importlib.import_module(module), attr)
         except ImportError as e:  # an optional extra is missing
+            reason = str(e)  # `e` itself is unbound once the except block ends
+
             @click.command(name=name, help=_COMMANDS[name][2])
             def _missing():
-                raise click.ClickException(f"'{name}' is unavailable: {e}. Install with pip install -e '.[all]'")
+                raise click.ClickException(f"'{name}' is unavailable: {reason}. Install with pip install -e '.[all]'")
             return _missing
 
     def format_commands(self, ctx, formatter):
