@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from typing import Iterator
+from typing import Callable, Iterator
 
 from .batches import seed_everything
 from .checkpoint import run_config
@@ -26,10 +26,13 @@ __all__ = ["fit_run", "training_run"]
 
 
 @contextlib.contextmanager
-def training_run(cfg, kind: str, resume: bool) -> Iterator[tuple[object, DistInfo]]:
+def training_run(cfg, kind: str, resume: bool,
+                 check: Callable[[object], None] | None = None) -> Iterator[tuple[object, DistInfo]]:
     """(the config to train with, the process's DistInfo) under the run's lock; ``kind`` names the
-    run in the folder check's message ("a language-model run folder")."""
-    cfg.validate()
+    run in the folder check's message ("a language-model run folder"). ``check`` is the task's test
+    of the whole config (the model it builds included) before anything is written; default
+    ``cfg.validate()``."""
+    (check or type(cfg).validate)(cfg)
     dist_info = setup_distributed(cfg.train.device)
     if dist_info.is_main:
         check_run_folder(cfg.run_dir, [f.name for f in dataclasses.fields(type(cfg))], kind)

@@ -11,7 +11,6 @@ config + tokenizer) and ``final_metrics.json`` (valid/test metrics of the final 
 """
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ from torch import nn
 from mambadiff.config import to_dict
 from mambadiff.data.classification import ClassificationDataset
 from mambadiff.train import StepContext
-from mambadiff.train.checkpoint import atomic_write_json, load_state, run_config
+from mambadiff.train.checkpoint import atomic_write_json, load_state
 
 from .config import ClassifyConfig
 from .data import encode_examples, load_splits, prepare_tokenizer
@@ -89,26 +88,11 @@ def train_classifier(cfg: ClassifyConfig, resume: bool = False, progress: bool =
     on the same folder is refused before it writes. A Ctrl-C or SIGTERM during start-up or training
     ends in a checkpoint (``mambadiff.train.interrupt``).
     """
-    from mambadiff.train import seed_everything
-    from mambadiff.train.distributed import setup_distributed
-    from mambadiff.train.interrupt import deferred_interrupt
-    from mambadiff.train.run_folder import check_run_folder, discard_failed_start
-    from mambadiff.train.run_lock import run_lock
+    from mambadiff.train.run_session import fit_run, training_run
 
-    check_classify_config(cfg)  # the whole config, the backbone included, before anything is written
-    dist_info = setup_distributed(cfg.train.device)
-    if dist_info.is_main:
-        check_run_folder(cfg.run_dir, [f.name for f in dataclasses.fields(ClassifyConfig)], "classification")
-    with run_lock(cfg.run_dir, enabled=dist_info.is_main):
-        with deferred_interrupt(), discard_failed_start(cfg.run_dir, dist_info.is_main):
-            cfg = run_config(cfg, resume)
-            seed_everything(cfg.train.seed)
-            trainer, tok, splits, sets = build_classify_trainer(cfg, dist_info, verbose)
-            if resume and trainer.resume():
-                if verbose:
-                    print(f"resumed from step {trainer.step}")
-            trainer.cfg.progress = progress and trainer.cfg.progress
-            result = trainer.fit()
+    with training_run(cfg, "classification", resume, check_classify_config) as (cfg, dist_info):
+        trainer, tok, splits, sets = build_classify_trainer(cfg, dist_info, verbose)
+        result = fit_run(trainer, resume, progress, verbose)
         final_model, metrics = final_metrics(cfg, trainer, result, splits, sets, dist_info, verbose)
     return result, final_model, tok, metrics
 

@@ -25,7 +25,6 @@ from mambadiff.diffusion.masked import without_source
 from mambadiff.models.denoiser import Denoiser
 from mambadiff.models.meta_check import check_model_config
 from mambadiff.train import StepContext
-from mambadiff.train.checkpoint import run_config
 
 from .config import Seq2SeqConfig
 from .sampling import build_masked_diffusion
@@ -331,31 +330,14 @@ def train_seq2seq(cfg: Seq2SeqConfig, resume: bool = False, progress: bool = Tru
     that already has checkpoints is refused. The run holds ``run_dir/.lock`` for its life
     (``mambadiff.train.run_lock``): a second run on the same folder is refused before it writes.
     """
-    from mambadiff.train import seed_everything
-    from mambadiff.train.checkpoint import atomic_write_json, ensure_writable
-    from mambadiff.train.distributed import setup_distributed
-    from mambadiff.train.interrupt import deferred_interrupt
-    from mambadiff.train.run_folder import check_run_folder, discard_failed_start
-    from mambadiff.train.run_lock import run_lock
+    from mambadiff.train.checkpoint import atomic_write_json
+    from mambadiff.train.run_session import fit_run, training_run
 
-    check_seq2seq_config(cfg)  # the whole config, the model included, before anything is written
-    run_dir = Path(cfg.run_dir)
-    with deferred_interrupt():  # a Ctrl-C or SIGTERM during start-up still ends in a checkpoint
-        dist_info = setup_distributed(cfg.train.device)
+    with training_run(cfg, "seq2seq", resume, check_seq2seq_config) as (cfg, dist_info):
+        trainer, tok = build_seq2seq_trainer(cfg, dist_info)
         if dist_info.is_main:
-            check_run_folder(run_dir, [f.name for f in dataclasses.fields(Seq2SeqConfig)], "seq2seq")
-        with run_lock(run_dir, enabled=dist_info.is_main), discard_failed_start(run_dir, dist_info.is_main):
-            cfg = run_config(cfg, resume)
-            if dist_info.is_main:
-                ensure_writable(run_dir)
-            seed_everything(cfg.train.seed)
-            trainer, tok = build_seq2seq_trainer(cfg, dist_info)
-            if dist_info.is_main:
-                atomic_write_json(run_dir / "config.json", trainer.full_config)
-            if resume and trainer.resume():
-                print(f"resumed from step {trainer.step}")
-            trainer.cfg.progress = progress and trainer.cfg.progress
-            result = trainer.fit()
+            atomic_write_json(Path(cfg.run_dir) / "config.json", trainer.full_config)
+        result = fit_run(trainer, resume, progress, verbose=True)
     return result, trainer.eval_model(), tok
 
 
