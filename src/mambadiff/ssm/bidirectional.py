@@ -9,10 +9,11 @@ position i < len_b maps to len_b - 1 - i and padding positions stay where they a
 end). The reversed batch is therefore still right-padded with the same mask, so the causal
 inner layers never see padding before a real token, in either direction.
 
-Without padding, a layer whose ``forward`` takes ``reverse=True`` (Mamba2) computes
-``reverse(layer(reverse(x)))`` itself: its CPU kernels compute the reversed direction in place (the
-SSD walks time backwards through negative strides, the conv runs anti-causally), so neither the input
-nor the output is copied flipped.
+Without padding, a layer whose ``forward`` takes ``reverse=True`` (Mamba2, S4D, S4, H3) computes
+``reverse(layer(reverse(x)))`` itself: Mamba-2's CPU kernels compute the reversed direction in place
+(the SSD walks time backwards through negative strides, the conv runs anti-causally), the
+time-invariant mixers run their convolutions anti-causally, so neither the input nor the output is
+copied flipped.
 """
 from __future__ import annotations
 
@@ -83,7 +84,7 @@ class Bidirectional(nn.Module):
             raise ValueError(f"layers from make_layer must expose the same int d_model, "
                              f"got {d_fwd!r} and {d_bwd!r}")
         self.d_model = d_fwd
-        # layers whose forward takes reverse=True (Mamba2) run the full-length backward direction
+        # layers whose forward takes reverse=True (Mamba2, S4D, S4, H3) run the full-length backward direction
         # without flipped copies of their input and output
         self._reverse_in_place = "reverse" in inspect.signature(self.backward_layer.forward).parameters
 

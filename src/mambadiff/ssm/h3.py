@@ -19,8 +19,9 @@ The shift SSM remembers which key came just before (so k~ at a value token holds
 diagonal SSM accumulates the key-value products over time, and the query reads them out: the
 linear-attention-like mechanism that lets H3 recall associations which S4 / S4D cannot.
 
-The parallel path computes both SSMs as causal convolutions by FFT (``fft_causal_conv``); ``step``
-runs them as recurrences: a buffer of the last s keys (b, d, s) and the diagonal SSM's complex state
+The parallel path computes the shift SSM as a depthwise convolution of s taps and the diagonal SSM
+by chunks of matrix products (``mambadiff.ssm.chunked``: each key channel's kernel is shared by the
+b p value channels of its products, so the products are wide); ``step`` runs them as recurrences: a buffer of the last s keys (b, d, s) and the diagonal SSM's complex state
 (b, h, p, p, m). ``prefill`` is the parallel path that also returns each row's state after its own
 length: its last s keys and sum_t dA^(n-1-t) dB kv_t over its n products, by chunks
 (``mambadiff.ssm.lti.modal_sums``).
@@ -31,16 +32,64 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .checks import check_positive_int, validate_sequence, validate_state_tensor, validate_token
 from .prefill import check_lengths, has_padding, lengths_mask, trailing_window
-from .lti import (check_dt_and_lr_scale, complex_dtype, fft_causal_conv, log_uniform_log_dt, modal_sums,
-                  work_dtype_for)
+from .channel_first import linear_from_channels, linear_to_channels
+from .chunked import chunk_length, chunked_conv, modal_tables
+from .lti import check_dt_and_lr_scale, complex_dtype, log_uniform_log_dt, modal_sums, vandermonde_kernel, work_dtype_for
 from .s4d import INITS, s4d_init_imag
 
 __all__ = ["H3Config", "H3State", "H3"]
 
+
+
+def _product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a * b broadcast into a new contiguous tensor. Written through ``out=``: for the (h, p, n, b, p, c)
+    products of two contiguous factors broadcast along different dims, torch's out-of-place multiply
+    picks a loop order several times slower (measured 4-9x) than filling a contiguous output."""
+    out = a.new_empty(torch.broadcast_shapes(a.shape, b.shape))
+    return torch.mul(a, b, out=out)
+
+
+class _KeyValueProduct(torch.autograd.Function):
+    """kv_ij = k~_i v_j: k~ (h, p_i, n, b, 1, c), v (h, 1, n, b, p_j, c) -> (h, p_i, n, b, p_j, c) contiguous."""
+
+    @staticmethod
+    def forward(ctx, k, v):
+        ctx.save_for_backward(k, v)
+        return _product(k, v)
+
+    @staticmethod
+    def backward(ctx, g):
+        k, v = ctx.saved_tensors
+        g = g.contiguous()
+        gk = _product(g, v).sum(4, keepdim=True) if ctx.needs_input_grad[0] else None  # (h, p_i, n, b, 1, c)
+        gv = _product(g, k).sum(1, keepdim=True) if ctx.needs_input_grad[1] else None  # (h, 1, n, b, p_j, c)
+        return gk, gv
+
+
+class _QueryContraction(torch.autograd.Function):
+    """o_j = sum_i q_i y_ij: q (h, p_i, n, b, 1, c), y (h, p_i, n, b, p_j, c) -> (h, n, b, p_j, c).
+
+    Autograd's backward of ``(q * y).sum(1)`` multiplies by the gradient broadcast along i (a zero stride),
+    so y's gradient comes out in another layout and is copied back; here it is the broadcast product of
+    two contiguous factors, contiguous like y."""
+
+    @staticmethod
+    def forward(ctx, q, y):
+        ctx.save_for_backward(q, y)
+        return _product(q, y).sum(1)  # (h, n, b, p_j, c)
+
+    @staticmethod
+    def backward(ctx, go):
+        q, y = ctx.saved_tensors
+        go = go.contiguous().unsqueeze(1)  # (h, 1, n, b, p_j, c)
+        gq = _product(go, y).sum(4, keepdim=True) if ctx.needs_input_grad[0] else None  # (h, p_i, n, b, 1, c)
+        gy = _product(q, go) if ctx.needs_input_grad[1] else None  # (h, p_i, n, b, p_j, c)
+        return gq, gy
 
 
 @dataclass
@@ -129,37 +178,67 @@ class H3(nn.Module):
         work = work_dtype_for(self.log_dt)
         taps = self.shift_taps.to(work)[:, :length]  # (d, min(s, l))
         shift = nn.functional.pad(taps, (0, length - taps.shape[1]))  # (d, l)
-        dtA, _, dB, C = self._discrete(work)
-        j = torch.arange(length, device=dtA.device, dtype=dtA.real.dtype)  # (l,)
-        vandermonde = torch.exp(dtA.unsqueeze(-1) * j)  # (d, m, l) dA^j
-        diag = 2.0 * torch.einsum("dm,dml->dl", C * dB, vandermonde).real  # (d, l)
-        return shift, diag
+        return shift, vandermonde_kernel(*self._modal(work), length)  # (d, l) each
 
     # ------------------------------------------------------------------ parallel
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        return self.parallel(x, mask)[0]
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, reverse: bool = False) -> torch.Tensor:
+        """reverse=True (full rows only, ``mask`` None) is ``flip(forward(flip(x)))``: both SSMs anti-causal,
+        which ``Bidirectional`` runs for its backward direction without flipped copies."""
+        if reverse and mask is not None:
+            raise ValueError("reverse=True needs full rows (mask=None); reverse padded rows with Bidirectional")
+        return self.parallel(x, mask, reverse)[0]
 
-    def parallel(self, x: torch.Tensor, mask: torch.Tensor | None):
-        """The output (b, l, d), the keys k (b, d, l) and their products kv (b, h, p, p, l) with the
-        shifted keys (both in the work dtype, zero at padding)."""
+    def shift_conv(self, k: torch.Tensor, reverse: bool = False) -> torch.Tensor:
+        """The shift SSM, k~[t] = sum_{j<s} T_j k[t-j] (reverse: k[t+j]), over k (d, b, l) -> (d, b, l): a
+        depthwise conv1d of s taps over the d b rows (the (1, d b, l) view of k), no FFT."""
+        d, b, l = k.shape
+        s = self.config.shift_size
+        taps = self.shift_taps.to(k.dtype)  # (d, s)
+        # conv1d correlates: out[t] = sum_j w[j] in[t + j]; causal reads k[t - j], so its taps go flipped
+        weight = (taps if reverse else taps.flip(-1)).repeat_interleave(b, dim=0).unsqueeze(1)  # (d b, 1, s)
+        padded = F.pad(k.reshape(1, d * b, l), (0, s - 1) if reverse else (s - 1, 0))  # (1, d b, l + s - 1)
+        return F.conv1d(padded, weight, groups=d * b).view(d, b, l)  # (d, b, l)
+
+    def parallel(self, x: torch.Tensor, mask: torch.Tensor | None, reverse: bool = False):
+        """The output (b, l, d), the keys k and the shifted keys k~ and values v (b, d, l) (work dtype, zero at
+        padding).
+
+        The diagonal SSM runs by chunks (``mambadiff.ssm.chunked``): key channel (h, i) is a kernel group whose
+        b p value channels j share its kernel, so its products k~_i v_j are laid out (h p, n chunks, b p, c),
+        the rows of one wide matrix product per group, and the query contracts them straight after."""
         validate_sequence(self, x, mask, self.d_model)
         b, l, d = x.shape
         h, p = self.config.n_heads, self.config.head_dim
         work = work_dtype_for(self.log_dt)
-        qkv = self.in_proj(x)  # (b, l, 3d)
+        qkv = linear_to_channels(x, self.in_proj)  # (3d, b, l)
         if mask is not None:
-            qkv = qkv * mask.unsqueeze(-1).to(qkv.dtype)  # (b, l, 3d) padding contributes nothing
-        q, k, v = qkv.to(work).transpose(1, 2).chunk(3, dim=1)  # (b, d, l) each
-        shift, diag = self.kernels(l)  # (d, l) each
-        k_shift = fft_causal_conv(k, shift)  # (b, d, l)
-        kv = k_shift.view(b, h, p, 1, l) * v.reshape(b, h, 1, p, l)  # (b, h, p_i, p_j, l)
-        y = fft_causal_conv(kv, diag.view(h, p, 1, l)) + self.D.to(work).view(h, p, 1, 1) * kv  # (b, h, p, p, l)
-        o = torch.einsum("bhil,bhijl->bhjl", q.reshape(b, h, p, l), y)  # (b, h, p, l)
-        out = self.out_proj(o.reshape(b, d, l).transpose(1, 2).to(x.dtype))  # (b, l, d)
+            qkv = qkv * mask.unsqueeze(0).to(qkv.dtype)  # (3d, b, l) padding contributes nothing
+        q, k, v = qkv.to(work).chunk(3, dim=0)  # (d, b, l) each
+        k_shift = self.shift_conv(k, reverse)  # (d, b, l)
+        c = chunk_length(l)
+        n = -(-l // c)
+        pad = (0, n * c - l)  # zeros after the end change no real output
+
+        def chunked(t):  # (d, b, l) -> (h, p, n, b, c), contiguous (a copy of a (d, b, l) tensor)
+            t = F.pad(t, pad) if n * c != l else t  # (d, b, n c)
+            return t.view(h, p, b, n, c).transpose(2, 3).contiguous()
+
+        values = chunked(v).permute(0, 2, 3, 1, 4).contiguous().unsqueeze(1)  # (h, 1, n, b, p_j, c)
+        kv = _KeyValueProduct.apply(chunked(k_shift).unsqueeze(4), values)  # (h, p_i, n, b, p_j, c)
+        tables = modal_tables(*self._modal(work), self.D.to(work), c)
+        y = chunked_conv(kv.view(h * p, 1, n, b * p, c), tables, reverse)  # (h p_i, 1, n, b p_j, c)
+        o = _QueryContraction.apply(chunked(q).unsqueeze(4), y.view(h, p, n, b, p, c))  # (h, n, b, p_j, c)
+        o = o.permute(0, 3, 2, 1, 4).reshape(d, b, n * c)[..., :l]  # (d, b, l) channel (h, j)
+        out = linear_from_channels(o.to(x.dtype), self.out_proj)  # (b, l, d)
         if mask is not None:
             out = out * mask.unsqueeze(-1).to(out.dtype)  # (b, l, d)
-        return out, k, kv
+        return out, k.transpose(0, 1), k_shift.transpose(0, 1), v.transpose(0, 1)
+
+    def _modal(self, work: torch.dtype):
+        """The diagonal SSM's kernel weights W = C dB and dtA (d, m) complex: K[j] = 2 Re(sum_m W dA^j)."""
+        dtA, _, dB, C = self._discrete(work)  # (d, m) each
+        return C * dB, dtA
 
     def prefill(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, H3State]:
         """The parallel path over right-padded ``x (b, l, d)`` with ``lengths (b,)`` real tokens per row:
@@ -169,7 +248,8 @@ class H3(nn.Module):
         h, p, m = self.config.n_heads, self.config.head_dim, self.config.d_state // 2
         lengths = check_lengths(lengths, b, l, x.device)  # (b,)
         mask = lengths_mask(lengths, l) if has_padding(lengths, l) else None  # (b, l); full rows need none
-        out, k, kv = self.parallel(x, mask)  # (b, l, d), (b, d, l), (b, h, p, p, l)
+        out, k, k_shift, v = self.parallel(x, mask)  # (b, l, d), (b, d, l) each
+        kv = k_shift.reshape(b, h, p, 1, l) * v.reshape(b, h, 1, p, l)  # (b, h, p_i, p_j, l)
         keys = trailing_window(k, lengths, self.config.shift_size).flip(-1)  # (b, d, s) newest first
         dtA, _, dB, _ = self._discrete(work_dtype_for(self.log_dt))  # (d, m) each
         # key channel (h, i) is the diagonal SSM's channel; its p value channels j share its dA. The

@@ -5,11 +5,14 @@ Glossary: b batch, l length, d model width, e inner width (expand*d), m complex 
 A time-invariant SSM is a causal convolution with a kernel K (e, l) computed from its parameters, so
 S4D and S4 share one parallel path (``ConvolutionalSSM.forward``):
 
-    u = in_proj(x)                          (b, l, e)   padded positions zeroed
-    y = K * u + D u                         (b, e, l)   FFT convolution (``fft_causal_conv``)
+    u = in_proj(x)                          (e, b, l)   channel-first (``channel_first``), padding zeroed
+    y = K * u + D u                         (e, b, l)   by chunks of matrix products (``chunked``)
     out = out_proj(gelu(y))                 (b, l, d)   linear e -> 2d then GLU, or e -> d
 
-and differ only in how they build K (``kernel``) and in their recurrent ``step``. ``prefill`` is the
+and differ only in how they describe the system (``chunk_tables``; ``kernel`` gives K itself) and in
+their recurrent ``step``. ``reverse=True`` runs the anti-causal convolution, the backward direction of
+``Bidirectional``, without flipped copies. ``fft_causal_conv`` is the FFT convolution (real FFTs of a
+5-smooth size >= 2l - 1), kept as the reference the chunked path is tested against. ``prefill`` is the
 parallel path that also returns each row's state after its own length: the state after n inputs is
 sum_t dA^(n-1-t) dB u_t (``state_after``, per subclass), one more contraction of the inputs beside the
 FFT convolution. It goes by chunks (``mambadiff.ssm.prefill.state_chunks``): a (c, state) table of
@@ -25,11 +28,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .channel_first import linear_from_channels, linear_to_channels
 from .checks import validate_sequence
+from .chunked import chunk_length, chunked_conv, powers
 from .prefill import check_lengths, chunk_shape, has_padding, lengths_mask, state_chunks
 
-__all__ = ["complex_dtype", "work_dtype_for", "fft_causal_conv", "log_uniform_log_dt", "check_dt_and_lr_scale",
-           "powers", "modal_sums", "ConvolutionalSSM"]
+__all__ = ["complex_dtype", "work_dtype_for", "fft_size", "fft_causal_conv", "log_uniform_log_dt", "check_dt_and_lr_scale",
+           "powers", "vandermonde_kernel", "modal_sums", "ConvolutionalSSM"]
 
 
 def complex_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -42,15 +47,70 @@ def work_dtype_for(param: torch.Tensor) -> torch.dtype:
     return torch.float64 if param.dtype == torch.float64 else torch.float32
 
 
-def fft_causal_conv(u: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
-    """Causal convolution y[t] = sum_{j<=t} K[j] u[t-j] via FFT.
+def fft_size(length: int) -> int:
+    """The smallest n >= 2 length - 1 with no prime factor above 5: a linear convolution of two length-l
+    sequences has 2l - 1 terms, so a circular one of size n does not wrap, and FFTs of 5-smooth sizes run
+    at full speed (a size like 3999 = 3 * 31 * 43 is ~7x slower than 4000)."""
+    n = max(2 * length - 1, 1)
+    while True:
+        m = n
+        for f in (2, 3, 5):
+            while m % f == 0:
+                m //= f
+        if m == 1:
+            return n
+        n += 1
 
-    u (..., e, l), K (e, l) -> (..., e, l). Zero-padding to 2l makes the circular product linear.
-    """
-    l = u.shape[-1]
-    u_f = torch.fft.rfft(u, n=2 * l)  # (..., e, l+1) complex
-    k_f = torch.fft.rfft(K, n=2 * l)  # (e, l+1) complex
-    return torch.fft.irfft(u_f * k_f, n=2 * l)[..., :l]  # (..., e, l)
+
+class _FFTConv(torch.autograd.Function):
+    """y = K * u (+ D u): causal (reverse=False) or anti-causal (reverse=True) convolution by real FFTs.
+    u (..., l); K (..., l) and D (..., 1) | None broadcast against u (their gradients are summed over
+    the dimensions they broadcast along).
+
+    Backward is written out instead of left to autograd on the FFTs: the gradient of u is one more
+    convolution (with the time-reversed kernel: conj of its spectrum), the kernel's gradient one
+    product summed over the batch in the frequency domain, so two large FFTs per direction, no padded
+    complex transforms. The input's spectrum is saved, so it is not recomputed."""
+
+    @staticmethod
+    def forward(ctx, u, K, D, reverse):
+        l = u.shape[-1]
+        n = fft_size(l)
+        u_f = torch.fft.rfft(u, n=n)  # (..., e, f) f = n//2 + 1
+        k_f = torch.fft.rfft(K, n=n)  # (..., f) broadcasting against u_f
+        # anti-causal: y[t] = sum_j K[j] u[t+j], a correlation, i.e. the conjugate kernel spectrum
+        y = torch.fft.irfft(u_f * (k_f.conj() if reverse else k_f), n=n)[..., :l]  # (..., e, l)
+        if D is not None:
+            y = torch.addcmul(y, D, u)  # (..., e, l)
+        ctx.save_for_backward(u, u_f, k_f, D)
+        ctx.reverse, ctx.n = reverse, n
+        return y
+
+    @staticmethod
+    def backward(ctx, gy):
+        u, u_f, k_f, D = ctx.saved_tensors
+        l, n = u.shape[-1], ctx.n
+        g_f = torch.fft.rfft(gy, n=n)  # (..., e, f)
+        # the transpose of a causal convolution is the anti-causal one with the same kernel, and back
+        gu = torch.fft.irfft(g_f * (k_f if ctx.reverse else k_f.conj()), n=n)[..., :l]  # (..., e, l)
+        # dK[j] = sum_t gy[t] u[t - j] (causal) or sum_t gy[t] u[t + j] (anti-causal): conjugates
+        cross = g_f.mul_(u_f.conj()).sum_to_size(k_f.shape)  # K's shape, (..., f)
+        gK = torch.fft.irfft(cross.conj() if ctx.reverse else cross, n=n)[..., :l]  # K's shape, (..., l)
+        gD = None
+        if D is not None:
+            gu = torch.addcmul(gu, D, gy)  # (..., e, l)
+            gD = (gy * u).sum_to_size(D.shape) if ctx.needs_input_grad[2] else None  # D's shape
+        return gu, gK, gD, None
+
+
+def fft_causal_conv(u: torch.Tensor, K: torch.Tensor, D: torch.Tensor | None = None,
+                    reverse: bool = False) -> torch.Tensor:
+    """Causal convolution y[t] = sum_{j<=t} K[j] u[t-j] (+ D u[t]) via real FFTs of ``fft_size(l)``.
+
+    u (..., e, l), K (e, l), D (e,) | None -> (..., e, l) (K and D may carry more dimensions that
+    broadcast against u's, e.g. H3's (h, p, 1, l)). reverse=True: the anti-causal convolution
+    y[t] = sum_j K[j] u[t+j], i.e. ``flip(conv(flip(u)))`` without the flipped copies."""
+    return _FFTConv.apply(u.contiguous(), K, None if D is None else D.unsqueeze(-1), bool(reverse))
 
 
 def log_uniform_log_dt(size: int, dt_min: float, dt_max: float) -> torch.Tensor:
@@ -67,11 +127,16 @@ def check_dt_and_lr_scale(dt_min: float, dt_max: float, lr_scale: float) -> None
         raise ValueError(f"lr_scale must be > 0, got {lr_scale}")
 
 
-def powers(dtA: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
-    """dA^steps = exp(dtA * steps): dtA (e, m) complex, steps (s,) -> (e, m, s) complex. Built as
-    polar(exp(Re), Im): torch's real exp, cos and sin are vectorised, its complex exp is ~10x slower."""
-    s = steps.to(dtA.real.dtype)  # (s,)
-    return torch.polar(torch.exp(dtA.real.unsqueeze(-1) * s), dtA.imag.unsqueeze(-1) * s)  # (e, m, s)
+def vandermonde_kernel(W: torch.Tensor, dtA: torch.Tensor, length: int) -> torch.Tensor:
+    """K[:, j] = 2 Re(sum_m W dA^j), j < length, for dA = exp(dtA): W, dtA (e, m) complex -> (e, l) real.
+
+    In real arithmetic: 2 Re(W z) = 2 (Re W Re z - Im W Im z), with z = dA^j from ``powers``, so one real
+    batched product with rows [Re W, -Im W] replaces a complex einsum and its complex backward."""
+    e, m = W.shape
+    V = torch.view_as_real(powers(dtA, torch.arange(length, device=dtA.device)))  # (e, m, l, 2)
+    V = V.permute(0, 3, 1, 2).reshape(e, 2 * m, length)  # (e, 2m, l) rows Re z, then Im z
+    rows = 2.0 * torch.cat([W.real, -W.imag], dim=-1).unsqueeze(1)  # (e, 1, 2m)
+    return (rows @ V).squeeze(1)  # (e, l)
 
 
 def modal_sums(u: torch.Tensor, lengths: torch.Tensor, dtA: torch.Tensor) -> torch.Tensor:
@@ -119,28 +184,48 @@ class ConvolutionalSSM(nn.Module):
     def kernel(self, length: int) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        return self.parallel(x, mask)[0]
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, reverse: bool = False) -> torch.Tensor:
+        """reverse=True (full rows only, ``mask`` None) is ``flip(forward(flip(x)))``: the anti-causal
+        convolution, which ``Bidirectional`` runs for its backward direction without flipped copies."""
+        if reverse and mask is not None:
+            raise ValueError("reverse=True needs full rows (mask=None); reverse padded rows with Bidirectional")
+        return self.parallel(x, mask, reverse)[0]
 
-    def parallel(self, x: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def parallel(self, x: torch.Tensor, mask: torch.Tensor | None,
+                 reverse: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """The output (b, l, d) and the SSM input u (b, e, l) in the work dtype (zero at padding)."""
         validate_sequence(self, x, mask, self.d_model)
-        l = x.shape[1]
+        b, l, _ = x.shape
         self.check_length(l)
-        u = self.in_proj(x)  # (b, l, e)
+        # channel-major in memory, (e, b, l): the FFT reads each channel's steps at unit stride, and the
+        # projections write and read that layout in one matrix product each (``channel_first``)
+        u = linear_to_channels(x, self.in_proj)  # (e, b, l)
         if mask is not None:
-            u = u * mask.unsqueeze(-1).to(u.dtype)  # (b, l, e) padded SSM inputs zeroed
+            u = u * mask.unsqueeze(0).to(u.dtype)  # (e, b, l) padded SSM inputs zeroed
         work = self.work_dtype()
-        # channel-major in memory: the FFT reads each channel's steps at unit stride (as fast as the
-        # strided read of the time-major layout, copy included), and so does the prefill's state sum
-        u = u.transpose(1, 2).contiguous().to(work)  # (b, e, l)
-        K = self.kernel(l)  # (e, l)
-        y = fft_causal_conv(u, K) + self.D.to(work).unsqueeze(-1) * u  # (b, e, l)
-        y = F.gelu(y).transpose(1, 2).to(x.dtype)  # (b, l, e)
-        out = self.mix(y)  # (b, l, d)
+        u = u.to(work)  # (e, b, l)
+        y = self.convolve(u, reverse)  # (e, b, l) K * u + D u
+        out = linear_from_channels(F.gelu(y).to(x.dtype), self.out_proj)  # (b, l, 2d) or (b, l, d)
+        if self.config.glu:
+            out = F.glu(out, dim=-1)  # (b, l, d)
         if mask is not None:
             out = out * mask.unsqueeze(-1).to(out.dtype)  # (b, l, d)
-        return out, u
+        return out, u.transpose(0, 1)  # (b, l, d), (b, e, l)
+
+    def convolve(self, u: torch.Tensor, reverse: bool = False) -> torch.Tensor:
+        """K * u + D u over u (e, b, l) in the work dtype, by chunks (``mambadiff.ssm.chunked``): causal, or
+        anti-causal with ``reverse``."""
+        e, b, l = u.shape
+        c = chunk_length(l)
+        n = -(-l // c)
+        if n * c != l:
+            u = F.pad(u, (0, n * c - l))  # (e, b, n c) zeros after the end change no real output
+        y = chunked_conv(u.view(e, b, n, 1, c), self.chunk_tables(c), reverse)  # (e, b, n, 1, c)
+        return y.view(e, b, n * c)[..., :l]  # (e, b, l)
+
+    def chunk_tables(self, c: int):  # pragma: no cover - abstract
+        """The ``ChunkTables`` of the kernel and D for chunks of c steps."""
+        raise NotImplementedError
 
     def prefill(self, x: torch.Tensor, lengths: torch.Tensor | None = None):
         """The parallel path over right-padded ``x (b, l, d)`` with ``lengths (b,)`` real tokens per row:

@@ -37,7 +37,7 @@ Inputs shorter than l_max use the first l kernel taps; longer ones are rejected.
 
 Block (x (b, l, d) -> (b, l, d)), as S4D:
     u   = in_proj(x)                     (b, l, e)
-    y   = gelu(K * u + D u)              (b, l, e)     FFT convolution
+    y   = gelu(K * u + D u)              (b, l, e)     by chunks (``chunk_tables``: the dense real system)
     out = glu(out_proj(y))               (b, l, d)     (or a plain linear if glu=False)
 
 ``step`` runs the recurrence x_t = dA x_{t-1} + dB u_t on the full complex state (b, e, N); the
@@ -57,6 +57,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checks import check_positive_int, validate_state_tensor, validate_token
+from .chunked import dense_tables
 from .hippo import nplr
 from .lti import ConvolutionalSSM, check_dt_and_lr_scale, complex_dtype, log_uniform_log_dt
 from .prefill import chunk_shape, state_chunks
@@ -97,6 +98,14 @@ def _dense_dplr(Lambda: torch.Tensor, P: torch.Tensor) -> torch.Tensor:
 def _with_conjugates(z: torch.Tensor) -> torch.Tensor:
     """(..., m) complex -> (..., N = 2m): the stored half and its conjugates."""
     return torch.cat([z, z.conj()], dim=-1)
+
+
+def _real_coordinates(dA: torch.Tensor, dB: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``S4.real_transition`` from the dense dA (e, N, N), dB (e, N): M (e, N, N), beta (e, N) real."""
+    m = dA.shape[-1] // 2
+    plus, minus = dA[:, :m, :m] + dA[:, :m, m:], dA[:, :m, :m] - dA[:, :m, m:]  # (e, m, m) each
+    M = torch.cat([torch.cat([plus.real, -minus.imag], -1), torch.cat([plus.imag, minus.real], -1)], -2)  # (e, N, N)
+    return M, torch.cat([dB[:, :m].real, dB[:, :m].imag], -1)  # (e, N, N), (e, N)
 
 
 @dataclass
@@ -234,11 +243,21 @@ class S4(ConvolutionalSSM):
         xi = [Re z, Im z] holds it in N reals and steps as xi' = M xi + beta u. From z' = A11 z + A12 conj(z)
         (dA's first m rows, split at m): M = [[Re(A11 + A12), Im(A12 - A11)], [Im(A11 + A12), Re(A11 - A12)]],
         beta = [Re dB, Im dB] over the first half; real products are a quarter of the complex ones' work."""
-        dA, dB = self.dense_transition(work_dtype)  # (e, N, N), (e, N)
-        m = dA.shape[-1] // 2
-        plus, minus = dA[:, :m, :m] + dA[:, :m, m:], dA[:, :m, :m] - dA[:, :m, m:]  # (e, m, m) each
-        M = torch.cat([torch.cat([plus.real, -minus.imag], -1), torch.cat([plus.imag, minus.real], -1)], -2)  # (e, N, N)
-        return M, torch.cat([dB[:, :m].real, dB[:, :m].imag], -1)  # (e, N, N), (e, N)
+        return _real_coordinates(*self.dense_transition(work_dtype))
+
+    def chunk_tables(self, c: int):
+        """The chunked convolution's tables (``mambadiff.ssm.chunked.dense_tables``) for chunks of c steps, from
+        the dense discretisation in real coordinates: y = Re(C x) = h xi with h = [Re(C1 + C2), Im(C2 - C1)]
+        for C's halves C1, C2 (x = [z, conj(z)], xi = [Re z, Im z]). C~ = C (I - dA^L) reads h~ = h (I - M^L)
+        there, so h comes from one real solve (a quarter of the complex one's work, as M^L's squarings)."""
+        M, beta = _real_coordinates(*self.dense_transition())  # (e, N, N), (e, N)
+        C_tilde = self.ssm_parameters()[4]  # (e, N)
+        m = C_tilde.shape[-1] // 2
+        h_tilde = torch.cat([(C_tilde[:, :m] + C_tilde[:, m:]).real, (C_tilde[:, m:] - C_tilde[:, :m]).imag], -1)  # (e, N)
+        eye = torch.eye(M.shape[-1], dtype=M.dtype, device=M.device)  # (N, N)
+        h = torch.linalg.solve((eye - torch.linalg.matrix_power(M, self.config.l_max)).mT,
+                               h_tilde.unsqueeze(-1)).squeeze(-1)  # (e, N) h = h~ (I - M^L)^-1
+        return dense_tables(M, beta, h, self.D.to(M.dtype), c)
 
     # ------------------------------------------------------------------ kernel
 

@@ -10,8 +10,8 @@ Per channel, with complex diagonal A (m,), C (m,), B = 1 and step dt (ZOH):
     y_t = 2 * Re(C . h_t) + D * u_t
 
 Unrolled, y = K * u + D u with kernel K[j] = 2 * Re(sum_m C_m dB_m dA_m^j), j = 0..l-1,
-computed as a Vandermonde product and applied by FFT convolution (rfft of length 2l, so the
-circular convolution does not wrap around).
+computed as a Vandermonde product (``kernel``). Training applies it by chunks of matrix products
+(``mambadiff.ssm.chunked.modal_tables``): the diagonal system in real coordinates [Re h, Im h].
 
 Block (x (b, l, d) -> (b, l, d)):
     u   = in_proj(x)                     (b, l, e)
@@ -36,8 +36,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checks import check_positive_int, validate_state_tensor, validate_token
+from .chunked import modal_tables
 from .hippo import nplr
-from .lti import ConvolutionalSSM, check_dt_and_lr_scale, complex_dtype, log_uniform_log_dt, modal_sums
+from .lti import (ConvolutionalSSM, check_dt_and_lr_scale, complex_dtype, log_uniform_log_dt, modal_sums,
+                  vandermonde_kernel)
 
 __all__ = ["S4DConfig", "S4DState", "S4D", "s4d_init_imag"]
 
@@ -146,9 +148,13 @@ class S4D(ConvolutionalSSM):
     def kernel(self, length: int) -> torch.Tensor:
         """Convolution kernel K (e, length): K[:, j] = 2 Re(sum_m C dB dA^j)."""
         dtA, _, dB, C = self._discrete(self.work_dtype())
-        j = torch.arange(length, device=dtA.device, dtype=dtA.real.dtype)  # (l,)
-        vandermonde = torch.exp(dtA.unsqueeze(-1) * j)  # (e, m, l)  dA^j
-        return 2.0 * torch.einsum("em,eml->el", C * dB, vandermonde).real  # (e, l)
+        return vandermonde_kernel(C * dB, dtA, length)  # (e, l)
+
+    def chunk_tables(self, c: int):
+        """The chunked convolution's tables (``mambadiff.ssm.chunked.modal_tables``) for chunks of c steps."""
+        work = self.work_dtype()
+        dtA, _, dB, C = self._discrete(work)  # (e, m) each
+        return modal_tables(C * dB, dtA, self.D.to(work), c)
 
     # ------------------------------------------------------------------ recurrent
 
