@@ -100,3 +100,19 @@ def test_reverse_is_the_flipped_forward(make):
     torch.testing.assert_close(layer(x, reverse=True), layer(x.flip(1)).flip(1), rtol=0, atol=1e-10)
     with pytest.raises(ValueError, match="reverse"):
         layer(x, torch.ones(2, 75, dtype=torch.bool), reverse=True)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_channel_first_projections_equal_linear_with_gradients(bias):
+    """linear_to_channels / linear_from_channels are nn.Linear with the output (or input) laid out
+    channel-first: values and every gradient (gradcheck in float64)."""
+    from mambadiff.ssm.channel_first import linear_from_channels, linear_to_channels
+    torch.manual_seed(0)
+    to, back = torch.nn.Linear(5, 7, bias=bias).double(), torch.nn.Linear(7, 3, bias=bias).double()
+    x = torch.randn(2, 4, 5, dtype=torch.float64, requires_grad=True)
+    y = linear_to_channels(x, to)  # (7, 2, 4)
+    torch.testing.assert_close(y, to(x).permute(2, 0, 1), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(linear_from_channels(y, back), back(to(x)), rtol=1e-12, atol=1e-12)
+    params = [p for p in (*to.parameters(), *back.parameters())]
+    assert torch.autograd.gradcheck(lambda x_, *_: linear_from_channels(linear_to_channels(x_, to), back),
+                                    (x, *params))
