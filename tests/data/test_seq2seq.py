@@ -15,7 +15,6 @@ from mambadiff.data.seq2seq import (
     read_seq2seq_jsonl,
     source_length,
     truncated_lengths,
-    with_reversed_pairs,
 )
 from mambadiff.data.tokenizer import bert_tokenizer
 
@@ -264,15 +263,6 @@ def test_dataset_folder_and_file(tmp_path, tok, write_jsonl):
     assert len_x == len(x) + 3  # [CLS] x [SEP] [SEP]
     assert tok.decode(item["input_ids"][len_x:], skip_special=True) == "what makes tokyo so costly?"
     assert load_seq2seq_split(tmp_path, "train", tok, seq_len=32, limit=2).pairs == ds.pairs[:2]
-
-
-def test_both_directions_adds_each_pair_reversed_once(tmp_path, tok, write_jsonl):
-    pairs = [("a b", "c d"), ("c d", "a b"), ("e", "f"), ("g", "g"), ("e", "f")]
-    assert with_reversed_pairs(pairs) == [*pairs, ("f", "e")]  # (c d, a b) and (g, g) are there already
-    write_jsonl(tmp_path / "train.jsonl", ROWS)
-    ds = load_seq2seq_split(tmp_path, "train", tok, seq_len=32, limit=2, both_directions=True)
-    assert ds.pairs == [(r["src"], r["trg"]) for r in ROWS[:2]] + [(r["trg"], r["src"]) for r in ROWS[:2]]
-    assert ds.sources[2] == ROWS[0]["trg"] and ds.targets[2] == ROWS[0]["src"]
 
 
 def test_collate_and_dataloader(tmp_path, tok):

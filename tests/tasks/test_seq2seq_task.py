@@ -223,6 +223,14 @@ def test_soft_absorbing_training_and_dpm_solver_sampling(tmp_path):
         para(texts, steps=4, solver="euler")
 
 
+def test_with_reversed_pairs_adds_each_pair_reversed_once():
+    from mambadiff.tasks.seq2seq.training_data import training_pairs, with_reversed_pairs
+    pairs = [("a b", "c d"), ("c d", "a b"), ("e", "f"), ("g", "g"), ("e", "f")]
+    assert with_reversed_pairs(pairs) == [*pairs, ("f", "e")]  # (c d, a b) and (g, g) are there already
+    d = load_config(Seq2SeqConfig, "demo", ["data.max_train=2", "data.both_directions=true"]).data
+    assert training_pairs(pairs, d) == [("a b", "c d"), ("c d", "a b")]  # the first 2, reversed: no new pair
+
+
 def test_both_directions_trains_on_the_reversed_pairs_too(tmp_path, capsys):
     """data.both_directions reaches the training set: the printed count doubles (the built-in pairs
     are distinct both ways) and training runs."""

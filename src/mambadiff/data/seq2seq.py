@@ -62,8 +62,6 @@ __all__ = [
     "Seq2SeqExample",
     "Seq2SeqDataset",
     "read_seq2seq_jsonl",
-    "with_reversed_pairs",
-    "DISTILL_MODES",
     "resolve_split_path",
     "is_stream",
     "truncated_lengths",
@@ -420,22 +418,6 @@ def collate(items: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]
     return {k: torch.stack([it[k] for it in items]) for k in items[0]}
 
 
-DISTILL_MODES = ("join", "replace")
-
-
-def with_reversed_pairs(pairs: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
-    """``pairs`` followed by each pair reversed (target -> source), for a symmetric relation such as
-    paraphrase: a reversed pair that the list already holds, or one whose sides are equal, is not
-    added twice."""
-    have = set(pairs)
-    reversed_pairs = []
-    for src, trg in pairs:
-        if (trg, src) not in have:
-            have.add((trg, src))
-            reversed_pairs.append((trg, src))
-    return [*pairs, *reversed_pairs]
-
-
 def load_seq2seq_split(
     folder_or_file: str | os.PathLike,
     split: str | None,
@@ -445,26 +427,15 @@ def load_seq2seq_split(
     layout: str = "diffuseq",
     on_overflow: str = "truncate",
     limit: int | None = None,
-    both_directions: bool = False,
-    distilled: Sequence[tuple[str, str]] | None = None,
-    distill_mode: str = "join",
 ) -> Seq2SeqDataset:
     """Read ``<folder>/<split>.jsonl`` (or a single jsonl file) and lay it out.
 
-    ``limit`` keeps the first ``limit`` pairs (e.g. a quick evaluation subset). ``distilled`` pairs (a
-    teacher's outputs for the sources) join them (``distill_mode`` join) or replace them (replace).
-    ``both_directions`` then adds each pair reversed (`with_reversed_pairs`).
+    ``limit`` keeps the first ``limit`` pairs (e.g. a quick evaluation subset).
     """
-    if distill_mode not in DISTILL_MODES:
-        raise ValueError(f"distill_mode must be one of {'|'.join(DISTILL_MODES)}, got {distill_mode!r}")
     path = resolve_split_path(folder_or_file, split)
     pairs = read_seq2seq_jsonl(path)
     if limit is not None:
         if not isinstance(limit, int) or limit < 1:
             raise ValueError(f"limit must be a positive int or None, got {limit!r}")
         pairs = pairs[:limit]
-    if distilled is not None:
-        pairs = list(distilled) if distill_mode == "replace" else [*pairs, *distilled]
-    if both_directions:
-        pairs = with_reversed_pairs(pairs)
     return Seq2SeqDataset(pairs, tokenizer, seq_len=seq_len, layout=layout, on_overflow=on_overflow, path=path)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from mambadiff.data.seq2seq import DISTILL_MODES, LAYOUTS, ON_OVERFLOW, min_seq_len
+from mambadiff.data.seq2seq import LAYOUTS, ON_OVERFLOW, min_seq_len
 from mambadiff.data.tokenizer import SPECIAL_TOKENS
 from mambadiff.diffusion.masked import WEIGHTINGS
 from mambadiff.diffusion.samplers import SAMPLER_CONFIGS, GaussianSamplerConfig, MaskedSamplerConfig
@@ -18,6 +18,7 @@ from mambadiff.options import Options, option
 from mambadiff.train import TrainConfig
 
 PROCESSES = tuple(SAMPLER_CONFIGS)  # diffusion.process: gaussian | masked
+DISTILL_MODES = ("join", "replace")  # data.distill_mode
 
 
 @dataclass

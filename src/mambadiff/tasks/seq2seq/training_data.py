@@ -7,13 +7,15 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from typing import Sequence
+
 from mambadiff.data.errors import DataError
-from mambadiff.data.seq2seq import Seq2SeqDataset, load_seq2seq_split
+from mambadiff.data.seq2seq import Seq2SeqDataset, read_seq2seq_jsonl, resolve_split_path
 from mambadiff.data.tokenizer import TextTokenizer
 
 from .config import Seq2SeqDataConfig
 
-__all__ = ["distilled_pairs", "training_split"]
+__all__ = ["distilled_pairs", "training_pairs", "training_split", "with_reversed_pairs"]
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +39,32 @@ def distilled_pairs(path: str | Path) -> list[tuple[str, str]]:
     return pairs
 
 
+def with_reversed_pairs(pairs: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    """``pairs`` followed by each pair reversed (target -> source), for a symmetric relation such as
+    paraphrase: a reversed pair that the list already holds, or one whose sides are equal, is not
+    added twice."""
+    have = set(pairs)
+    reversed_pairs = []
+    for src, trg in pairs:
+        if (trg, src) not in have:
+            have.add((trg, src))
+            reversed_pairs.append((trg, src))
+    return [*pairs, *reversed_pairs]
+
+
+def training_pairs(own: Sequence[tuple[str, str]], d: Seq2SeqDataConfig) -> list[tuple[str, str]]:
+    """The (source, target) pairs data config ``d`` trains on, from the data's own ``own``: its first
+    ``max_train``, the distilled pairs joined or in their place, then each reversed with
+    ``both_directions``."""
+    pairs = list(own[: d.max_train] if d.max_train else own)
+    if d.distill:
+        distilled = distilled_pairs(d.distill)
+        pairs = distilled if d.distill_mode == "replace" else [*pairs, *distilled]
+    return with_reversed_pairs(pairs) if d.both_directions else pairs
+
+
 def training_split(folder: str | Path, tok: TextTokenizer, d: Seq2SeqDataConfig, layout: str) -> Seq2SeqDataset:
     """The training set of data config ``d`` from ``folder``'s train split, laid out as ``layout``."""
-    return load_seq2seq_split(folder, "train", tok, d.seq_len, layout=layout, on_overflow=d.on_overflow,
-                              limit=d.max_train or None, both_directions=d.both_directions,
-                              distilled=distilled_pairs(d.distill) if d.distill else None,
-                              distill_mode=d.distill_mode)
+    path = resolve_split_path(folder, "train")
+    return Seq2SeqDataset(training_pairs(read_seq2seq_jsonl(path), d), tok, seq_len=d.seq_len, layout=layout,
+                          on_overflow=d.on_overflow, path=path)
