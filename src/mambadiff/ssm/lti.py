@@ -62,55 +62,20 @@ def fft_size(length: int) -> int:
         n += 1
 
 
-class _FFTConv(torch.autograd.Function):
-    """y = K * u (+ D u): causal (reverse=False) or anti-causal (reverse=True) convolution by real FFTs.
-    u (..., l); K (..., l) and D (..., 1) | None broadcast against u (their gradients are summed over
-    the dimensions they broadcast along).
-
-    Backward is written out instead of left to autograd on the FFTs: the gradient of u is one more
-    convolution (with the time-reversed kernel: conj of its spectrum), the kernel's gradient one
-    product summed over the batch in the frequency domain, so two large FFTs per direction, no padded
-    complex transforms. The input's spectrum is saved, so it is not recomputed."""
-
-    @staticmethod
-    def forward(ctx, u, K, D, reverse):
-        l = u.shape[-1]
-        n = fft_size(l)
-        u_f = torch.fft.rfft(u, n=n)  # (..., e, f) f = n//2 + 1
-        k_f = torch.fft.rfft(K, n=n)  # (..., f) broadcasting against u_f
-        # anti-causal: y[t] = sum_j K[j] u[t+j], a correlation, i.e. the conjugate kernel spectrum
-        y = torch.fft.irfft(u_f * (k_f.conj() if reverse else k_f), n=n)[..., :l]  # (..., e, l)
-        if D is not None:
-            y = torch.addcmul(y, D, u)  # (..., e, l)
-        ctx.save_for_backward(u, u_f, k_f, D)
-        ctx.reverse, ctx.n = reverse, n
-        return y
-
-    @staticmethod
-    def backward(ctx, gy):
-        u, u_f, k_f, D = ctx.saved_tensors
-        l, n = u.shape[-1], ctx.n
-        g_f = torch.fft.rfft(gy, n=n)  # (..., e, f)
-        # the transpose of a causal convolution is the anti-causal one with the same kernel, and back
-        gu = torch.fft.irfft(g_f * (k_f if ctx.reverse else k_f.conj()), n=n)[..., :l]  # (..., e, l)
-        # dK[j] = sum_t gy[t] u[t - j] (causal) or sum_t gy[t] u[t + j] (anti-causal): conjugates
-        cross = g_f.mul_(u_f.conj()).sum_to_size(k_f.shape)  # K's shape, (..., f)
-        gK = torch.fft.irfft(cross.conj() if ctx.reverse else cross, n=n)[..., :l]  # K's shape, (..., l)
-        gD = None
-        if D is not None:
-            gu = torch.addcmul(gu, D, gy)  # (..., e, l)
-            gD = (gy * u).sum_to_size(D.shape) if ctx.needs_input_grad[2] else None  # D's shape
-        return gu, gK, gD, None
-
-
 def fft_causal_conv(u: torch.Tensor, K: torch.Tensor, D: torch.Tensor | None = None,
                     reverse: bool = False) -> torch.Tensor:
-    """Causal convolution y[t] = sum_{j<=t} K[j] u[t-j] (+ D u[t]) via real FFTs of ``fft_size(l)``.
+    """Causal convolution y[t] = sum_{j<=t} K[j] u[t-j] (+ D u[t]) via real FFTs of ``fft_size(l)``:
+    the reference the chunked path is tested against (autograd gives its gradients).
 
     u (..., e, l), K (e, l), D (e,) | None -> (..., e, l) (K and D may carry more dimensions that
     broadcast against u's, e.g. H3's (h, p, 1, l)). reverse=True: the anti-causal convolution
-    y[t] = sum_j K[j] u[t+j], i.e. ``flip(conv(flip(u)))`` without the flipped copies."""
-    return _FFTConv.apply(u.contiguous(), K, None if D is None else D.unsqueeze(-1), bool(reverse))
+    y[t] = sum_j K[j] u[t+j], i.e. ``flip(conv(flip(u)))``."""
+    l = u.shape[-1]
+    n = fft_size(l)
+    k_f = torch.fft.rfft(K, n=n)  # (..., f) f = n//2 + 1, broadcasting against u's spectrum
+    # anti-causal: a correlation, i.e. the conjugate kernel spectrum
+    y = torch.fft.irfft(torch.fft.rfft(u, n=n) * (k_f.conj() if reverse else k_f), n=n)[..., :l]  # (..., e, l)
+    return y if D is None else y + D.unsqueeze(-1) * u
 
 
 def log_uniform_log_dt(size: int, dt_min: float, dt_max: float) -> torch.Tensor:
