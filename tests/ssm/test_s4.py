@@ -60,6 +60,14 @@ def test_kernel_matches_dense_matrix_powers(discretization, l_max):
         torch.testing.assert_close(layer.kernel(length), reference_kernel(layer, length), rtol=1e-8, atol=1e-10)
 
 
+def test_kernel_in_frequency_blocks_matches_the_whole(monkeypatch):
+    """Blocks of a few frequencies (the memory bound of long kernels) give the same kernel."""
+    layer = perturb(make(l_max=40))
+    whole = layer.kernel(40)
+    monkeypatch.setattr("mambadiff.ssm.s4.KERNEL_BLOCK_ELEMENTS", 3 * 4 * 8)  # 3 of the 21 frequencies at once
+    torch.testing.assert_close(layer.kernel(40), whole, rtol=1e-12, atol=1e-13)
+
+
 def test_init_is_legs_in_another_basis():
     # the stored half and its conjugates, in the basis [V_half, conj(V_half)], give back HiPPO-LegS
     N, m = 8, 4

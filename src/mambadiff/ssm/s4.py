@@ -65,6 +65,7 @@ from .prefill import chunk_shape, state_chunks
 __all__ = ["S4Config", "S4State", "S4", "DISCRETIZATIONS", "dplr_legs_init", "krylov"]
 
 DISCRETIZATIONS = ("bilinear", "zoh")
+KERNEL_BLOCK_ELEMENTS = 1 << 21  # (e, f, N) Cauchy terms computed at once: 16 MB in complex64
 
 
 def dplr_legs_init(d_state: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -271,6 +272,15 @@ class S4(ConvolutionalSSM):
         dt, Lambda, P, B, C = self.ssm_parameters()
         k = torch.arange(L // 2 + 1, device=dt.device, dtype=dt.dtype)  # (f,)
         omega = torch.polar(torch.ones_like(k), -2 * math.pi * k / L)  # (f,) w_k = exp(-2 pi i k / L)
+        # frequencies in blocks: the Cauchy terms are (e, f, N); whole, they took 600 MB at L = 4,096
+        block = max(1, KERNEL_BLOCK_ELEMENTS // (dt.shape[0] * Lambda.shape[-1]))
+        K_hat = torch.cat([self._generating_function(dt, Lambda, P, B, C, w) for w in omega.split(block)], dim=1)
+        return torch.fft.irfft(K_hat, n=L)[:, :length]  # (e, l)
+
+    @staticmethod
+    def _generating_function(dt, Lambda, P, B, C, omega: torch.Tensor) -> torch.Tensor:
+        """The kernel's generating function (e, f) at the roots of unity ``omega (f,)``: the Cauchy
+        terms of the diagonal part, corrected for the low-rank term by Woodbury."""
         s = (1 + omega)[None, :, None]  # (1, f, 1)
         d_w = (2 / dt)[:, None, None] * (1 - omega)[None, :, None] - s * Lambda[:, None, :]  # (e, f, N)
         inv = 1 / d_w  # (e, f, N) the Cauchy kernel's terms
@@ -282,8 +292,7 @@ class S4(ConvolutionalSSM):
         eye = torch.eye(r, dtype=k_PP.dtype, device=k_PP.device)  # (r, r)
         s2 = s.squeeze(-1)  # (1, f)
         corr = torch.linalg.solve(eye + s2[..., None, None] * k_PP, k_PB.unsqueeze(-1)).squeeze(-1)  # (e, f, r)
-        K_hat = 2 * (k_CB - s2 * (k_CP * corr).sum(-1))  # (e, f)
-        return torch.fft.irfft(K_hat, n=L)[:, :length]  # (e, l)
+        return 2 * (k_CB - s2 * (k_CP * corr).sum(-1))  # (e, f)
 
     def _kernel_dense(self, length: int) -> torch.Tensor:
         """K[j] = Re(C dA^j dB) from dense powers."""

@@ -51,7 +51,7 @@ from ..masked import MaskedDiffusion, without_source
 from ..process import check_ids_and_mask
 from .base import Sampler
 from .token_rules import (ban_neighbour_tokens, ban_repeated_bigrams, beam_length_offsets, commit_counts,
-                          copy_the_source, gumbel_perturbed, length_ends, predicted_length, repeats_a_word_pair,
+                          copy_the_source, favour_source_words, gumbel_perturbed, length_ends, predicted_length, repeats_a_word_pair,
                           resolve_adjacent_repeats, top_per_row)
 
 
@@ -83,6 +83,9 @@ class MaskedSamplerConfig(Options):
     beam_avoid_repeat: bool = option(False, "The length beam keeps a candidate that repeats a word pair (\"sex with "
                                             "sex with\") only where every length does: a phrase repeated to fill the "
                                             "slots says the length is wrong.", off_flag="beam-allow-repeat")
+    source_bonus: float = option(0.0, "Added to the logits of the words the row's source holds before proposals "
+                                      "and confidences are taken: a prior that a paraphrase keeps most of its "
+                                      "source's words (0: none).")
     guidance: float = option(0.0, "Classifier-free guidance weight w on the source: (1 + w) log p(.|source) - w "
                                   "log p(.|no source), at twice the network cost; needs a model trained with "
                                   "diffusion.source_dropout > 0.", minimum=0.0)
@@ -276,6 +279,9 @@ class MaskedSampler(Sampler):
             logits[:, ends] = -torch.inf
         elif cfg.end_bias and ends.numel():
             logits[:, ends] += cfg.end_bias
+        if cfg.source_bonus:
+            favour_source_words(logits, state.x, state.target, open_pos, self._ids(self.tokens.special, logits.device),
+                                cfg.source_bonus)
         lse = torch.logsumexp(logits, dim=-1)  # (N,) log p(token) = logit - lse
         if cfg.temperature > 0:  # Gumbel-max: argmax of the perturbed scores is a draw at this temperature
             perturbed = gumbel_perturbed(logits, cfg.temperature, cfg.top_k, state.generator)  # (N, v)

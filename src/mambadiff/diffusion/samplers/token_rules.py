@@ -11,7 +11,7 @@ from typing import Sequence
 import torch
 
 __all__ = ["ban_neighbour_tokens", "ban_repeated_bigrams", "beam_length_offsets", "commit_counts",
-           "copy_the_source", "gumbel_perturbed", "length_ends", "predicted_length", "resolve_adjacent_repeats",
+           "copy_the_source", "favour_source_words", "gumbel_perturbed", "length_ends", "predicted_length", "resolve_adjacent_repeats",
            "shift", "top_per_row"]
 
 
@@ -73,6 +73,17 @@ def copy_the_source(token_ids: torch.Tensor, input_mask: torch.Tensor, special_i
         output = [i for i, t, k in zip(ids, tgt, keep) if k and t]
         out.append(source == output)
     return torch.tensor(out, dtype=torch.bool, device=token_ids.device)
+
+
+def favour_source_words(logits: torch.Tensor, x: torch.Tensor, target: torch.Tensor, open_pos: torch.Tensor,
+                        special: torch.Tensor, bonus: float) -> None:
+    """Add ``bonus`` in place to the logits ``(N, v)`` of the open positions ``open_pos (b, l)`` (row-major,
+    one logits row each) at the tokens their row's source holds (``x (b, l)`` where ``target`` is 0;
+    ``special (s,)`` left out): a prior that a paraphrase keeps most of its source's words."""
+    source = ~target & ~torch.isin(x, special)  # (b, l) source words
+    count = torch.zeros(x.shape[0], logits.shape[1], device=x.device)  # (b, v) source occurrences per token
+    count.scatter_add_(1, x, source.to(count.dtype))
+    logits += bonus * (count > 0)[open_pos.nonzero(as_tuple=True)[0]]  # (N, v)
 
 
 def repeats_a_word_pair(token_ids: torch.Tensor, target: torch.Tensor, special_ids: Sequence[int]) -> torch.Tensor:
