@@ -105,20 +105,37 @@ def test_cli_generate_writes_diffuseq_fields(tmp_path):
 def test_shipped_configs_parameter_counts():
     from mambadiff.tasks.seq2seq import config_parameter_report
     total = {n: config_parameter_report(load_config(Seq2SeqConfig, n)) for n in
-             ("demo", "qqp-mamba-small", "qqp-transformer-base", "qqp-mamba-cpu", "qqp-transformer-cpu",
+             ("demo", "qqp-mamba-small", "qqp-transformer-base", "qqp-mamba-cpu", "qqp-transformer-gaussian-cpu",
               "qqp-mamba2-cpu", "qqp-mamba2-hybrid-cpu")}
     assert 6.5e6 < total["qqp-mamba-small"]["total"] < 7.5e6
     assert 88e6 < total["qqp-transformer-base"]["total"] < 93e6
-    a, b = total["qqp-mamba-cpu"]["total"], total["qqp-transformer-cpu"]["total"]
+    a, b = total["qqp-mamba-cpu"]["total"], total["qqp-transformer-gaussian-cpu"]["total"]
     assert abs(a - b) / b < 0.01
     # the Mamba-2 CPU config trades 10% of the Transformer's parameters for speed (see its header)
     assert 0.85 * b < total["qqp-mamba2-cpu"]["total"] < b
-    # the hybrid: qqp-mamba2-cpu with its middle layer one of qqp-transformer-cpu's layers
+    # the hybrid: qqp-mamba2-cpu with its middle layer one of qqp-transformer-gaussian-cpu's layers
     hybrid = load_config(Seq2SeqConfig, "qqp-mamba2-hybrid-cpu").model.backbone
     assert hybrid.attn_layers == [1] and hybrid.name == "mamba2"
     assert total["qqp-mamba2-cpu"]["total"] < total["qqp-mamba2-hybrid-cpu"]["total"] < b
     r = CliRunner().invoke(main, ["params"])
     assert r.exit_code == 0 and "qqp-transformer-base" in r.output
+
+
+def test_qqp_transformer_cpu_is_qqp_cpu_with_another_backbone():
+    """The Transformer counterpart differs from qqp-cpu in the backbone (and its own tuned learning rate) only,
+    at backbone parameters within 2%."""
+    import dataclasses
+
+    from mambadiff.tasks.seq2seq import config_parameter_report
+    ours, theirs = (dataclasses.asdict(load_config(Seq2SeqConfig, n)) for n in ("qqp-cpu", "qqp-transformer-cpu"))
+    assert theirs["model"]["backbone"]["name"] == "transformer"
+    assert theirs["model"]["backbone"]["pos_encoding"] == "rotary"
+    for cfg in (ours, theirs):
+        del cfg["model"]["backbone"], cfg["train"]["lr"], cfg["run_dir"]
+    assert ours == theirs
+    backbone = {n: config_parameter_report(load_config(Seq2SeqConfig, n))["backbone"]
+                for n in ("qqp-cpu", "qqp-transformer-cpu")}
+    assert abs(backbone["qqp-cpu"] - backbone["qqp-transformer-cpu"]) / backbone["qqp-cpu"] < 0.02
 
 
 def test_cli_copy_accuracy_prints_and_writes_the_split(tmp_path):

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from .common import check_at_least, print_table, split_spec, write_json
 
-DEFAULT_CONFIGS = ("qqp-transformer-cpu", "qqp-mamba2-cpu", "qqp-mamba2-hybrid-cpu")
+DEFAULT_CONFIGS = ("qqp-transformer-gaussian-cpu", "qqp-mamba2-cpu", "qqp-mamba2-hybrid-cpu")
 
 
 @dataclass
