@@ -348,10 +348,16 @@ class Trainer:
     # ---- the loop ----------------------------------------------------------------------------
     def _stop_requested(self) -> bool:
         """A Ctrl-C asked to stop (on any rank: all ranks stop at the same step)."""
-        flag = interrupt.stop_requested()
+        return self._stops_agreed(False)[0]
+
+    def _stops_agreed(self, out_of_time: bool) -> tuple[bool, bool]:
+        """``(interrupted, out_of_time)``, each true when it is on any rank (``out_of_time``: this rank's
+        clock is past the budget). Ranks' clocks differ, and a rank that stopped alone would leave the
+        others waiting in a collective; one all-reduce carries both."""
+        flags = torch.tensor([float(interrupt.stop_requested()), float(out_of_time)], dtype=torch.float64)
         if self.dist.enabled:
-            flag = bool(all_reduce_mean(torch.tensor([float(flag)], dtype=torch.float64)).item() > 0)
-        return flag
+            flags = all_reduce_mean(flags)  # (2,)
+        return bool(flags[0] > 0), bool(flags[1] > 0)
 
     def fit(self) -> TrainResult:
         """Train to ``cfg.steps``; on Ctrl-C or SIGTERM (or the time budget) stop at a step boundary
@@ -396,8 +402,8 @@ class Trainer:
                     self.evaluate()
                 if cfg.save_every and self.step % cfg.save_every == 0 and self.step < cfg.steps:
                     self.save()
-                interrupted = self._stop_requested()
-                if clock() > deadline:
+                interrupted, out_of_time = self._stops_agreed(clock() > deadline)
+                if out_of_time:
                     break
         except KeyboardInterrupt:
             if interrupt.forced():  # a second Ctrl-C: stop now, nothing more is saved
