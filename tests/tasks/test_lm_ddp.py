@@ -27,9 +27,6 @@ def test_lm_ddp_two_processes_match_one(tmp_path, backbone):
         r = subprocess.run([*launcher, *args, f"run_dir={run}"], capture_output=True, text=True, timeout=500)
         assert r.returncode == 0, r.stderr[-3000:]
         outs[name] = load_file(str(run / "checkpoints" / "step_00000003" / "model.safetensors"))
-    assert outs["single"].keys() == outs["ddp"].keys()
-    moved = 0
+    assert outs["single"] and outs["single"].keys() == outs["ddp"].keys()
     for k, v in outs["single"].items():
         torch.testing.assert_close(outs["ddp"][k], v, rtol=1e-4, atol=1e-5, msg=k)
-        moved += 1
-    assert moved > 0

@@ -272,7 +272,7 @@ class S4(ConvolutionalSSM):
         dt, Lambda, P, B, C = self.ssm_parameters()
         k = torch.arange(L // 2 + 1, device=dt.device, dtype=dt.dtype)  # (f,)
         omega = torch.polar(torch.ones_like(k), -2 * math.pi * k / L)  # (f,) w_k = exp(-2 pi i k / L)
-        # frequencies in blocks: the Cauchy terms are (e, f, N); whole, they took 600 MB at L = 4,096
+        # frequencies in blocks: each (e, f, N) Cauchy tensor, whole, is 134 MB at e 512, N 16, L 4,096
         block = max(1, KERNEL_BLOCK_ELEMENTS // (dt.shape[0] * Lambda.shape[-1]))
         K_hat = torch.cat([self._generating_function(dt, Lambda, P, B, C, w) for w in omega.split(block)], dim=1)
         return torch.fft.irfft(K_hat, n=L)[:, :length]  # (e, l)

@@ -51,8 +51,8 @@ from ..masked import MaskedDiffusion, without_source
 from ..process import check_ids_and_mask
 from .base import Sampler
 from .token_rules import (ban_neighbour_tokens, ban_repeated_bigrams, beam_length_offsets, commit_counts,
-                          copy_the_source, favour_source_words, gumbel_perturbed, length_ends, predicted_length, repeats_a_word_pair,
-                          resolve_adjacent_repeats, top_per_row)
+                          copy_the_source, favour_source_words, gumbel_perturbed, length_ends, predicted_length,
+                          repeats_a_word_pair, resolve_adjacent_repeats, top_per_row)
 
 
 @dataclass

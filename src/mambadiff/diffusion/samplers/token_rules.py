@@ -11,8 +11,8 @@ from typing import Sequence
 import torch
 
 __all__ = ["ban_neighbour_tokens", "ban_repeated_bigrams", "beam_length_offsets", "commit_counts",
-           "copy_the_source", "favour_source_words", "gumbel_perturbed", "length_ends", "predicted_length", "resolve_adjacent_repeats",
-           "shift", "top_per_row"]
+           "copy_the_source", "favour_source_words", "gumbel_perturbed", "length_ends", "predicted_length",
+           "resolve_adjacent_repeats", "shift", "top_per_row"]
 
 
 def commit_counts(n_target: torch.Tensor, k: int, steps: int) -> torch.Tensor:
